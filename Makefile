@@ -1,0 +1,28 @@
+# The two commands of the README: `make lab` (set up, open the course) and `make test`
+# (set up, run every test). Both set up .venv on first use and re-use it afterwards.
+VENV := .venv
+PY   := $(VENV)/bin/python
+
+.PHONY: lab test setup execute student clean
+
+lab:
+	bash tools/setup_env.sh
+	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb
+
+test:
+	bash tools/setup_env.sh --browser
+	$(PY) -m pytest
+
+setup:
+	bash tools/setup_env.sh
+
+## Re-execute every notebook in place after a change (stores outputs for GitHub and nbval).
+execute: setup
+	$(PY) tools/execute_notebooks.py notebooks/*.ipynb
+
+## Write student versions (solutions replaced by placeholders) into student/.
+student: setup
+	$(PY) tools/student_versions.py notebooks student
+
+clean:
+	rm -rf student test-artifacts
