@@ -1,0 +1,211 @@
+"""LoRA from scratch: ``LoRALinear``, ``add_lora``, ``merge_lora`` and parameter counting.
+
+Convention (PEFT's, used across the course): a linear layer maps ``in`` features to ``out``
+features with weight W (out×in). LoRA adds ΔW = B·A with A (r×in) and B (out×r), scaled by
+α/r, so the layer computes ``base(x) + (dropout(x)·Aᵀ·Bᵀ)·scaling``.
+
+Bad input raises :class:`LoRAConfigError` (a ValueError) or :class:`LoRAStateError` (a
+RuntimeError) with a message that names the fix, and always before anything is changed:
+a failed call leaves the model exactly as it was.
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LoRAConfigError(ValueError):
+    """A LoRA setting that cannot work (rank, alpha, dropout, target modules)."""
+
+
+class LoRAStateError(RuntimeError):
+    """An operation that does not fit the layer's state (merging twice, wrapping twice)."""
+
+
+def check_lora_settings(r, alpha, dropout) -> None:
+    """Validate r, alpha and dropout; raise :class:`LoRAConfigError` naming the fix."""
+    if isinstance(r, bool) or not isinstance(r, int):
+        raise LoRAConfigError(f"r must be a positive int (the rank), got {r!r} of type {type(r).__name__}; use e.g. r=8.")
+    if r <= 0:
+        raise LoRAConfigError(f"r must be a positive int (the rank), got {r}; use e.g. r=8.")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise LoRAConfigError(f"alpha must be a positive number (the scale is alpha/r), got {alpha!r}; a common choice is alpha=2*r.")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise LoRAConfigError(f"dropout must be in [0, 1), got {dropout!r}; use 0.0 for none or e.g. 0.05.")
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update B·A, scaled by α/r.
+
+    ``A`` (r×in) starts Kaiming-uniform with a=√5 and ``B`` (out×r) starts at zero, as in PEFT
+    and loralib, so at initialisation the layer computes exactly what ``base`` computes.
+    ``use_rslora=True`` scales by α/√r instead (rank-stabilised LoRA).
+
+    A rank larger than min(in, out) gives a *warning*, not an error: ΔW (out×in) can never have
+    rank above min(in, out), so the extra parameters add nothing, but the result is still
+    correct, PEFT allows it, and a model-wide ``add_lora(..., r=64)`` should not fail because
+    one small layer is narrower than 64.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, *, use_rslora: bool = False):
+        super().__init__()
+        if isinstance(base, LoRALinear):
+            raise LoRAStateError("this layer is already a LoRALinear; wrap the original nn.Linear once (see its .base).")
+        if not isinstance(base, nn.Linear):
+            raise LoRAConfigError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}; pick a linear layer (e.g. q_proj).")
+        check_lora_settings(r, alpha, dropout)
+        if r > min(base.in_features, base.out_features):
+            warnings.warn(
+                f"r={r} exceeds min(in, out)={min(base.in_features, base.out_features)}: ΔW's rank cannot exceed that, "
+                "so the extra rank only adds parameters; consider a smaller r.", stacklevel=2)
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.r, self.alpha, self.use_rslora = r, float(alpha), use_rslora
+        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype, device=w.device))
+        if w.device.type != "meta":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        h = F.linear(self.dropout(x), self.lora_A)                         # (..., r): the cheap half
+        # out + scaling·(h·Bᵀ) as one fused multiply-add (addmm): no separate passes over the
+        # (…, out) result to scale it and to add it, which is where PEFT's version spends time.
+        flat = torch.addmm(out.reshape(-1, self.out_features), h.reshape(-1, self.r), self.lora_B.t(), alpha=self.scaling)
+        return flat.view(out.shape)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = scaling·B·A, shaped like the base weight (out×in)."""
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def _checked_delta(self) -> torch.Tensor:
+        delta = self.delta_weight().detach()
+        if not torch.isfinite(delta).all():
+            raise LoRAStateError("the adapter holds NaN or inf; merging would corrupt the base weight. Re-initialise or reload A and B.")
+        return delta.to(self.base.weight.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold ΔW into the base weight, so inference costs one matmul. Undo with :meth:`unmerge`."""
+        if self.merged:
+            raise LoRAStateError("already merged; merging again would add ΔW twice. Call unmerge() first if you trained further.")
+        self.base.weight += self._checked_delta()
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract ΔW from the base weight again (restores it up to float rounding)."""
+        if not self.merged:
+            raise LoRAStateError("not merged, so there is nothing to unmerge; call merge() first.")
+        self.base.weight -= self._checked_delta()
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+def _matches(name: str, target_modules: str | Iterable[str]) -> bool:
+    """PEFT's rule: a string is a regex that must match the whole name; a list matches names or suffixes."""
+    if isinstance(target_modules, str):
+        return re.fullmatch(target_modules, name) is not None
+    return any(name == t or name.endswith("." + t) for t in target_modules)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def add_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alpha: float, dropout: float = 0.0,
+             *, use_rslora: bool = False) -> nn.Module:
+    """Wrap the matching ``nn.Linear`` modules in :class:`LoRALinear`, in place; freeze the rest.
+
+    ``target_modules`` is a list of names or name suffixes (``["q_proj", "v_proj"]``) or a
+    regex matched against the whole module name (``r".*\\.(q|v)_proj"``), as in PEFT.
+    Every check runs before the first module is replaced.
+    """
+    check_lora_settings(r, alpha, dropout)
+    if not isinstance(target_modules, str):
+        target_modules = list(target_modules)
+        if not target_modules:
+            raise LoRAConfigError("target_modules is empty; name the layers to adapt, e.g. ['q_proj', 'v_proj'].")
+    matches = [(n, m) for n, m in model.named_modules() if n and _matches(n, target_modules)]
+    wrapped = [n for n, m in matches if isinstance(m, LoRALinear) or (n.endswith(".base") and isinstance(model.get_submodule(n[:-5]), LoRALinear))]
+    if wrapped:
+        raise LoRAStateError(f"{wrapped[0]!r} already has LoRA; wrapping a layer twice is not supported. Merge it (merge_lora) or start from a fresh model.")
+    not_linear = [(n, type(m).__name__) for n, m in matches if not isinstance(m, nn.Linear)]
+    if not_linear:
+        raise LoRAConfigError(f"{not_linear[0][0]!r} is a {not_linear[0][1]}, not an nn.Linear; target only linear layers.")
+    if not matches:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise LoRAConfigError(f"target_modules {target_modules!r} matched no module. Linear layers in this model: {names}.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        new = [(n, LoRALinear(m, r, alpha, dropout, use_rslora=use_rslora)) for n, m in matches]
+    for w in {str(w.message): w for w in caught}.values():  # one warning per distinct message, not per layer
+        warnings.warn(w.message, stacklevel=2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, module in new:
+        _set_submodule(model, name, module)
+    return model
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """The model's LoRA layers by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and put plain ``nn.Linear`` modules back.
+
+    Each ΔW is computed and checked before any weight changes, so a failure changes nothing.
+    """
+    layers = lora_layers(model)
+    if not layers:
+        raise LoRAStateError("this model has no LoRA layers to merge; add them with add_lora first.")
+    deltas = {n: (None if m.merged else m._checked_delta()) for n, m in layers.items()}
+    for name, layer in layers.items():
+        if deltas[name] is not None:
+            layer.base.weight += deltas[name]
+        _set_submodule(model, name, layer.base)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; works on the meta device too."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def trainable_parameters_line(model: nn.Module) -> str:
+    """The line PEFT's ``print_trainable_parameters`` prints, computed for any model."""
+    trainable, total = count_parameters(model)
+    return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print :func:`trainable_parameters_line`, in PEFT's format."""
+    print(trainable_parameters_line(model))
