@@ -5,11 +5,13 @@
 
 Shapes are a realistic fine-tuning batch: 2048 tokens through a 4096×4096 (attention) and a
 4096×11008 (MLP) layer, at r = 8 and 64; fp32 on CPU, bf16 on GPU. Both LoRA layers hold the
-same weights. Variants are timed round-robin (one run of each per round, so drift in the
-machine's speed hits all alike) after warm-up, and the median is kept.
+same weights. Variants are timed round-robin (one run of each per round, the order rotating,
+so drift in the machine's speed hits all alike) after warm-up, and the median is kept.
 
 Modes: ``forward`` (inference, under no_grad) and ``forward_backward`` (the input requires
-grad, as in any layer but the first; loss = out.sum()).
+grad, as in any layer but the first, and a dense random upstream gradient flows back: not
+``out.sum()``, whose broadcast gradient makes every matmul copy it first). On the GPU each
+timing covers 10 back-to-back calls with one synchronize, as layers run inside a model.
 """
 from __future__ import annotations
 
@@ -63,21 +65,24 @@ def make_layers(d_in: int, d_out: int, r: int, dtype, device) -> dict[str, nn.Mo
     return {"nn.Linear": plain, "lora_edu": ours, "peft": theirs, "lora_edu merged": ours_merged, "peft merged": theirs_merged}
 
 
-def run_once(layer: nn.Module, x: torch.Tensor, mode: str, device: str) -> float:
+def run_batch(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, mode: str, calls: int, device: str) -> float:
+    """Seconds per call over ``calls`` back-to-back calls, synchronising once (as a model's layers run)."""
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    if mode == "forward":
-        with torch.no_grad():
-            layer(x)
-    else:
-        layer(x).sum().backward()
+    for _ in range(calls):
+        if mode == "forward":
+            with torch.no_grad():
+                layer(x)
+        else:
+            x.grad = None
+            layer(x).backward(grad)  # a dense upstream gradient, as inside a network (not .sum()'s broadcast)
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / calls
 
 
-def bench(device: str, repeats: int, warmup: int) -> list[dict]:
+def bench(device: str, repeats: int, warmup: int, calls: int = 1) -> list[dict]:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     rows = []
     for d_in, d_out in SHAPES:
@@ -89,15 +94,16 @@ def bench(device: str, repeats: int, warmup: int) -> list[dict]:
                 assert torch.allclose(layers["lora_edu"](x), layers["peft"](x), rtol=1e-2, atol=1e-2 * ref.abs().max().item())
             for mode in ("forward", "forward_backward"):
                 xin = x.clone().requires_grad_(mode == "forward_backward")
+                grad = torch.randn(TOKENS, d_out, dtype=dtype, device=device)
                 times = {name: [] for name in layers}
+                names = list(layers)
                 for i in range(warmup + repeats):
-                    for name, layer in layers.items():
-                        t = run_once(layer, xin, mode, device)
+                    order = names[i % len(names):] + names[:i % len(names)]  # rotate: no variant always runs first
+                    for name in order:
+                        layers[name].zero_grad(set_to_none=True)
+                        t = run_batch(layers[name], xin, grad, mode, calls, device)
                         if i >= warmup:
                             times[name].append(t)
-                    xin.grad = None
-                    for layer in layers.values():
-                        layer.zero_grad(set_to_none=True)
                 med = {name: statistics.median(ts) for name, ts in times.items()}
                 row = dict(d_in=d_in, d_out=d_out, r=r, tokens=TOKENS, mode=mode, dtype=str(dtype), median_s=med,
                            ratio_lora_edu_over_peft=med["lora_edu"] / med["peft"],
@@ -121,10 +127,11 @@ def main() -> None:
     warmup = args.warmup or (10 if gpu else 2)
     import peft
 
-    rows = bench(args.device, repeats, warmup)
+    calls = 10 if gpu else 1
+    rows = bench(args.device, repeats, warmup, calls)
     meta = dict(device=torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
                 cpu_threads=torch.get_num_threads(), torch=torch.__version__, peft=peft.__version__,
-                python=platform.python_version(), repeats=repeats, warmup=warmup)
+                python=platform.python_version(), repeats=repeats, warmup=warmup, calls_per_timing=calls)
     with open(args.out, "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     print(f"wrote {args.out}")
