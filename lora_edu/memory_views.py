@@ -1,0 +1,173 @@
+"""Pictures and the interactive calculator of notebook 01, built on :mod:`lora_edu.memory`.
+
+Kept out of the notebook so that its cells stay a few lines long, and so the browser test and
+the unit tests can drive the very calculator the learner sees.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import matplotlib.pyplot as plt
+
+from lora_edu.memory import GB, LINEAR_MODULES, PRESETS, estimate
+
+PARTS = ("weights", "gradients", "optimizer", "activations", "other")
+COLORS = {"weights": "#4C72B0", "gradients": "#DD8452", "optimizer": "#C44E52", "activations": "#55A868", "other": "#BBBBBB"}
+GPUS_GB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
+
+#: The measured cases of benchmarks/measure_memory.py, as calculator settings.
+MEASURED_CASES = {
+    "full_fp32": dict(method="full", weight_dtype="fp32"),
+    "full_bf16": dict(method="full", weight_dtype="bf16"),
+    "lora_qv": dict(method="lora", weight_dtype="bf16", lora_r=8, lora_targets=("q_proj", "v_proj")),
+    "lora_all": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES),
+    "infer_bf16": dict(method="inference", weight_dtype="bf16"),
+}
+
+
+def parts_gb(est) -> dict[str, float]:
+    """An estimate split into the stacked bar's parts, in GB; "other" is transients + workspace."""
+    return {"weights": est.weights / GB, "gradients": est.gradients / GB, "optimizer": est.optimizer / GB,
+            "activations": est.activations / GB, "other": (est.peak - est.rule_of_thumb - est.activations) / GB}
+
+
+def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS_GB, log: bool = False) -> None:
+    """Draw one stacked bar per estimate, with each GPU's memory as a horizontal line."""
+    labels = list(estimates)
+    bottoms = [0.0] * len(labels)
+    for part in PARTS:
+        values = [parts_gb(estimates[label])[part] for label in labels]
+        ax.bar(labels, values, bottom=bottoms, color=COLORS[part], label=part)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    for name, size in gpus.items():
+        ax.axhline(size, color="black", lw=0.8, ls="--")
+        ax.text(len(labels) - 0.5, size, f" {name} GPU", va="center", fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel("GB (10⁹ bytes)")
+
+
+def load_measurements() -> dict:
+    """The GPU measurements committed with the course (benchmarks/measure_memory.py wrote them)."""
+    return json.loads(resources.files("lora_edu").joinpath("data/memory_measurements.json").read_text())
+
+
+def compare_with_measurements(measurements: dict | None = None) -> list[dict]:
+    """Each measured run beside the calculator's prediction: static part and peak, in bytes."""
+    measurements = measurements or load_measurements()
+    rows = []
+    for run in measurements["runs"]:
+        if run.get("oom"):
+            continue
+        est = estimate(run["model"], batch_size=run["batch"], seq_len=measurements["seq_len"], **MEASURED_CASES[run["case"]])
+        row = dict(model=run["model"], case=run["case"], batch=run["batch"], measured_peak=run["peak"], predicted_peak=est.peak,
+                   rule_of_thumb=est.rule_of_thumb, params=run["params"], predicted_params=est.total_params)
+        if "static_after_step" in run:
+            row.update(measured_static=run["static_after_step"], predicted_static=est.static)
+        rows.append(row)
+    return rows
+
+
+def plot_predicted_vs_measured(ax, rows: list[dict]) -> None:
+    """Predicted peak and rule of thumb against the measured peak, log-log, with a ±10% band."""
+    measured = [r["measured_peak"] / GB for r in rows]
+    lo, hi = min(measured) * 0.5, max(measured) * 2
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="#55A868", alpha=0.15, label="±10%")
+    ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+    ax.scatter(measured, [r["predicted_peak"] / GB for r in rows], s=18, color="#55A868", label="calculator (peak)")
+    ax.scatter(measured, [r["rule_of_thumb"] / GB for r in rows], s=18, marker="x", color="#C44E52",
+               label="rule of thumb: weights + grads + optimizer")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured peak on the GPU (GB)")
+    ax.set_ylabel("predicted (GB)")
+    ax.legend(fontsize=8)
+
+
+def memory_calculator():
+    """The interactive calculator: pick a model and a method, see the stacked bar and a verdict.
+
+    Returns the widget (display it as a cell's last line). ``calculator.update()`` redraws; it is
+    exposed as an attribute so tests can time and drive it without a browser.
+    """
+    import ipywidgets as w
+
+    from lora_edu.widget_tools import show_in
+
+    style = {"description_width": "110px"}
+    preset = w.Dropdown(options=[*PRESETS, "custom"], value="llama-7b", description="model", style=style)
+    hidden = w.IntText(4096, description="hidden size", style=style)
+    inter = w.IntText(11008, description="intermediate", style=style)
+    layers = w.IntText(32, description="layers", style=style)
+    heads = w.IntText(32, description="heads", style=style)
+    vocab = w.IntText(32000, description="vocabulary", style=style)
+    method = w.ToggleButtons(options=["full", "lora", "inference"], value="lora", description="method", style=style)
+    dtype = w.Dropdown(options=["bf16", "fp16", "fp32"], value="bf16", description="weights dtype", style=style)
+    batch = w.IntSlider(1, min=1, max=64, description="batch size", style=style)
+    seq = w.IntSlider(512, min=128, max=8192, step=128, description="sequence length", style=style)
+    rank = w.IntSlider(8, min=1, max=256, description="LoRA rank r", style=style)
+    targets = w.SelectMultiple(options=LINEAR_MODULES, value=("q_proj", "v_proj"), rows=7, description="LoRA targets", style=style)
+    gpu = w.Dropdown(options=list(GPUS_GB), value="24 GB", description="your GPU", style=style)
+    verdict = w.HTML()
+    out = w.Output()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    plt.close(fig)
+
+    def arch():
+        if preset.value != "custom":
+            return preset.value
+        return dict(hidden_size=hidden.value, intermediate_size=inter.value, num_hidden_layers=layers.value,
+                    num_attention_heads=heads.value, vocab_size=vocab.value)
+
+    syncing = {"on": False}  # True while the code itself sets widgets, so they do not redraw five times
+
+    def on_preset(change):
+        if syncing["on"]:
+            return
+        if preset.value != "custom":
+            syncing["on"] = True
+            for box, key in ((hidden, "hidden_size"), (inter, "intermediate_size"), (layers, "num_hidden_layers"),
+                             (heads, "num_attention_heads"), (vocab, "vocab_size")):
+                box.value = PRESETS[preset.value][key]
+            syncing["on"] = False
+        update()
+
+    def on_size(change):
+        if syncing["on"]:
+            return
+        if preset.value != "custom":  # editing a size means a custom model
+            syncing["on"] = True
+            preset.value = "custom"
+            syncing["on"] = False
+        update()
+
+    def update(change=None):
+        try:
+            est = estimate(arch(), method=method.value, weight_dtype=dtype.value, batch_size=batch.value, seq_len=seq.value,
+                           lora_r=rank.value, lora_targets=targets.value or ("q_proj",))
+        except (ValueError, TypeError) as exc:  # custom sizes can be inconsistent: say so, keep the last picture
+            verdict.value = f"<b style='color:#C44E52'>Cannot estimate: {exc}</b>"
+            return
+        ax.clear()
+        stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: GPUS_GB[gpu.value]})
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"{est.trainable_params:,} trainable of {est.total_params:,} parameters", fontsize=9)
+        fits = est.peak <= GPUS_GB[gpu.value] * GB
+        verdict.value = (f"<b>Peak ≈ {est.peak / GB:.1f} GB</b> (weights {est.weights / GB:.1f}, gradients {est.gradients / GB:.2f}, "
+                         f"optimizer {est.optimizer / GB:.2f}, activations {est.activations / GB:.1f}). "
+                         + ("<b style='color:#55A868'>Fits</b>" if fits else "<b style='color:#C44E52'>Does not fit</b>")
+                         + f" on a {gpu.value} GPU.")
+        show_in(out, fig)
+
+    preset.observe(on_preset, names="value")
+    for widget in (hidden, inter, layers, heads, vocab):
+        widget.observe(on_size, names="value")
+    for widget in (method, dtype, batch, seq, rank, targets, gpu):
+        widget.observe(update, names="value")
+    update()
+    sizes = w.VBox([hidden, inter, layers, heads, vocab])
+    controls = w.VBox([preset, sizes, method, dtype, batch, seq, rank, targets, gpu])
+    box = w.HBox([controls, w.VBox([verdict, out])])
+    box.update, box.verdict, box.controls = update, verdict, dict(preset=preset, method=method, batch=batch, seq=seq, rank=rank, gpu=gpu)
+    return box

@@ -1,0 +1,41 @@
+"""Numbers typed in a notebook's prose must equal what the code computes.
+
+Most numbers a notebook shows are printed by code (and pinned by nbval). Where prose repeats one
+(a summary, a sentence that reads a chart), the test below recomputes it and looks for it.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_edu import memory, memory_views
+from lora_edu.memory import GB
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def prose(name: str) -> str:
+    nb = json.loads((NOTEBOOKS / name).read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def test_01_memory_cost():
+    text = prose("01_memory_cost.ipynb").replace("\n", " ")
+    n = memory.parameter_counts("llama-7b")
+    lora = memory.lora_parameter_count("llama-7b", 8, ["q_proj", "v_proj"])
+    nominal = 7 * 10**9
+    assert f"{2 * nominal // GB} + {2 * nominal // GB} + {8 * nominal // GB} = {12 * nominal // GB} GB" in text
+    assert "2 + 2 + 8 + 4 = 16 bytes" in text
+    assert f"{n['total']:,} parameters, {n['linear_in_blocks'] / n['total']:.0%}" in text
+    assert f"trains {lora:,} of them ({100 * lora / (n['total'] + lora):.4f}%)" in text
+    assert f"only {lora / 1e6:.0f} M parameters" in text
+    assert f"{memory.parameter_counts('llama-2-70b')['total'] * 2 / GB:.0f} GB of bf16 weights" in text
+    full7 = memory.estimate("llama-7b", method="full", optimizer_dtype="fp32")
+    lora7 = memory.estimate("llama-7b", method="lora")
+    assert "does not fit even an 80 GB GPU" in text and full7.peak > 80 * GB
+    assert "LoRA fits it on a 24 GB card" in text and 16 * GB < lora7.peak <= 24 * GB
+    assert "they outweigh the 84 GB" in text
+    assert memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
+    assert "within a few percent" in text
+    worst = max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in memory_views.compare_with_measurements())
+    assert worst < 0.10
