@@ -42,3 +42,68 @@ def training_state_gb() -> FunctionExercise:
         solution="def training_state_gb(n_params):\n    return n_params * (2 + 2 + 4 + 4) / 1e9",
         why="12 bytes a parameter: 84 GB for 7 B parameters, before a single activation is stored.",
     )
+
+
+# ---------------------------------------------------------------- notebooks 02 and 03
+
+
+def _step_case(rng: np.random.Generator) -> dict:
+    """Fresh shapes and values for the worked-example exercises (row vectors, y = x·(W + B·A))."""
+    k, d, r, n = (int(v) for v in (rng.integers(2, 7), rng.integers(2, 7), rng.integers(1, 4), rng.integers(1, 4)))
+    return dict(x=rng.normal(size=(n, k)), W=rng.normal(size=(k, d)), A=rng.normal(size=(r, d)),
+                B=rng.normal(size=(k, r)), y_true=rng.normal(size=(n, d)))
+
+
+def delta_w() -> FunctionExercise:
+    """02: ΔW = B·A in the source's convention."""
+    from lora_edu.worked_example import example
+
+    ex = example()
+    return FunctionExercise(
+        "delta_w",
+        reference=lambda A, B: B @ A,
+        example=dict(A=ex["A"], B=ex["B"]),
+        random_case=lambda rng: {k: v for k, v in _step_case(rng).items() if k in ("A", "B")},
+        hint="B is k×r and A is r×d: their product is k×d, the shape of W. NumPy's matrix product is @.",
+        solution="def delta_w(A, B):\n    return B @ A",
+        why="ΔW has W's shape but only rank r: it is what LoRA adds to the frozen weight.",
+    )
+
+
+def grad_b() -> FunctionExercise:
+    """03: ∇B = G·Aᵀ with G = xᵀ(y − y_true)."""
+    from lora_edu.worked_example import example, gradients
+
+    ex = example()
+    return FunctionExercise(
+        "grad_B",
+        reference=lambda x, W, A, B, y_true: gradients(x, W, A, B, y_true)["grad_B"],
+        example=ex,
+        random_case=_step_case,
+        hint="First y = x·(W + B·A), then G = xᵀ·(y − y_true), which is ∂L/∂W_eff. W_eff depends on B through B·A, "
+             "so ∂L/∂B = G·Aᵀ (check the shapes: k×d times d×r).",
+        solution="def grad_B(x, W, A, B, y_true):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n    return G @ A.T",
+        why="∇B needs A and the error; with A random and B = 0 it is non-zero, so B moves first.",
+    )
+
+
+def one_step() -> FunctionExercise:
+    """03: one gradient-descent step, returning the new A and B stacked as (A_new, B_new)."""
+    from lora_edu.worked_example import LEARNING_RATE, example, gradient_step
+
+    def reference(x, W, A, B, y_true):
+        s = gradient_step(x, W, A, B, y_true, lr=LEARNING_RATE)
+        return np.concatenate([s["A_new"].ravel(), s["B_new"].ravel()])
+
+    return FunctionExercise(
+        "one_step",
+        reference=reference,
+        example=example(),
+        random_case=_step_case,
+        hint="Compute both gradients from the *same* (old) A and B, then A − η·∇A and B − η·∇B with η = 0.1. "
+             "Return np.concatenate([A_new.ravel(), B_new.ravel()]). Do not change A or B in place.",
+        solution=("def one_step(x, W, A, B, y_true, lr=0.1):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n"
+                  "    A_new, B_new = A - lr * (B.T @ G), B - lr * (G @ A.T)\n"
+                  "    return np.concatenate([A_new.ravel(), B_new.ravel()])"),
+        why="That is all a LoRA training step is: the frozen W only shapes the error, only A and B change.",
+    )

@@ -39,3 +39,29 @@ def test_01_memory_cost():
     assert "within a few percent" in text
     worst = max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in memory_views.compare_with_measurements())
     assert worst < 0.10
+
+
+def test_02_worked_example():
+    text = prose("02_worked_example.ipynb").replace("\n", " ")
+    from lora_edu import worked_example as we
+
+    s = we.gradient_step(**we.example())
+    assert f"y = [{', '.join(f'{v:g}' for v in s['y'][0])}]".replace("-", "−") in text
+    assert f"L ≈ {s['loss_before']:g}" in text
+    assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
+    assert f"at r = 8 trains {8 * (4096 + 4096) / 4096**2:.2%} of its weights" in text
+
+
+def test_03_gradient_step():
+    text = prose("03_gradient_step.ipynb").replace("\n", " ")
+    import numpy as np
+
+    from lora_edu import worked_example as we
+
+    ex = we.example()
+    changes = []
+    for alpha in (1, 2):
+        st = we.gradient_step(**ex, scaling=alpha / 2)
+        changes.append(np.linalg.norm(st["W_eff_new"] - st["W_eff"]))
+    assert "about quadruples" in text and 3.5 < changes[1] / changes[0] < 4.5
+    assert "error y₁ − 1 = −0.8" not in text  # that value is printed by code, not typed
