@@ -59,7 +59,7 @@ def _bad_folder_cases(tmp_path):
     cases["corrupt config"] = (badjson, "adapter_config.json is not valid JSON")
     rank = save_adapter(trained(r=3), tmp_path / "rank")
     cases["wrong rank into existing LoRA"] = (rank, "the adapter has r=3, lora_alpha=4 but '0.q_proj' has r=2")
-    shapes = save_adapter(add_lora(tiny_model(d=6), ["q_proj"], r=2, alpha=4), tmp_path / "shapes")
+    shapes = save_adapter(add_lora(tiny_model(d=6), ["q_proj", "v_proj"], r=2, alpha=4), tmp_path / "shapes")
     cases["wrong shapes"] = (shapes, r"lora_A of '0.q_proj' has shape \(2, 6\), but this model needs \(2, 8\)")
     lacks = save_adapter(add_lora(tiny_model(layers=3), ["q_proj", "v_proj"], r=2, alpha=4), tmp_path / "lacks")
     cases["modules the model lacks"] = (lacks, r"weights for modules this model lacks: \['2.q_proj', '2.v_proj'\]")
