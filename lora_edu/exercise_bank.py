@@ -107,3 +107,49 @@ def one_step() -> FunctionExercise:
                   "    return np.concatenate([A_new.ravel(), B_new.ravel()])"),
         why="That is all a LoRA training step is: the frozen W only shapes the error, only A and B change.",
     )
+
+
+# ---------------------------------------------------------------- notebook 05
+
+
+def _layer_case(rng: np.random.Generator) -> dict:
+    """A fresh LoRA layer (PyTorch convention): x (batch×in), W (out×in), b (out), A (r×in), B (out×r)."""
+    import torch
+
+    d_in, d_out, r, n = (int(v) for v in (rng.integers(2, 12), rng.integers(2, 12), rng.integers(1, 5), rng.integers(1, 6)))
+    t = lambda *shape: torch.tensor(rng.normal(size=shape))  # noqa: E731
+    return dict(x=t(n, d_in), W=t(d_out, d_in), b=t(d_out), A=t(r, d_in), B=t(d_out, r), scaling=float(rng.uniform(0.25, 4)))
+
+
+def lora_forward() -> FunctionExercise:
+    """05: the LoRA forward pass, PyTorch convention."""
+    rng = np.random.default_rng(5)
+    return FunctionExercise(
+        "lora_forward",
+        reference=lambda x, W, b, A, B, scaling: x @ W.T + b + scaling * (x @ A.T) @ B.T,
+        example=_layer_case(rng) | dict(scaling=2.0),
+        random_case=_layer_case,
+        hint="nn.Linear computes x·Wᵀ + b. LoRA adds scaling·(x·Aᵀ)·Bᵀ: down to r with Aᵀ, back up with Bᵀ. "
+             "Computing x·Aᵀ first keeps it cheap.",
+        solution="def lora_forward(x, W, b, A, B, scaling):\n    return x @ W.T + b + scaling * (x @ A.T) @ B.T",
+        why="(x·Aᵀ)·Bᵀ costs r·(in + out) multiply-adds per input and never forms the out×in matrix ΔW.",
+    )
+
+
+def merge_weight() -> FunctionExercise:
+    """05: merging: the weight a plain nn.Linear needs to compute what the LoRA layer computes."""
+    rng = np.random.default_rng(6)
+
+    def case(rng):
+        c = _layer_case(rng)
+        return {k: c[k] for k in ("W", "A", "B", "scaling")}
+
+    return FunctionExercise(
+        "merge_weight",
+        reference=lambda W, A, B, scaling: W + scaling * B @ A,
+        example=case(rng),
+        random_case=case,
+        hint="ΔW = scaling·B·A has W's shape (out×in). Return a new tensor: do not add into W in place.",
+        solution="def merge_weight(W, A, B, scaling):\n    return W + scaling * (B @ A)",
+        why="After merging, inference costs exactly what the base model costs: one matmul, no adapter.",
+    )

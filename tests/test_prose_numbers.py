@@ -65,3 +65,24 @@ def test_03_gradient_step():
         changes.append(np.linalg.norm(st["W_eff_new"] - st["W_eff"]))
     assert "about quadruples" in text and 3.5 < changes[1] / changes[0] < 4.5
     assert "error y₁ − 1 = −0.8" not in text  # that value is printed by code, not typed
+
+
+def test_05_lora_from_scratch():
+    text = prose("05_lora_from_scratch.ipynb").replace("\n", " ")
+    import torch
+
+    from lora_edu import digits_task
+
+    rotated = digits_task.load_digits_task(rotate=True)
+    pretrained = digits_task.pretrained_model()
+    runs = {r: digits_task.adapt(pretrained, rotated, "lora", r=r) for r in (1, 2, 4, 16)}
+    full = digits_task.adapt(pretrained, rotated, "full")
+    assert "full fine-tuning reaches the highest accuracy" in text
+    assert full["accuracy"] > max(run["accuracy"] for run in runs.values())
+    assert "gains little beyond r = 4" in text and runs[16]["accuracy"] - runs[4]["accuracy"] < 0.02
+    assert "r = 1 and 2 are still climbing after 30 epochs" in text
+    assert all(runs[r]["history"][-1] > runs[r]["history"][-10] for r in (1, 2))
+    delta = (full["model"].fc2.weight - pretrained.fc2.weight).detach()
+    sv = torch.linalg.svdvals(delta)
+    energy4 = (sv[:4] ** 2).sum() / (sv**2).sum()
+    assert "far from random" in text and "not *very* low-rank" in text and 0.3 < energy4 < 0.8
