@@ -153,3 +153,27 @@ def merge_weight() -> FunctionExercise:
         solution="def merge_weight(W, A, B, scaling):\n    return W + scaling * (B @ A)",
         why="After merging, inference costs exactly what the base model costs: one matmul, no adapter.",
     )
+
+
+# ---------------------------------------------------------------- notebook 04
+
+
+def smallest_rank() -> FunctionExercise:
+    """04: the smallest rank whose best approximation reaches a relative error."""
+    from lora_edu.lowrank import smallest_rank as reference
+
+    def case(rng):
+        n = int(rng.integers(3, 40))
+        return dict(singular_values=np.sort(rng.exponential(size=n))[::-1], max_error=float(rng.uniform(0.01, 0.9)))
+
+    return FunctionExercise(
+        "smallest_rank",
+        reference=lambda singular_values, max_error: reference(singular_values, max_error),
+        example=dict(singular_values=np.array([4.0, 2.0, 1.0, 0.5, 0.25]), max_error=0.2),
+        random_case=case,
+        hint="By Eckart–Young the rank-r error is sqrt(σ²_{r+1} + σ²_{r+2} + …) / sqrt(σ²_1 + σ²_2 + …). Try r = 0, 1, 2, … "
+             "and return the first r whose error is at most max_error.",
+        solution=("def smallest_rank(singular_values, max_error):\n    s2 = np.asarray(singular_values, float) ** 2\n"
+                  "    for r in range(len(s2) + 1):\n        if np.sqrt(s2[r:].sum() / s2.sum()) <= max_error:\n            return r"),
+        why="The singular values tell you, before any training, how small a rank can be for a given accuracy.",
+    )

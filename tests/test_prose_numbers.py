@@ -86,3 +86,17 @@ def test_05_lora_from_scratch():
     sv = torch.linalg.svdvals(delta)
     energy4 = (sv[:4] ** 2).sum() / (sv**2).sum()
     assert "far from random" in text and "not *very* low-rank" in text and 0.3 < energy4 < 0.8
+
+
+def test_04_rank_and_alpha():
+    text = prose("04_rank_and_alpha.ipynb").replace("\n", " ")
+    from lora_edu import lowrank
+
+    curves = lowrank.lora_fit_curves(ranks=(2, 4, 8, 16, 32, 64), alpha=16.0, steps=150)
+    final_r = {r: c[-1] for r, c in curves["alpha/r"].items()}
+    final_sqrt = [c[-1] for r, c in sorted(curves["alpha/sqrt(r)"].items())]
+    assert "past a point, more rank means slower learning at fixed α" in text
+    assert min(final_r, key=final_r.get) not in (64,) and final_r[64] > min(final_r.values())
+    assert "Under α/√r the ordering is what the capacity promises" in text
+    assert all(a > b for a, b in zip(final_sqrt, final_sqrt[1:]))
+    assert "whose singular values decay as 0.75ⁱ" in text
