@@ -1,7 +1,7 @@
 """Time lora_edu.LoRALinear against PEFT's LoRA Linear and a plain nn.Linear.
 
-    python benchmarks/bench_lora_linear.py --device cpu  --out benchmarks/results/bench_lora_linear_cpu.json
-    python benchmarks/bench_lora_linear.py --device cuda --out benchmarks/results/bench_lora_linear_gpu.json
+    python benchmarks/bench_lora_linear.py --device cpu  --out lora_edu/data/bench_lora_linear_cpu.json
+    python benchmarks/bench_lora_linear.py --device cuda --out lora_edu/data/bench_lora_linear_gpu.json
 
 Shapes are a realistic fine-tuning batch: 2048 tokens through a 4096×4096 (attention) and a
 4096×11008 (MLP) layer, at r = 8 and 64; fp32 on CPU, bf16 on GPU. Both LoRA layers hold the

@@ -177,3 +177,21 @@ def smallest_rank() -> FunctionExercise:
                   "    for r in range(len(s2) + 1):\n        if np.sqrt(s2[r:].sum() / s2.sum()) <= max_error:\n            return r"),
         why="The singular values tell you, before any training, how small a rank can be for a given accuracy.",
     )
+
+
+# ---------------------------------------------------------------- notebook 06
+
+
+def lora_qv_trainable() -> FunctionExercise:
+    """06: what PEFT's printout says for LoRA on q_proj and v_proj of a LLaMA-style model."""
+    return FunctionExercise(
+        "lora_qv_trainable",
+        reference=lambda hidden_size, num_layers, r: num_layers * 2 * r * (hidden_size + hidden_size),
+        example=dict(hidden_size=4096, num_layers=32, r=8),
+        random_case=lambda rng: dict(hidden_size=int(rng.integers(1, 64)) * 64, num_layers=int(rng.integers(1, 81)),
+                                     r=int(rng.choice([1, 2, 4, 8, 16, 32, 64]))),
+        hint="q_proj and v_proj are hidden×hidden in LLaMA (with as many key/value heads as heads). "
+             "Each gets A (r×hidden) and B (hidden×r), in every layer.",
+        solution="def lora_qv_trainable(hidden_size, num_layers, r):\n    return num_layers * 2 * r * (hidden_size + hidden_size)",
+        why="For LLaMA-7B that is the 4,194,304 in PEFT's famous printout.",
+    )

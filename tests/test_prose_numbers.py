@@ -100,3 +100,17 @@ def test_04_rank_and_alpha():
     assert "Under α/√r the ordering is what the capacity promises" in text
     assert all(a > b for a, b in zip(final_sqrt, final_sqrt[1:]))
     assert "whose singular values decay as 0.75ⁱ" in text
+
+
+def test_06_peft_comparison_and_committed_benchmarks():
+    text = prose("06_peft_comparison.ipynb").replace("\n", " ")
+    from importlib import resources
+
+    rows = {kind: json.loads(resources.files("lora_edu").joinpath(f"data/bench_lora_linear_{kind}.json").read_text())["rows"]
+            for kind in ("gpu", "cpu")}
+    assert "under 4% even at r = 64" in text and max(r["extra_flops_fraction"] for r in rows["gpu"]) < 0.04
+    assert "Our layer is as fast as PEFT's or faster" in text
+    assert all(r["ratio_lora_edu_over_peft"] <= 1.0 for r in rows["gpu"])   # the target, on the GPU
+    assert all(r["ratio_merged_over_linear"] <= 1.02 for r in rows["gpu"] if r["mode"] == "forward")
+    assert "much larger than that on the GPU" in text
+    assert all(r["ratio_unmerged_over_linear"] - 1 > r["extra_flops_fraction"] for r in rows["gpu"])
