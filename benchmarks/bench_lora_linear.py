@@ -25,21 +25,11 @@ import torch
 from torch import nn
 
 from lora_edu.lora import LoRALinear
+from lora_edu.peft_tools import peft_lora_linear
 
 SHAPES = [(4096, 4096), (4096, 11008)]
 RANKS = [8, 64]
 TOKENS = 2048
-
-
-def peft_lora_linear(base: nn.Linear, r: int, alpha: float) -> nn.Module:
-    """PEFT's LoRA Linear around ``base`` (newer PEFT versions also want the LoraConfig)."""
-    from peft import LoraConfig
-    from peft.tuners.lora import Linear
-
-    try:
-        return Linear(base, "default", config=LoraConfig(r=r, lora_alpha=alpha), r=r, lora_alpha=alpha)
-    except TypeError:  # older PEFT: no config argument
-        return Linear(base, "default", r=r, lora_alpha=alpha)
 
 
 def make_layers(d_in: int, d_out: int, r: int, dtype, device) -> dict[str, nn.Module]:

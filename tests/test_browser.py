@@ -182,24 +182,25 @@ def move_and_check(page, description: str, label_selector: str, screenshot: str,
     return dict(before=before, after=after)
 
 
-def test_rank_slider_in_jupyterlab(browser, lab):
+def check_notebook(browser, lab, notebook: str, slider: str, screenshot: str) -> dict:
+    """Run ``notebook`` in the browser, check it is clean, move ``slider``; return what changed."""
     start = time.perf_counter()
-    page = run_all(browser, lab, "04_rank_and_alpha.ipynb")
+    page = run_all(browser, lab, notebook)
     assert_no_errors(page)
-    moved = move_and_check(page, "rank r", ".widget-html", "browser_04_rank_slider.png")
+    moved = move_and_check(page, slider, ".widget-html", screenshot)
+    page.screenshot(path=str(ARTIFACTS / f"page_{screenshot}"))
+    page.close()
+    print(f"browser test of {notebook} took {time.perf_counter() - start:.1f} s")
+    return moved
+
+
+def test_rank_slider_in_jupyterlab(browser, lab):
+    moved = check_notebook(browser, lab, "04_rank_and_alpha.ipynb", "rank r", "browser_04_rank_slider.png")
     assert moved["before"]["value"] == "4" and moved["after"]["value"] == "7"
     assert moved["before"]["label"].startswith("r = 4") and moved["after"]["label"].startswith("r = 7")
-    page.screenshot(path=str(ARTIFACTS / "browser_04_page.png"))
-    page.close()
-    print(f"browser test of notebook 04 took {time.perf_counter() - start:.1f} s")
 
 
 def test_memory_calculator_in_jupyterlab(browser, lab):
-    start = time.perf_counter()
-    page = run_all(browser, lab, "01_memory_cost.ipynb")
-    assert_no_errors(page)
-    moved = move_and_check(page, "batch size", ".widget-html", "browser_01_calculator.png")
+    moved = check_notebook(browser, lab, "01_memory_cost.ipynb", "batch size", "browser_01_calculator.png")
     assert moved["before"]["value"] == "1" and moved["after"]["value"] == "4"
     assert "Peak" in moved["after"]["label"] and moved["after"]["label"] != moved["before"]["label"]
-    page.close()
-    print(f"browser test of notebook 01 took {time.perf_counter() - start:.1f} s")
