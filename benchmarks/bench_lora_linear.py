@@ -105,6 +105,17 @@ def bench(device: str, repeats: int, warmup: int, calls: int = 1) -> list[dict]:
     return rows
 
 
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it (platform.processor() is often empty there)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -119,7 +130,7 @@ def main() -> None:
 
     calls = 10 if gpu else 1
     rows = bench(args.device, repeats, warmup, calls)
-    meta = dict(device=torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
+    meta = dict(device=torch.cuda.get_device_name() if gpu else cpu_name(),
                 cpu_threads=torch.get_num_threads(), torch=torch.__version__, peft=peft.__version__,
                 python=platform.python_version(), repeats=repeats, warmup=warmup, calls_per_timing=calls)
     with open(args.out, "w") as f:
