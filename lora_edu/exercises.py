@@ -147,18 +147,19 @@ def _compare(expected: Any, got: Any, *, rtol: float, atol: float, where: str) -
     is_arraylike = _is_tensor(got) or isinstance(got, (np.ndarray, list, tuple, int, float, np.number))
     if not is_arraylike:
         raise _Feedback(FAILED, f"expected a number or an array {where}, got {_describe(got)}.")
+    raw = _as_array(got)
     try:
-        arr = _as_array(got).astype(np.float64) if _as_array(got).dtype != object else None
+        arr = raw.astype(np.float64) if raw.dtype != object else None
     except (TypeError, ValueError):
         arr = None
     if arr is None:
         raise _Feedback(FAILED, f"expected numbers {where}, got {_describe(got)} (not numeric).")
     if arr.shape != exp.shape:
         raise _Feedback(FAILED, f"wrong shape {where}: expected {exp.shape}, got {arr.shape}.")
-    if np.issubdtype(exp.dtype, np.floating) and not np.issubdtype(_as_array(got).dtype, np.floating):
+    if np.issubdtype(exp.dtype, np.floating) and not np.issubdtype(raw.dtype, np.floating):
         raise _Feedback(
             FAILED,
-            f"wrong dtype {where}: expected floating point numbers, got {_as_array(got).dtype} "
+            f"wrong dtype {where}: expected floating point numbers, got {raw.dtype} "
             "(integer arithmetic drops the fractions; use floats).",
         )
     bad = ~np.isfinite(arr)
