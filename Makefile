@@ -3,7 +3,7 @@
 VENV := .venv
 PY   := $(VENV)/bin/python
 
-.PHONY: lab test setup execute student clean
+.PHONY: lab test lint setup execute student clean
 
 lab:
 	bash tools/setup_env.sh
@@ -11,7 +11,12 @@ lab:
 
 test:
 	bash tools/setup_env.sh --browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+## Lint the package, tests and tools (CI runs it as part of `make test`).
+lint: setup
+	$(VENV)/bin/ruff check .
 
 setup:
 	bash tools/setup_env.sh

@@ -24,8 +24,8 @@ import time
 import torch
 from torch import nn
 
-from lora_edu.lora import LoRALinear
-from lora_edu.peft_tools import peft_lora_linear
+from lora_edu.core.lora import LoRALinear
+from lora_edu.core.peft_tools import peft_lora_linear
 
 SHAPES = [(4096, 4096), (4096, 11008)]
 RANKS = [8, 64]

@@ -28,40 +28,29 @@ import time
 
 import torch
 
+from lora_edu.core.memory import MEASURED_CASES, MEASURED_MODELS, PRESETS  # the one table of sizes and cases
+
 SEQ_LEN = 512
 BATCHES = (1, 4)
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-# LLaMA-style sizes (vocab 32000, untied head), from about 60 M to about 3 B parameters.
-MODELS = {
-    "llama-60m": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8),
-    "llama-130m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
-    "llama-370m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16),
-    "llama-1.3b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32),
-    "llama-3.4b": dict(hidden_size=3200, intermediate_size=8640, num_hidden_layers=26, num_attention_heads=32),
-}
-CASES = {
-    "full_fp32": dict(method="full", dtype=torch.float32),
-    "full_bf16": dict(method="full", dtype=torch.bfloat16),
-    "lora_qv": dict(method="lora", dtype=torch.bfloat16, r=8, targets=["q_proj", "v_proj"]),
-    "lora_all": dict(method="lora", dtype=torch.bfloat16, r=16, targets=ALL_LINEAR),
-    "infer_bf16": dict(method="inference", dtype=torch.bfloat16),
-}
+MODELS = {name: PRESETS[name] for name in MEASURED_MODELS}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def build(arch: dict, case: dict):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=32000, num_key_value_heads=arch["num_attention_heads"], max_position_embeddings=SEQ_LEN,
-                         tie_word_embeddings=False, use_cache=False, attn_implementation="sdpa", **arch)
+    arch = {"num_key_value_heads": arch["num_attention_heads"], **arch}
+    config = LlamaConfig(max_position_embeddings=SEQ_LEN, tie_word_embeddings=False, use_cache=False,
+                         attn_implementation="sdpa", **arch)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(case["dtype"])
+        model = LlamaForCausalLM(config).to(DTYPES[case["weight_dtype"]])
     if case["method"] == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=case["r"], lora_alpha=2 * case["r"], lora_dropout=0.0,
-                                                 target_modules=case["targets"], bias="none", task_type="CAUSAL_LM"))
+        r = case["lora_r"]
+        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=list(case["lora_targets"]),
+                                                 bias="none", task_type="CAUSAL_LM"))
     return model
 
 
@@ -129,10 +118,10 @@ def main() -> None:
     results = dict(device=torch.cuda.get_device_name(), total_memory=torch.cuda.get_device_properties(0).total_memory,
                    torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
                    python=platform.python_version(), seq_len=SEQ_LEN, optimizer="torch.optim.AdamW (default: foreach)",
-                   attention="sdpa", gradient_checkpointing=False, models=MODELS, cases={k: {**v, "dtype": str(v["dtype"])} for k, v in CASES.items()},
+                   attention="sdpa", gradient_checkpointing=False, models=MODELS, cases=MEASURED_CASES,
                    runs=[])
     for name in args.models:
-        for case_name, case in CASES.items():
+        for case_name, case in MEASURED_CASES.items():
             for batch in BATCHES:
                 gc.collect()
                 torch.cuda.empty_cache()

@@ -1,15 +1,62 @@
 """lora_edu: the shared package of the course "LoRA from first principles".
 
-Every notebook imports it (``import lora_edu``); anything longer than a few lines, reused
-across notebooks, or worth a unit test lives here rather than in a notebook cell.
-"""
-from lora_edu.env_check import check_environment
-from lora_edu.exercises import CheckResult, FunctionExercise, ValueExercise
-from lora_edu.lora import LoRALinear, add_lora, count_parameters, merge_lora, print_trainable_parameters
-from lora_edu.seeding import seed_everything
+Every notebook imports it one way, ``import lora_edu as le``, and reaches everything through
+``le``: the LoRA API at the top (``le.LoRALinear``, ``le.add_lora``), and each module by its
+short name (``le.memory``, ``le.exercise_bank``, ``le.rank_views``). Anything longer than a few
+lines, reused across notebooks, or worth a unit test lives here rather than in a notebook cell.
 
-__version__ = "0.1.0"
-__all__ = [
-    "CheckResult", "FunctionExercise", "LoRALinear", "ValueExercise", "add_lora", "check_environment",
-    "count_parameters", "merge_lora", "print_trainable_parameters", "seed_everything",
-]
+Three kinds of module, three sub-packages:
+
+* ``lora_edu.core``: the mathematics and the models. LoRA layers and injection (``lora``),
+  adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model (``memory``),
+  low-rank algebra (``lowrank``), the 4×4 worked example (``worked_example``) and the
+  rotated-digits task (``digits_task``). No plotting, no widgets: usable from a script or a
+  GPU benchmark.
+* ``lora_edu.views``: figures and widgets built on the core (``plotting``, ``widget_tools``,
+  ``memory_views``, ``rank_views``).
+* ``lora_edu.course``: what makes it a course: exercises and their bank, the course map, the
+  environment check, seeding.
+
+Modules load on first use (PEP 562 ``__getattr__``), so ``import lora_edu`` is quick and a GPU
+machine without ipywidgets can still import ``lora_edu.core``.
+"""
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("lora-edu")  # the one version, pyproject.toml's
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
+#: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
+_LAZY = {
+    **{name: f"lora_edu.core.{name}" for name in
+       ("lora", "adapters", "peft_tools", "memory", "lowrank", "worked_example", "digits_task")},
+    **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
+    **{name: f"lora_edu.course.{name}" for name in
+       ("exercises", "exercise_bank", "course_map", "env_check", "seeding")},
+    "data": "lora_edu.data",
+    **{name: f"lora_edu.core.lora:{name}" for name in
+       ("LoRALinear", "add_lora", "merge_lora", "count_parameters", "print_trainable_parameters")},
+    **{name: f"lora_edu.course.exercises:{name}" for name in ("CheckResult", "FunctionExercise", "ValueExercise")},
+    "check_environment": "lora_edu.course.env_check:check_environment",
+    "seed_everything": "lora_edu.course.seeding:seed_everything",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lora_edu' has no attribute {name!r}; see dir(lora_edu) for what it offers")
+    module_name, _, attribute = _LAZY[name].partition(":")
+    value = importlib.import_module(module_name)
+    if attribute:
+        value = getattr(value, attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

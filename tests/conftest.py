@@ -1,4 +1,4 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers.py
+sys.path.insert(0, str(Path(__file__).parent / "core"))  # unit tests import tests/core/helpers.py

@@ -5,7 +5,8 @@ Usage: python tools/execute_notebooks.py notebooks/*.ipynb   (or `make execute`)
 Run it after changing a notebook or ``lora_edu``: notebooks are committed executed so that
 readers see results on GitHub and nbval can compare every output. Each notebook runs with
 its own folder as working directory, in this Python environment's kernel, and the time
-each took is printed.
+each took is printed. Cells keep no timing metadata (``record_timing=False``), so a re-run changes
+only what a reader sees, never every cell's timestamps.
 """
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def execute(path: Path) -> float:
     """Execute one notebook in place; return the seconds it took."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps left by an earlier run
+    NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     elapsed = time.perf_counter() - start
     nbformat.write(nb, path)
     return elapsed

@@ -1,4 +1,4 @@
-"""lora_edu.memory: exact parameter counts, the activation formula, and the GPU measurements."""
+"""lora_edu.core.memory: exact parameter counts, the activation formula, and the GPU measurements."""
 import time
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from lora_edu import memory, memory_views
-from lora_edu.memory import GB, LINEAR_MODULES, estimate, parameter_counts
+from lora_edu.core.memory import LINEAR_MODULES, estimate, parameter_counts
 
 
 def test_llama_7b_counts():

@@ -21,9 +21,10 @@ import copy
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -280,11 +281,11 @@ class FunctionExercise(_Exercise):
             with _time_limit(self.time_limit):
                 out = fn(**args)
         except NotImplementedError:
-            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.") from None
         except _TimeLimit:
-            raise _Feedback(FAILED, f"your function ran longer than the {self.time_limit:g} s limit {where} (an endless loop?).")
+            raise _Feedback(FAILED, f"your function ran longer than the {self.time_limit:g} s limit {where} (an endless loop?).") from None
         except Exception as exc:
-            raise _Feedback(FAILED, f"your function raised {type(exc).__name__} {where}: {exc}")
+            raise _Feedback(FAILED, f"your function raised {type(exc).__name__} {where}: {exc}") from exc
         elapsed = time.perf_counter() - start
         if elapsed > self.time_limit:
             raise _Feedback(FAILED, f"your function took {elapsed:.1f} s {where}; the limit is {self.time_limit:g} s.")

@@ -1,30 +1,18 @@
-"""Pictures and the interactive calculator of notebook 01, built on :mod:`lora_edu.memory`.
+"""Pictures and the interactive calculator of notebook 01, built on :mod:`lora_edu.core.memory`.
 
 Kept out of the notebook so that its cells stay a few lines long, and so the browser test and
 the unit tests can drive the very calculator the learner sees.
 """
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import matplotlib.pyplot as plt
 
-from lora_edu.memory import GB, LINEAR_MODULES, PRESETS, estimate
+from lora_edu.core.memory import GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, estimate
+from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
 COLORS = {"weights": "#4C72B0", "gradients": "#DD8452", "optimizer": "#C44E52", "activations": "#55A868", "other": "#BBBBBB"}
 GPUS_GB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
-
-#: The measured cases of benchmarks/measure_memory.py, as calculator settings.
-MEASURED_CASES = {
-    "full_fp32": dict(method="full", weight_dtype="fp32"),
-    "full_bf16": dict(method="full", weight_dtype="bf16"),
-    "lora_qv": dict(method="lora", weight_dtype="bf16", lora_r=8, lora_targets=("q_proj", "v_proj")),
-    "lora_all": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES),
-    "infer_bf16": dict(method="inference", weight_dtype="bf16"),
-}
-
 
 def parts_gb(est) -> dict[str, float]:
     """An estimate split into the stacked bar's parts, in GB; "other" is transients + workspace."""
@@ -50,7 +38,7 @@ def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS
 
 def load_measurements() -> dict:
     """The GPU measurements committed with the course (benchmarks/measure_memory.py wrote them)."""
-    return json.loads(resources.files("lora_edu").joinpath("data/memory_measurements.json").read_text())
+    return load_json("memory_measurements.json")
 
 
 def compare_with_measurements(measurements: dict | None = None) -> list[dict]:
@@ -93,7 +81,7 @@ def memory_calculator():
     """
     import ipywidgets as w
 
-    from lora_edu.widget_tools import show_in
+    from lora_edu.views.widget_tools import show_in
 
     style = {"description_width": "110px"}
     preset = w.Dropdown(options=[*PRESETS, "custom"], value="llama-7b", description="model", style=style)

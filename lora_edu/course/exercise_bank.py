@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lora_edu.exercises import FunctionExercise
+from lora_edu.course.exercises import FunctionExercise
 
 # ---------------------------------------------------------------- notebook 00
 
@@ -56,7 +56,7 @@ def _step_case(rng: np.random.Generator) -> dict:
 
 def delta_w() -> FunctionExercise:
     """02: ΔW = B·A in the source's convention."""
-    from lora_edu.worked_example import example
+    from lora_edu.core.worked_example import example
 
     ex = example()
     return FunctionExercise(
@@ -72,7 +72,7 @@ def delta_w() -> FunctionExercise:
 
 def grad_b() -> FunctionExercise:
     """03: ∇B = G·Aᵀ with G = xᵀ(y − y_true)."""
-    from lora_edu.worked_example import example, gradients
+    from lora_edu.core.worked_example import example, gradients
 
     ex = example()
     return FunctionExercise(
@@ -89,7 +89,7 @@ def grad_b() -> FunctionExercise:
 
 def one_step() -> FunctionExercise:
     """03: one gradient-descent step, returning the new A and B stacked as (A_new, B_new)."""
-    from lora_edu.worked_example import LEARNING_RATE, example, gradient_step
+    from lora_edu.core.worked_example import LEARNING_RATE, example, gradient_step
 
     def reference(x, W, A, B, y_true):
         s = gradient_step(x, W, A, B, y_true, lr=LEARNING_RATE)
@@ -160,7 +160,7 @@ def merge_weight() -> FunctionExercise:
 
 def smallest_rank() -> FunctionExercise:
     """04: the smallest rank whose best approximation reaches a relative error."""
-    from lora_edu.lowrank import smallest_rank as reference
+    from lora_edu.core.lowrank import smallest_rank as reference
 
     def case(rng):
         n = int(rng.integers(3, 40))

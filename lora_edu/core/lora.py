@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

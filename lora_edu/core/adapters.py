@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lora_edu.lora import LoRAConfigError, LoRALinear, LoRAStateError, add_lora, lora_layers
+from lora_edu.core.lora import LoRAConfigError, LoRALinear, LoRAStateError, add_lora, lora_layers
 
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."

@@ -13,8 +13,8 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lora_edu.lowrank import TruncatedSVD
-from lora_edu.widget_tools import show_in
+from lora_edu.core.lowrank import TruncatedSVD
+from lora_edu.views.widget_tools import show_in
 
 DPI = 72  # small PNGs keep every redraw fast
 
@@ -121,7 +121,7 @@ def alpha_explorer(curves: dict[str, dict[int, np.ndarray]], alpha: float = 16.0
         dot_r.set_data([r], [alpha_value / r])
         dot_sqrt.set_data([r], [alpha_value / np.sqrt(r)])
         nearest = min(ranks, key=lambda k: abs(k - r))
-        for (rule, rank), line in lines.items():
+        for (_rule, rank), line in lines.items():
             line.set_linewidth(3 if rank == nearest else 1)
             line.set_alpha(1 if rank == nearest else 0.35)
         return (f"<b>α = {alpha_value:g}, r = {r}</b>: s = α/r = {alpha_value / r:.3g}, rsLoRA's s = α/√r = "

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lora_edu import memory, memory_views
-from lora_edu.memory import GB
+from lora_edu.core.memory import GB
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def prose(name: str) -> str:
@@ -104,9 +104,9 @@ def test_04_rank_and_alpha():
 
 def test_06_peft_comparison_and_committed_benchmarks():
     text = prose("06_peft_comparison.ipynb").replace("\n", " ")
-    from importlib import resources
+    from lora_edu.data import load_json
 
-    rows = {kind: json.loads(resources.files("lora_edu").joinpath(f"data/bench_lora_linear_{kind}.json").read_text())["rows"]
+    rows = {kind: load_json(f"bench_lora_linear_{kind}.json")["rows"]
             for kind in ("gpu", "cpu")}
     assert "under 4% even at r = 64" in text and max(r["extra_flops_fraction"] for r in rows["gpu"]) < 0.04
     assert "Our layer is as fast as PEFT's or faster" in text

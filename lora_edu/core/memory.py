@@ -23,8 +23,9 @@ The measured comparison is in ``lora_edu/data/memory_measurements.json`` (notebo
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Iterable
+from typing import Any
 
 GB, GiB = 10**9, 2**30
 CUBLAS_WORKSPACE = 64 * 2**20  # measured: memory_allocated() grows by 64 MiB at the first matmul on an H200
@@ -44,6 +45,20 @@ PRESETS: dict[str, dict[str, int]] = {
     "llama-370m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16, vocab_size=32000),
     "llama-1.3b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, vocab_size=32000),
     "llama-3.4b": dict(hidden_size=3200, intermediate_size=8640, num_hidden_layers=26, num_attention_heads=32, vocab_size=32000),
+}
+
+
+#: The sizes measured on a GPU by benchmarks/measure_memory.py (keys of PRESETS).
+MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama-3.4b")
+
+#: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
+#: its models from these same settings, so the measurement and the prediction cannot drift apart.
+MEASURED_CASES = {
+    "full_fp32": dict(method="full", weight_dtype="fp32"),
+    "full_bf16": dict(method="full", weight_dtype="bf16"),
+    "lora_qv": dict(method="lora", weight_dtype="bf16", lora_r=8, lora_targets=("q_proj", "v_proj")),
+    "lora_all": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES),
+    "infer_bf16": dict(method="inference", weight_dtype="bf16"),
 }
 
 

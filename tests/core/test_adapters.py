@@ -6,8 +6,8 @@ import torch
 from helpers import assert_unchanged, snapshot, tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lora_edu.adapters import AdapterLoadError, load_adapter, save_adapter
-from lora_edu.lora import LoRAStateError, add_lora, lora_layers
+from lora_edu.core.adapters import AdapterLoadError, load_adapter, save_adapter
+from lora_edu.core.lora import LoRAStateError, add_lora, lora_layers
 
 
 def trained(seed=0, targets=("q_proj", "v_proj"), r=2):

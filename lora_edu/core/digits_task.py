@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lora_edu.lora import add_lora, count_parameters
+from lora_edu.core.lora import add_lora, count_parameters
 
 DTYPE = torch.float64
 

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lora_edu.lora import (LoRAConfigError, LoRALinear, LoRAStateError, add_lora, count_parameters, lora_layers,
-                           merge_lora, trainable_parameters_line)
+from lora_edu.core.lora import LoRAConfigError, LoRALinear, LoRAStateError, add_lora, count_parameters, lora_layers, merge_lora, trainable_parameters_line
 
 
 def make_quietly(*args, **kw):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_edu.course import COURSE_MAP
+from lora_edu.course.course_map import COURSE_MAP
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTERS = {ch.notebook: ch for ch in COURSE_MAP}
 # Anything that would leak a machine's layout or a user's name into a published output.
@@ -64,12 +64,35 @@ def test_title_goals_time_and_summary(path):
     cells = load(path)["cells"]
     head = text_of(cells[0])
     assert cells[0]["cell_type"] == "markdown" and head.startswith("# "), "first cell: a title"
+    assert not re.match(r"#+\s*#", head), f"{path.name}: the title renders a literal '#': {head.splitlines()[0]!r}"
     assert "## Learning goals" in head, "first cell: learning goals"
     chapter = CHAPTERS[path.name]
     assert f"**Estimated time:** {chapter.minutes} minutes" in head, "first cell: the time that the course map gives"
     assert chapter.title in head.splitlines()[0], "title as in the course map"
     last_md = [text_of(c) for c in cells if c["cell_type"] == "markdown"][-1]
     assert "## Summary" in last_md, "last markdown cell: a summary"
+
+
+INSTALL_CELL_FIRST_LINE = "# Colab or a bare Jupyter without the course installed"
+IMPORT_STYLE = re.compile(r"^\s*(import lora_edu|from lora_edu)", re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_import_style(path):
+    """The first code cell installs/imports the package as ``le``; no other cell imports from it."""
+    code = [text_of(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
+    assert code[0].startswith(INSTALL_CELL_FIRST_LINE), f"{path.name}: the first code cell must be the install cell"
+    assert code[0] == text_of(next(c for c in load(NOTEBOOKS[0])["cells"] if c["cell_type"] == "code")), \
+        f"{path.name}: the install cell differs from notebook 00's"
+    others = [c[:60] for c in code[1:] if IMPORT_STYLE.search(c)]
+    assert not others, f"{path.name}: import lora_edu only once, as `le` (in the first code cell); found in {others}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_timing_metadata(path):
+    """nbclient's timestamps would make every re-execution rewrite every cell."""
+    timed = [text_of(c)[:40] for c in load(path)["cells"] if "execution" in c.get("metadata", {})]
+    assert not timed, f"{path.name}: cells with timing metadata (re-run `make execute`): {timed}"
 
 
 def test_course_map_lists_exactly_the_notebooks():

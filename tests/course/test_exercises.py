@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lora_edu.exercises import FAILED, NOT_ATTEMPTED, PASSED, FunctionExercise, ValueExercise
+from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED, PASSED, FunctionExercise, ValueExercise
 
 
 def delta_w_exercise(**kwargs):

@@ -1,0 +1,1 @@
+"""Figures and widgets that show what ``lora_edu.core`` computes."""
