@@ -2,49 +2,66 @@
 
 Notebook 00 calls :func:`check_environment` first, so a learner on a half-installed machine
 learns what to install before a later notebook fails with an ImportError.
+
+The list of packages is not written here: it is read from the installed package's metadata,
+i.e. from ``pyproject.toml``'s ``dependencies``, the one place the course names them. This
+module only adds what a learner wants to know beside each name: what the course uses it for.
 """
 from __future__ import annotations
 
 import importlib
 import platform
+import re
 import sys
+from importlib.metadata import PackageNotFoundError, requires
 
-#: import name -> (pip name, what the course uses it for)
-REQUIRED = {
-    "numpy": ("numpy", "arrays for the worked examples"),
-    "torch": ("torch", "LoRA layers, autograd, training"),
-    "matplotlib": ("matplotlib", "plots"),
-    "ipywidgets": ("ipywidgets", "sliders and the memory calculator"),
-    "tqdm": ("tqdm", "progress bars during training"),
-    "peft": ("peft", "Hugging Face PEFT, notebook 06"),
-    "transformers": ("transformers", "small LLaMA-style models, notebooks 01 and 06"),
-    "safetensors": ("safetensors", "adapter files"),
-    "sklearn": ("scikit-learn", "the bundled digits data set, notebook 05"),
+#: pip name -> what the course uses it for (tests/course/test_env_check.py: one entry per dependency)
+PURPOSE = {
+    "numpy": "arrays for the worked examples",
+    "torch": "LoRA layers, autograd, training",
+    "matplotlib": "plots",
+    "ipywidgets": "sliders and the memory calculator",
+    "tqdm": "progress bars during training",
+    "peft": "Hugging Face PEFT, notebook 06",
+    "transformers": "small LLaMA-style models, notebooks 01 and 06",
+    "safetensors": "adapter files",
+    "scikit-learn": "the bundled digits data set, notebooks 04 and 05",
 }
+#: pip names whose import name differs
+IMPORT_NAME = {"scikit-learn": "sklearn"}
+
+
+def runtime_requirements() -> list[str]:
+    """The pip names of the course's run-time dependencies (no extras), from the installed metadata."""
+    try:
+        lines = requires("lora-edu") or []
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return list(PURPOSE)
+    return [re.match(r"[A-Za-z0-9_.\-]+", line).group(0).lower() for line in lines if "extra ==" not in line]
 
 
 def package_versions() -> dict[str, str | None]:
-    """Map each required import name to its version, or ``None`` where it cannot be imported."""
+    """Map each run-time dependency (pip name) to its version, or ``None`` where it cannot be imported."""
     versions = {}
-    for module in REQUIRED:
+    for pip_name in runtime_requirements():
         try:
-            versions[module] = getattr(importlib.import_module(module), "__version__", "unknown")
+            module = importlib.import_module(IMPORT_NAME.get(pip_name, pip_name))
+            versions[pip_name] = getattr(module, "__version__", "unknown")
         except Exception:  # ImportError, or a broken install raising something else
-            versions[module] = None
+            versions[pip_name] = None
     return versions
 
 
 def check_environment(verbose: bool = True) -> bool:
-    """Print Python's and each package's version; return True when nothing is missing."""
+    """Print Python's and each package's version in this kernel; return True when nothing is missing."""
     versions = package_versions()
-    missing = [m for m, v in versions.items() if v is None]
+    missing = [name for name, version in versions.items() if version is None]
     if verbose:
         print(f"Python {platform.python_version()} ({'ok' if sys.version_info >= (3, 10) else 'too old: need 3.10+'})")
-        for module, version in versions.items():
-            pip_name, purpose = REQUIRED[module]
-            print(f"  {pip_name:<13} {version or 'MISSING':<10} {purpose}")
+        for name, version in versions.items():
+            print(f"  {name:<13} {version or 'MISSING':<10} {PURPOSE.get(name, '')}")
         if missing:
-            names = " ".join(REQUIRED[m][0] for m in missing)
+            names = " ".join(missing)
             print(f"\nMissing: {names}. Fix: run `make lab` from the course folder (it installs everything), "
                   f"or `pip install {names}` in this kernel's environment.")
         else:
