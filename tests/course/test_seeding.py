@@ -1,0 +1,31 @@
+"""seed_everything: the same seed gives the same draws everywhere; torch runs on the thread count asked for."""
+import random
+
+import numpy as np
+import torch
+
+from lora_edu.course.seeding import TINY_MODEL_THREADS, seed_everything
+
+
+def draws(seed):
+    rng = seed_everything(seed)
+    return random.random(), np.random.rand(), rng.normal(), torch.rand(1).item()
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    assert draws(3) == draws(3)
+    assert draws(3) != draws(4)
+
+
+def test_thread_count():
+    before = torch.get_num_threads()
+    try:
+        seed_everything(0)
+        assert torch.get_num_threads() == TINY_MODEL_THREADS == 1
+        seed_everything(0, threads=2)
+        assert torch.get_num_threads() == 2
+        seed_everything(0, threads=None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(False)
