@@ -15,6 +15,8 @@ class Chapter:
     teaches: str
     minutes: int
     prerequisites: str
+    #: Execution-time budget in seconds on a 2-core machine (notebook 07 is to be allowed 60 s).
+    budget_s: float = 30.0
 
 
 COURSE_MAP = [
@@ -36,3 +38,55 @@ def course_map_markdown() -> str:
     total = sum(ch.minutes for ch in COURSE_MAP)
     rows.append(f"| **Whole course** | | **{total} min** | |")
     return "\n".join(rows)
+
+
+# --- Execution-time budgets: the one place that conftest.py (test run) and benchmarks/bench_course.py read. ---
+#: The course as first released (notebooks 00..06) must execute in this many seconds in all ...
+COURSE_BUDGET_BASE_S = 120.0
+#: ... where that course has this many notebooks,
+COURSE_BUDGET_BASE_NOTEBOOKS = 7
+#: and each notebook beyond them adds this much (07 and 08: 120 + 2 × 30 = 180 s).
+COURSE_BUDGET_PER_EXTRA_NOTEBOOK_S = 30.0
+#: The test run fails only past this multiple of a budget; below it timing is the benchmark's job
+#: (a busy machine made notebook 04 take 55.9 s against its 30 s, and that must not fail a test run).
+GROSS_REGRESSION_FACTOR = 3.0
+
+
+def notebook_budget_s(notebook: str, chapters=None) -> float:
+    """The budget of ``notebook`` (a file name or path); a notebook not (yet) in the map gets the default."""
+    name = notebook.replace("\\", "/").rsplit("/", 1)[-1]
+    for ch in COURSE_MAP if chapters is None else chapters:
+        if ch.notebook == name:
+            return ch.budget_s
+    return Chapter.budget_s  # the dataclass default (30 s)
+
+
+def course_budget_s(chapters=None) -> float:
+    """The whole course's budget, derived from how many chapters the map holds (not typed in as 120).
+
+    Not the sum of the notebooks' budgets: each notebook may use up to its own budget, but
+    together they must stay within 120 s for the seven notebooks 00..06, plus 30 s for each
+    notebook added after them.
+    """
+    n = len(COURSE_MAP if chapters is None else chapters)
+    return COURSE_BUDGET_BASE_S + COURSE_BUDGET_PER_EXTRA_NOTEBOOK_S * max(0, n - COURSE_BUDGET_BASE_NOTEBOOKS)
+
+
+def time_verdicts(seconds: dict[str, float], whole_course: bool, chapters=None) -> list[tuple[str, str]]:
+    """Judge measured execution times: ``(level, message)`` for each notebook, and the course, over budget.
+
+    ``seconds`` maps notebook names (or paths) to seconds; the course total is judged only when
+    ``whole_course`` (every notebook ran). Level ``"over"``: over budget, worth a look with
+    ``make bench`` but no failure (a busy machine does that). Level ``"gross"``: over
+    ``GROSS_REGRESSION_FACTOR`` × the budget, a regression that fails the test run.
+    """
+    checks = [(nb, s, notebook_budget_s(nb, chapters)) for nb, s in sorted(seconds.items())]
+    if whole_course:
+        checks.append(("the whole course", sum(seconds.values()), course_budget_s(chapters)))
+    verdicts = []
+    for what, took, budget in checks:
+        if took > GROSS_REGRESSION_FACTOR * budget:
+            verdicts.append(("gross", f"{what} took {took:.1f} s, over {GROSS_REGRESSION_FACTOR:g} × its {budget:.0f} s budget"))
+        elif took > budget:
+            verdicts.append(("over", f"{what} took {took:.1f} s (budget {budget:.0f} s)"))
+    return verdicts
