@@ -18,7 +18,7 @@ def test_same_seed_same_draws_other_seed_other_draws():
 
 
 def test_thread_count():
-    before = torch.get_num_threads()
+    before, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         seed_everything(0)
         assert torch.get_num_threads() == TINY_MODEL_THREADS == 1
@@ -28,4 +28,4 @@ def test_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-        torch.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(deterministic)
