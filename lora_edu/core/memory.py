@@ -186,10 +186,6 @@ class MemoryEstimate:
         """What the peak holds beyond the static part and the saved activations."""
         return self.peak - self.static - self.activations
 
-    def as_gb(self) -> dict[str, float]:
-        parts = ("weights", "gradients", "optimizer", "activations", "workspace", "peak")
-        return {p: getattr(self, p) / GB for p in parts}
-
 
 def _dtype_bytes(name: str, what: str) -> int:
     if name not in DTYPE_BYTES:
