@@ -1,13 +1,30 @@
-"""pyproject.toml (pip) and environment.yml (conda, Binder) must ask for the same packages."""
+"""One list of dependencies (pyproject.toml), and every other way in agrees with it.
+
+- environment.yml (conda) asks conda-forge for pyproject's run-time packages and its `lab` extra,
+  same names and ranges, and installs the course and its `dev` extra with pip;
+- binder/ (repo2docker) installs the course package itself, no extra, with PyTorch's CPU index;
+- set-up pins one exact torch (constraints-cpu.txt) and takes it from the CPU index on Linux;
+- the repository URL is written once (pyproject's [project.urls]): the README's Binder and Colab
+  badges and every notebook's install cell use it.
+"""
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 CONDA_TO_PIP = {"pytorch-cpu": "torch", "pytorch": "torch"}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+FIRST_NOTEBOOK = "notebooks/00_start_here.ipynb"
 
 
 def _split(requirement: str) -> tuple[str, str]:
@@ -15,16 +32,19 @@ def _split(requirement: str) -> tuple[str, str]:
     return name.lower().replace("_", "-"), spec.replace(" ", "")
 
 
-def pip_requirements() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
+def pip_requirements(*groups: str) -> dict[str, str]:
+    """pyproject's requirements: '' is `dependencies`, other names are extras."""
+    reqs = [r for g in groups for r in (PROJECT["dependencies"] if g == "" else PROJECT["optional-dependencies"][g])]
     return dict(_split(r) for r in reqs)
 
 
+def _environment() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
 def conda_requirements() -> dict[str, str]:
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
     out = {}
-    for dep in env["dependencies"]:
+    for dep in _environment()["dependencies"]:
         if isinstance(dep, str):
             name, spec = _split(dep)
             if name not in ("python", "pip"):
@@ -32,20 +52,103 @@ def conda_requirements() -> dict[str, str]:
     return out
 
 
-def test_same_packages_and_versions():
-    assert conda_requirements() == pip_requirements()
+def test_dependencies_are_the_run_time_packages_only():
+    runtime = pip_requirements("")
+    assert "torch" in runtime and "jupyterlab" not in runtime
+    assert not set(runtime) & set(pip_requirements("dev")), "a test tool among the run-time dependencies"
+    assert set(pip_requirements("lab")) == {"jupyterlab"}
 
 
-def test_environment_installs_the_course_package():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+def test_conda_asks_for_pyprojects_run_time_packages_and_lab():
+    assert conda_requirements() == pip_requirements("", "lab")
+
+
+def test_conda_installs_the_course_and_its_dev_tools_with_pip():
+    env = _environment()
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "-e ." in pip_section
+    assert pip_section == ["-e .[dev]"]
+    # conda-forge's `playwright` is the Node.js CLI: no dev tool may be asked of conda.
+    assert not set(conda_requirements()) & set(pip_requirements("dev"))
+    assert "pytorch-cpu" in {_split(d)[0] for d in env["dependencies"] if isinstance(d, str)}
 
 
-def test_setup_pins_cpu_torch_but_pyproject_keeps_a_range():
-    assert "torch==" in (ROOT / "constraints-cpu.txt").read_text()
-    assert not pip_requirements()["torch"].startswith("==")
-    assert "constraints-cpu.txt" in (ROOT / "tools" / "setup_env.sh").read_text()
+def test_setup_pins_one_exact_torch_within_pyprojects_range():
+    pins = re.findall(r"^torch==(\S+)\s*$", (ROOT / "constraints-cpu.txt").read_text(), re.M)
+    assert len(pins) == 1 and re.fullmatch(r"\d+(\.\d+){2}", pins[0]), "constraints-cpu.txt must pin torch==X.Y.Z"
+    torch_range = pip_requirements("")["torch"]
+    assert not torch_range.startswith("==")
+    assert pins[0] in SpecifierSet(torch_range)
+    assert f"{pins[0]}+cpu" in SpecifierSet(f"=={pins[0]}"), "the CPU index's local version must meet the pin"
+
+
+def test_setup_takes_torch_from_the_cpu_index_on_linux():
+    script = (ROOT / "tools" / "setup_env.sh").read_text()
+    assert f"TORCH_CPU_INDEX=${{TORCH_CPU_INDEX:-{TORCH_CPU_INDEX}}}" in script
+    linux = script.split('if [ "$(uname -s)" = Linux ]; then', 1)[1].split("\n    else\n", 1)[0]
+    assert 'pip_install --index-url "$TORCH_CPU_INDEX" "$torch_pin"' in linux
+    assert "unreachable" in linux
+    assert 'pip_install -c constraints-cpu.txt -e ".[lab,dev]"' in script
+    assert "torch.version.cuda is not None" in script            # set-up checks what it installed
+    assert "cat pyproject.toml constraints-cpu.txt tools/setup_env.sh | sha256sum" in script  # the stamp's inputs
+
+
+def _binder_lines() -> list[str]:
+    text = (ROOT / "binder" / "requirements.txt").read_text()
+    return [line.split(" #")[0].strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_binder_is_the_lean_learner_environment():
+    lines = _binder_lines()
+    options = [line for line in lines if line.startswith("-")]
+    packages = [line for line in lines if not line.startswith("-")]
+    assert packages == ["."], "Binder installs the course package itself (pyproject's list), with no extra"
+    assert f"--extra-index-url {TORCH_CPU_INDEX}" in options
+    constraint = next(line.split(None, 1)[1] for line in options if line.startswith("-c "))
+    assert (ROOT / "binder" / constraint).resolve() == ROOT / "constraints-cpu.txt"  # pip reads -c relative to the file
+    named = {Requirement(p).name.lower() for p in packages if p != "."}
+    dev_tools = set(pip_requirements("dev")) | {"pytest", "nbgrader", "playwright", "nbval", "hypothesis", "ruff"}
+    assert not named & dev_tools
+    assert not any(tool in line for line in lines for tool in dev_tools)
+    python = (ROOT / "binder" / "runtime.txt").read_text().strip()
+    assert re.fullmatch(r"python-3\.\d+", python) and python.split("-")[1] in SpecifierSet(PROJECT["requires-python"])
+
+
+def test_pip_reads_the_binder_requirements_from_the_repository_root():
+    """repo2docker runs `pip install -r binder/requirements.txt` in the repository's root."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--no-build-isolation",
+         "--ignore-installed", "--disable-pip-version-check", "-r", "binder/requirements.txt"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(rf"Would install {PROJECT['name']}-{re.escape(PROJECT['version'])}\s*$", proc.stdout, re.M), proc.stdout
+
+
+def _owner_and_name() -> str:
+    url = PROJECT["urls"]["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), url
+    return url.removeprefix("https://github.com/")
+
+
+def test_readme_badges_open_notebook_00_at_pyprojects_repository():
+    readme = (ROOT / "README.md").read_text()
+    repo = _owner_and_name()
+    assert (ROOT / FIRST_NOTEBOOK).exists()
+    binder = f"https://mybinder.org/v2/gh/{repo}/HEAD?labpath={quote(FIRST_NOTEBOOK, safe='')}"
+    colab = f"https://colab.research.google.com/github/{repo}/blob/main/{FIRST_NOTEBOOK}"
+    assert f"({binder})" in readme, f"README needs a Binder badge linking to {binder}"
+    assert f"({colab})" in readme, f"README needs a Colab badge linking to {colab}"
+    # No other address of the course's repository in the README.
+    for found in re.findall(r"github\.com/([\w.-]+/[\w.-]+)", readme):
+        if found.split("/")[0] == repo.split("/")[0]:
+            assert found == repo
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_notebook_install_cell_uses_pyprojects_repository(notebook):
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    first_code = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    target = f'"{PROJECT["name"]} @ git+{PROJECT["urls"]["Repository"]}"'
+    assert "except ModuleNotFoundError:" in first_code and f"%pip install --quiet {target}" in first_code, first_code
 
 
 def test_ci_runs_the_readme_test_command():
