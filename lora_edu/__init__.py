@@ -10,7 +10,7 @@ Three kinds of module, three sub-packages:
 * ``lora_edu.core``: the mathematics and the models. LoRA layers and injection (``lora``),
   adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model (``memory``),
   low-rank algebra (``lowrank``), the 4×4 worked example (``worked_example``) and the
-  rotated-digits task (``digits_task``). No plotting, no widgets: usable from a script or a
+  rotated-digits task (``digits_task``), FLOP counts and step timings (``timing``). No plotting, no widgets: usable from a script or a
   GPU benchmark.
 * ``lora_edu.views``: figures and widgets built on the core (``plotting``, ``widget_tools``,
   ``memory_views``, ``rank_views``).
@@ -33,7 +33,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 #: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
 _LAZY = {
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "memory", "lowrank", "worked_example", "digits_task")},
+       ("lora", "adapters", "peft_tools", "memory", "lowrank", "worked_example", "digits_task", "timing")},
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "exercise_bank", "course_map", "env_check", "seeding")},
