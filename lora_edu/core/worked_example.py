@@ -2,8 +2,11 @@
 
 Convention of the source write-up (row vectors): ``y = x · W_eff`` with ``W_eff = W + s·B·A``,
 W (k×d) frozen, B (k×r), A (r×d), loss ``L = ½·Σ(y − y_true)²``, plain gradient descent with
-learning rate η. ``s`` is LoRA's scale α/r (1 in the source). In PyTorch's convention (notebook 02
-maps it) this B is ``lora_A``ᵀ and this A is ``lora_B``ᵀ.
+learning rate η. ``s`` is LoRA's scale α/r (1 in the source). x meets B first, so **B is the
+down-projection** (k → r) and **A the up-projection** (r → d). In PyTorch's and PEFT's convention
+(notebook 02 maps it) this B is ``lora_A``ᵀ and this A is ``lora_B``ᵀ. LoRA zeros the matrix applied
+last (Hu et al. 2021, §4.1: B = 0 in h = W₀x + BAx; PEFT: ``lora_B`` = 0), which here is **A**:
+``lora_init(..., zero="A")``.
 
 Gradients, by the chain rule (notebook 03 derives them):
 ``G = ∂L/∂W_eff = xᵀ·(y − y_true)``, ``∇B = s·G·Aᵀ``, ``∇A = s·Bᵀ·G``; W gets none.
@@ -11,8 +14,15 @@ Gradients, by the chain rule (notebook 03 derives them):
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 LEARNING_RATE = 0.1
+
+#: What each matrix of the row-vector example does, and its name in PyTorch's and PEFT's convention.
+ROLES = {
+    "B": "k×r, applied first: the down-projection (PEFT's lora_A is Bᵀ)",
+    "A": "r×d, applied last: the up-projection (PEFT's lora_B is Aᵀ)",
+}
 
 
 def example() -> dict[str, np.ndarray]:
@@ -122,3 +132,54 @@ def errata(printed: dict, correct: dict, decimals: int = 2) -> list[dict]:
                 wrong.append(dict(name=name, index=idx, printed=float(shown[idx]), correct=float(right[idx]),
                                   difference=float(shown[idx] - right[idx])))
     return wrong
+
+
+def lora_init(k: int, d: int, r: int, zero: str = "A", std: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) with the matrix named by ``zero`` all zeros and the other Gaussian (std ``std``).
+
+    ``zero="A"`` zeros the up-projection (applied last): LoRA's and PEFT's choice, in this convention.
+    ``zero="B"`` zeros the down-projection instead. Both give ΔW = B·A = 0, so training starts from W.
+    """
+    if zero not in ("A", "B"):
+        raise ValueError(f"zero must be 'A' (the up-projection, LoRA's choice here) or 'B', got {zero!r}")
+    rng = np.random.default_rng(seed)
+    A, B = rng.normal(scale=std, size=(r, d)), rng.normal(scale=std, size=(k, r))
+    if zero == "A":
+        A = np.zeros_like(A)
+    else:
+        B = np.zeros_like(B)
+    return A, B
+
+
+def zero_gradient(x, W, A, B, y_true, scaling: float = 1.0) -> list[str]:
+    """Names of the trainable matrices ("A", "B") whose gradient is exactly zero at this point.
+
+    ∇A = s·Bᵀ·G and ∇B = s·G·Aᵀ: whichever matrix starts at zero makes the *other* one's gradient zero,
+    so the zeroed matrix is the one that moves first.
+    """
+    g = gradients(*(np.asarray(v, dtype=float) for v in (x, W, A, B, y_true)), scaling=scaling)
+    return [name for name in ("A", "B") if not g[f"grad_{name}"].any()]
+
+
+def first_step_change(x, W, A, B, y_true, scaling: float, optimizer: str = "sgd", lr: float = LEARNING_RATE) -> float:
+    """Frobenius norm of the change of W_eff = W + s·B·A after one step of ``torch.optim.SGD`` or ``Adam``.
+
+    Uses PyTorch's own optimizers (default Adam settings: betas (0.9, 0.999), eps 1e-8), so what is
+    measured is what a training loop does. Inputs are not changed.
+
+    Why the two differ: SGD's step is η·∇, and ∇ carries one factor s; the step then enters W_eff through
+    s·B·A, a second factor: the change grows like s². Adam's first step is lr·m̂/(√v̂ + ε) = lr·∇/(|∇| + ε),
+    about lr·sign(∇) whatever the gradient's size, so only the outer factor s is left: the change grows like s.
+    """
+    opt_class = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
+    xt, Wt, yt = (torch.tensor(np.asarray(v, dtype=float)) for v in (x, W, y_true))
+    At = torch.tensor(np.asarray(A, dtype=float), requires_grad=True)
+    Bt = torch.tensor(np.asarray(B, dtype=float), requires_grad=True)
+    opt = opt_class([At, Bt], lr=lr)
+    with torch.no_grad():
+        before = Wt + scaling * Bt @ At
+    (0.5 * ((xt @ (Wt + scaling * Bt @ At) - yt) ** 2).sum()).backward()
+    opt.step()
+    with torch.no_grad():
+        after = Wt + scaling * Bt @ At
+    return float(torch.linalg.norm(after - before))

@@ -69,3 +69,58 @@ def test_bad_shapes_name_the_convention():
     ex = we.example()
     with pytest.raises(ValueError, match=r"B must be k×r = 4×2 \(r from A\), got \(2, 4\)"):
         we.gradient_step(ex["x"], ex["W"], ex["A"], ex["B"].T, ex["y_true"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lora_init_zeros_the_up_projection_so_the_down_projection_has_zero_gradient(seed):
+    """Row vectors, y = x·(W + B·A): B (k×r) is applied first (down), A (r×d) last (up).
+
+    LoRA and PEFT zero the matrix applied last (here A): then ΔW = 0 and ∇B = s·G·Aᵀ = 0 at the first step,
+    while ∇A = s·Bᵀ·G ≠ 0: the up-projection moves first. Zeroing B instead reverses it.
+    """
+    rng = np.random.default_rng(seed)
+    n, k, d, r = (int(v) for v in rng.integers(2, 6, size=4))
+    x, W, t = rng.normal(size=(n, k)), rng.normal(size=(k, d)), rng.normal(size=(n, d))
+    A, B = we.lora_init(k, d, r, zero="A", seed=seed)
+    assert A.shape == (r, d) and B.shape == (k, r) and not A.any() and B.all()
+    assert we.zero_gradient(x, W, A, B, t) == ["B"]
+    A, B = we.lora_init(k, d, r, zero="B", seed=seed)
+    assert not B.any() and A.all()
+    assert we.zero_gradient(x, W, A, B, t) == ["A"]
+    assert "applied last" in we.ROLES["A"] and "lora_B" in we.ROLES["A"]
+    assert "applied first" in we.ROLES["B"] and "lora_A" in we.ROLES["B"]
+
+
+def test_lora_init_maps_to_peft_zero_lora_B():
+    """Mapped to PyTorch's convention (lora_A = Bᵀ, lora_B = Aᵀ), zero="A" is PEFT's lora_B = 0."""
+    A, B = we.lora_init(4, 3, 2, zero="A")
+    lora_A, lora_B = B.T, A.T
+    assert lora_A.shape == (2, 4) and lora_B.shape == (3, 2) and not lora_B.any() and lora_A.any()
+    with pytest.raises(ValueError, match="up-projection"):
+        we.lora_init(4, 3, 2, zero="C")
+
+
+def test_first_step_change_scales_like_s_squared_under_sgd_and_like_s_under_adam():
+    ex = we.example()
+    x, W, t = ex["x"], ex["W"], ex["y_true"]
+    A, B = we.lora_init(4, 4, 2, zero="A")
+    sgd = [we.first_step_change(x, W, A, B, t, s, "sgd", lr=0.1) for s in (0.5, 1.0, 2.0)]
+    adam = [we.first_step_change(x, W, A, B, t, s, "adam", lr=0.01) for s in (0.5, 1.0, 2.0)]
+    assert sgd[1] / sgd[0] == pytest.approx(4, rel=1e-9) and sgd[2] / sgd[1] == pytest.approx(4, rel=1e-9)
+    assert adam[1] / adam[0] == pytest.approx(2, rel=1e-6) and adam[2] / adam[1] == pytest.approx(2, rel=1e-6)
+    # under Adam, doubling s is the same first step as doubling the learning rate (Hu et al. 2021, §4.1)
+    assert we.first_step_change(x, W, A, B, t, 2.0, "adam", 0.01) == pytest.approx(
+        we.first_step_change(x, W, A, B, t, 1.0, "adam", 0.02), rel=1e-6)
+    # under SGD it is the same as multiplying the learning rate by four
+    assert we.first_step_change(x, W, A, B, t, 2.0, "sgd", 0.1) == pytest.approx(
+        we.first_step_change(x, W, A, B, t, 1.0, "sgd", 0.4), rel=1e-12)
+    # SGD through torch.optim equals the hand-written gradient_step
+    st = we.gradient_step(x, W, A, B, t, lr=0.1, scaling=1.0)
+    assert sgd[1] == pytest.approx(np.linalg.norm(st["W_eff_new"] - st["W_eff"]), rel=1e-12)
+
+
+def test_adam_scaling_holds_from_the_sources_init_too():
+    ex = we.example()
+    c = [we.first_step_change(**ex, scaling=s, optimizer="adam", lr=1e-3) for s in (1.0, 2.0)]
+    g = [we.first_step_change(**ex, scaling=s, optimizer="sgd", lr=1e-3) for s in (1.0, 2.0)]
+    assert 1.8 < c[1] / c[0] < 2.2 and 3.5 < g[1] / g[0] < 4.5
