@@ -107,3 +107,23 @@ def adapt(base: nn.Module, data: Split, method: str, r: int | None = None, epoch
     seconds = time.perf_counter() - start
     trainable, total = count_parameters(model)
     return dict(label=label, model=model, history=history, accuracy=history[-1], trainable=trainable, total=total, seconds=seconds)
+
+
+def dead_units(model: MLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For each ReLU of the MLP (``act1``, ``act2``): which hidden units output 0 on *every* row of ``x``.
+
+    Why it matters for notebook 05's spectrum: a unit that stays dead on all training inputs
+    passes no gradient, neither to its incoming weights (its row of the layer before) nor to
+    its outgoing weights (its column of the layer after). Adam then never moves them (zero
+    gradient gives a zero step), so those rows and columns of ΔW stay exactly zero and cap ΔW's rank.
+    """
+    with torch.no_grad():
+        h1 = model.act1(model.fc1(x))
+        h2 = model.act2(model.fc2(h1))
+    return {"act1": (h1 == 0).all(0), "act2": (h2 == 0).all(0)}
+
+
+def zero_lines(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks of the rows and of the columns of ``delta`` that are exactly zero."""
+    zero = delta == 0
+    return zero.all(1), zero.all(0)
