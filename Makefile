@@ -1,13 +1,23 @@
 # The two commands of the README: `make lab` (set up, open the course) and `make test`
 # (set up, run every test). Both set up .venv on first use and re-use it afterwards.
+# `make lab` serves learner copies (student versions, in the git-ignored work/), never the tracked
+# notebooks; `make instructor` serves the tracked solution notebooks with nbgrader's tools.
 VENV := .venv
 PY   := $(VENV)/bin/python
 
-.PHONY: lab test lint setup execute student clean
+.PHONY: lab instructor reset test lint setup execute student clean
 
 lab:
 	bash tools/setup_env.sh
-	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb
+	$(PY) tools/learner_copies.py lab
+
+## The solution notebooks (notebooks/) with nbgrader's menus and cell toolbar, for instructors.
+instructor: setup
+	$(PY) tools/learner_copies.py instructor
+
+## Restore a learner copy from the course: make reset NB=03 (or NB=all); the old file is backed up in work/.
+reset: setup
+	$(PY) tools/learner_copies.py reset $(NB)
 
 test:
 	bash tools/setup_env.sh --browser

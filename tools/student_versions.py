@@ -1,4 +1,4 @@
-"""Write student versions of the notebooks: solutions replaced by placeholders, outputs cleared.
+"""Write student versions of the notebooks: solutions replaced by placeholders, outputs and widget state cleared.
 
 Usage: python tools/student_versions.py notebooks student      (or `make student`)
 
@@ -41,8 +41,14 @@ def strip_solutions(source: str) -> str:
 
 
 def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``nb`` with solutions stripped and every output cleared."""
+    """A copy of ``nb`` with solutions stripped, every output cleared and no saved widget state.
+
+    The executed notebooks store the state of their widgets (notebook metadata ``widgets``) so that
+    sliders render on GitHub; in a copy without outputs that state belongs to no view, and JupyterLab
+    would restore stale models from it. A learner's widgets come from running the cells.
+    """
     nb = nbformat.from_dict(nb)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)

@@ -32,6 +32,20 @@ def test_strip_solutions_rejects_unbalanced_markers(bad):
         strip_solutions(bad)
 
 
+def test_student_versions_keep_no_outputs_and_no_stale_widget_state():
+    """Executed notebooks store their widgets' state (for GitHub); a copy without outputs must not."""
+    stored = [nbformat.read(path, as_version=4) for path in NOTEBOOKS]
+    assert any("widgets" in nb.metadata for nb in stored), "the check below has a widget state to drop"
+    for path, nb in zip(NOTEBOOKS, stored):
+        had_widgets = "widgets" in nb.metadata
+        student = student_version(nb)
+        assert ("widgets" in nb.metadata) == had_widgets, "student_version must not change the notebook it is given"
+        assert "widgets" not in student.metadata, path.name
+        assert student.metadata.get("kernelspec") == nb.metadata.get("kernelspec"), path.name
+        assert all(not c.get("outputs") and c.get("execution_count") is None
+                   for c in student.cells if c.cell_type == "code"), path.name
+
+
 def test_every_solution_cell_is_marked_for_nbgrader():
     for path in NOTEBOOKS:
         for cell in nbformat.read(path, as_version=4).cells:
