@@ -43,8 +43,14 @@ def check_lora_settings(r, alpha, dropout) -> None:
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank update B·A, scaled by α/r.
 
-    ``A`` (r×in) starts Kaiming-uniform with a=√5 and ``B`` (out×r) starts at zero, as in PEFT
-    and loralib, so at initialisation the layer computes exactly what ``base`` computes.
+    ``A`` (r×in, the down-projection, applied to x first) starts Kaiming-uniform with a=√5 and
+    ``B`` (out×r, the up-projection, applied last) starts at zero, so at initialisation the layer
+    computes exactly what ``base`` computes. This is PEFT's default (``init_lora_weights=True``,
+    ``LoraLayer.reset_lora_parameters``) and Microsoft's loralib (``loralib/layers.py``), i.e. the
+    init of an ``nn.Linear`` weight. The paper (Hu et al. 2021, §4.1) describes A as random
+    *Gaussian*; PEFT offers that as ``init_lora_weights="gaussian"`` (std 1/r). Either way the
+    zero sits on B, the matrix applied last: B then gets a non-zero gradient at the first step
+    while A's gradient is zero (it is multiplied by B).
     ``use_rslora=True`` scales by α/√r instead (rank-stabilised LoRA).
 
     A rank larger than min(in, out) gives a *warning*, not an error: ΔW (out×in) can never have
