@@ -7,6 +7,11 @@ display and no Python error shows, moves a slider with the keyboard, and checks 
 and the figure change. A screenshot of each lands in test-artifacts/. It uses Debian's chromium
 (never a browser that Playwright downloads) and fails at once, saying how to get one, if none
 is installed.
+
+The learner/instructor tests start JupyterLab exactly as `make lab` and `make instructor` do
+(``tools/learner_copies.py``: same command line and configuration, plus a port and no token): on
+notebook 00 a learner sees no nbgrader menu, toolbar or panel and no solution code, while the
+instructor server shows nbgrader's tools (which proves the learner check can fail).
 """
 from __future__ import annotations
 
@@ -18,10 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import learner_copies  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -55,22 +64,23 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server over a copy of the notebooks; yields its URL, stops it afterwards."""
-    work = tmp_path_factory.mktemp("lab")
-    shutil.copytree(ROOT / "notebooks", work / "notebooks")
-    settings = work / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))  # every cell in the DOM
+TEST_SERVER_ARGS = ["--no-browser", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
+                    "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True"]
+
+
+def every_cell_in_the_dom(settings_dir: Path) -> None:
+    """JupyterLab setting: render every cell (no windowing), so the test sees the whole notebook."""
+    tracker = settings_dir / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+
+
+def serve(argv: list[str], env: dict | None, log_path: Path):
+    """Start a JupyterLab command line on a free port; yield its URL; stop its process group afterwards."""
     port = free_port()
-    log = open(work / "lab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         f"--ServerApp.root_dir={work / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
-         f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'workspaces'}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([*argv, f"--port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -81,7 +91,7 @@ def lab(tmp_path_factory):
             if proc.poll() is not None or time.monotonic() > deadline:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail(f"JupyterLab did not start:\n{(work / 'lab.log').read_text()[-3000:]}")
+                pytest.fail(f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
@@ -94,6 +104,39 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server over a copy of the notebooks; yields its URL, stops it afterwards."""
+    work = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    every_cell_in_the_dom(work / "settings")
+    argv = [sys.executable, "-m", "jupyter", "lab", "--allow-root", *TEST_SERVER_ARGS,
+            f"--ServerApp.root_dir={work / 'notebooks'}",
+            f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'workspaces'}"]
+    yield from serve(argv, None, work / "lab.log")
+
+
+@pytest.fixture(scope="module")
+def learner_lab(tmp_path_factory):
+    """The `make lab` server (learner copies, learner configuration) over a temporary work folder."""
+    work = tmp_path_factory.mktemp("learner") / "work"
+    learner_copies.create(learner_copies.NOTEBOOKS, work)  # what `make lab` does before serving
+    every_cell_in_the_dom(work / ".jupyter" / "lab" / "user-settings")
+    argv, env = learner_copies.server_command("learner", work, extra=TEST_SERVER_ARGS)
+    yield from serve(argv, env, work.parent / "lab.log")
+
+
+@pytest.fixture(scope="module")
+def instructor_lab(tmp_path_factory):
+    """The `make instructor` server over a copy of the solution notebooks (settings kept in the temp folder)."""
+    tmp = tmp_path_factory.mktemp("instructor")
+    shutil.copytree(ROOT / "notebooks", tmp / "notebooks")
+    every_cell_in_the_dom(tmp / "settings")
+    argv, env = learner_copies.server_command("instructor", tmp / "notebooks", extra=[
+        *TEST_SERVER_ARGS, f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}"])
+    yield from serve(argv, env, tmp / "lab.log")
+
+
+@pytest.fixture(scope="module")
 def browser(chromium):
     from playwright.sync_api import sync_playwright
 
@@ -103,8 +146,8 @@ def browser(chromium):
         b.close()
 
 
-def run_all(browser, url: str, notebook: str):
-    """Open ``notebook``, run every cell, wait until all have run; return the page."""
+def open_notebook(browser, url: str, notebook: str):
+    """Open ``notebook`` and wait until its kernel is connected and idle; return the page."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     page.goto(f"{url}/lab/tree/{notebook}?reset")  # ?reset: no tabs restored from an earlier page
@@ -123,6 +166,12 @@ def run_all(browser, url: str, notebook: str):
         }
         throw new Error('the kernel did not become idle');
     }""")
+    return page
+
+
+def run_all(browser, url: str, notebook: str):
+    """Open ``notebook``, run every cell, wait until all have run; return the page."""
+    page = open_notebook(browser, url, notebook)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     try:
         page.wait_for_function(
@@ -204,3 +253,78 @@ def test_memory_calculator_in_jupyterlab(browser, lab):
     moved = check_notebook(browser, lab, "01_memory_cost.ipynb", "batch size", "browser_01_calculator.png")
     assert moved["before"]["value"] == "1" and moved["after"]["value"] == "4"
     assert "Peak" in moved["after"]["label"] and moved["after"]["label"] != moved["before"]["label"]
+
+
+# ---- learner mode (`make lab`) and instructor mode (`make instructor`) ---------------------------
+
+NBGRADER_UI = """() => ({
+    menus: [...document.querySelectorAll('.lm-MenuBar-itemLabel')].map(e => e.textContent)
+              .filter(t => /nbgrader/i.test(t)),
+    sidebar: [...document.querySelectorAll('.jp-SideBar .lm-TabBar-tab')].map(e => e.title || e.textContent)
+              .filter(t => /nbgrader|assignment|formgrader/i.test(t)),
+    plugins: window.jupyterapp.listPlugins()
+              .filter(id => id.startsWith('@jupyter/nbgrader') && window.jupyterapp.isPluginActivated(id)),
+    commands: window.jupyterapp.commands.listCommands().filter(c => c.startsWith('nbgrader:')),
+    toolbar: [...document.querySelectorAll('.jp-NotebookPanel-toolbar .jp-Toolbar-item')].map(e => e.textContent.trim())
+              .filter(t => /validate|nbgrader/i.test(t)),
+    elements: document.querySelectorAll('[class*=nbgrader]').length,
+})"""
+
+
+def http_status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_learner_sees_a_learner_copy_without_solutions_or_nbgrader(browser, learner_lab):
+    notebook = "00_start_here.ipynb"
+    with urllib.request.urlopen(f"{learner_lab}/api/contents/{notebook}", timeout=10) as response:
+        served = json.load(response)["content"]
+    code = [c["source"] for c in served["cells"] if c["cell_type"] == "code"]
+    assert not [src for src in code if "### BEGIN SOLUTION" in src or "### END SOLUTION" in src]
+    assert any("raise NotImplementedError()" in src for src in code), "the learner copy has nbgrader's stub"
+    assert "widgets" not in served["metadata"] and not any(c.get("outputs") for c in served["cells"])
+    assert http_status(f"{learner_lab}/formgrader") == 404, "nbgrader's server extensions are off for learners"
+
+    page = run_all(browser, learner_lab, notebook)
+    assert_no_errors(page)
+    assert page.evaluate(NBGRADER_UI) == dict(menus=[], sidebar=[], plugins=[], commands=[], toolbar=[], elements=0)
+    text = page.locator(".jp-Notebook").inner_text()
+    assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
+    assert "NOT ATTEMPTED YET" in text, "the untouched exercise runs and reports 'not attempted'"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_00_learner.png"))
+    exercise = page.locator(".jp-CodeCell", has_text="raise NotImplementedError()").first
+    exercise.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser_00_learner_exercise.png"))
+
+    # The solution stays one call away: a new cell with ex0.solution() prints it.
+    page.evaluate("""async () => {
+        const app = window.jupyterapp, panel = app.shell.currentWidget;
+        panel.content.activeCellIndex = panel.content.widgets.length - 1;
+        await app.commands.execute('notebook:insert-cell-below');
+        panel.content.activeCell.model.sharedModel.setSource('ex0.solution()');
+        await app.commands.execute('notebook:run-cell');
+    }""")
+    last = page.locator(".jp-CodeCell").last
+    last.locator(".jp-OutputArea-output", has_text="One solution for").wait_for(timeout=30_000)
+    assert "return r * (d + k)" in last.inner_text()
+    page.close()
+
+
+def test_instructor_sees_the_solutions_and_nbgraders_tools(browser, instructor_lab):
+    """The counter-check: the same probe finds nbgrader's menu, panel and cell tools here."""
+    assert http_status(f"{instructor_lab}/formgrader") != 404
+    page = open_notebook(browser, instructor_lab, "00_start_here.ipynb")
+    page.wait_for_function("() => document.querySelectorAll('.lm-MenuBar-itemLabel').length > 0")
+    ui = page.evaluate(NBGRADER_UI)
+    assert ui["menus"] == ["Nbgrader"] and ui["sidebar"] and ui["toolbar"] == ["Validate"] and ui["elements"] > 0
+    assert "@jupyter/nbgrader:create-assignment" in ui["plugins"] and "nbgrader:open-formgrader" in ui["commands"]
+    assert "### BEGIN SOLUTION" in page.locator(".jp-Notebook").inner_text()
+    page.get_by_text("Nbgrader", exact=True).click()  # open the menu for the screenshot
+    page.locator(".lm-Menu").first.wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_00_instructor.png"))
+    page.close()
