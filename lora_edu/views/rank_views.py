@@ -16,7 +16,7 @@ import numpy as np
 from lora_edu.core.lowrank import TruncatedSVD
 from lora_edu.views.widget_tools import show_in
 
-DPI = 72  # small PNGs keep every redraw fast
+DPI = 100  # the house minimum for widget figures; notebook 04 times every redraw at this dpi
 
 
 def _view(sliders: dict[str, w.Widget], draw, fig) -> w.VBox:
@@ -91,42 +91,86 @@ def image_explorer(image: np.ndarray, r: int = 10) -> w.VBox:
     return _view({"r": w.IntSlider(r, min=1, max=min(image.shape) // 2, description="image rank")}, draw, fig)
 
 
-def alpha_explorer(curves: dict[str, dict[int, np.ndarray]], alpha: float = 16.0, r: int = 8) -> w.VBox:
-    """α and r sliders: the scale under α/r and α/√r, and cached training curves at each rank."""
-    ranks = sorted(curves["alpha/r"])
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(11, 3.1), dpi=DPI)
+def alpha_explorer(sweep: dict, alpha: float = 16, r: int = 8, optimizer: str = "adam") -> w.VBox:
+    """α, rank and optimizer controls over *trained* runs: every curve shown was trained at the α shown.
+
+    ``sweep`` is :func:`lora_edu.core.rank_experiments.scaling_sweep`'s ``{optimizer: {rule: {α: {r:
+    losses}}}}``; the α slider offers only the α values that were trained (nothing is rescaled).
+    """
+    optimizers = list(sweep)
+    alphas = sorted(sweep[optimizers[0]]["alpha/r"])
+    ranks = sorted(sweep[optimizers[0]]["alpha/r"][alphas[0]])
+    steps = len(sweep[optimizers[0]]["alpha/r"][alphas[0]][ranks[0]]) - 1
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(11, 3.2), dpi=DPI)
     plt.close(fig)
     grid = np.arange(1, max(ranks) + 1)
     line_r, = ax1.loglog(grid, alpha / grid, label="α/r (LoRA)")
     line_sqrt, = ax1.loglog(grid, alpha / np.sqrt(grid), label="α/√r (rsLoRA)")
+    ax1.axhline(2, color="gray", lw=1, ls="--", label="α = 2r: s = 2")
     dot_r, = ax1.plot([r], [alpha / r], "o", color=line_r.get_color())
     dot_sqrt, = ax1.plot([r], [alpha / np.sqrt(r)], "o", color=line_sqrt.get_color())
-    ax1.set(xlabel="rank r", ylabel="scale s", title="the scale", ylim=(0.01, 100))
+    ax1.set(xlabel="rank r", ylabel="scale s", title="the scale s", ylim=(0.01, 100))
     ax1.set_xticks(ranks, [str(k) for k in ranks])           # fixed ticks: no re-ticking on each redraw
     ax1.set_yticks([0.01, 0.1, 1, 10, 100], ["0.01", "0.1", "1", "10", "100"])
     ax1.minorticks_off()
-    ax1.legend(fontsize=8)
-    lines = {}
-    for ax, rule, title in ((ax2, "alpha/r", "training with s = α/r"), (ax3, "alpha/sqrt(r)", "with s = α/√r")):
-        for rank in ranks:
-            lines[rule, rank], = ax.plot(curves[rule][rank], label=f"r={rank}", lw=1)
-        ax.set(xlabel="step", ylabel="loss", title=title + f" (α={alpha:g})")
-        ax.set_xticks([0, len(curves[rule][ranks[0]]) - 1])
+    ax1.legend(fontsize=7)
+    lines, titles = {}, {}
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(ranks)))
+    for ax, rule in ((ax2, "alpha/r"), (ax3, "alpha/sqrt(r)")):
+        for rank, color in zip(ranks, colors):
+            lines[rule, rank], = ax.plot(np.arange(steps + 1), sweep[optimizer][rule][alpha][rank], label=f"r={rank}",
+                                         lw=1, color=color)
+        ax.set(xlabel="step", ylabel="loss ½‖s·B·A − ΔW*‖²", ylim=(0, 0.55), xlim=(0, steps))
+        titles[rule] = ax.set_title("")
     ax2.legend(fontsize=7, ncols=2)  # one legend serves both panels
     fig.tight_layout()
+    names = {"alpha/r": "s = α/r", "alpha/sqrt(r)": "s = α/√r"}
+    opt_names = {"adam": "Adam", "sgd": "plain GD"}
 
-    def draw(alpha_value, r):
+    def draw(alpha_value, r, optimizer):
         line_r.set_ydata(alpha_value / grid)
         line_sqrt.set_ydata(alpha_value / np.sqrt(grid))
         dot_r.set_data([r], [alpha_value / r])
         dot_sqrt.set_data([r], [alpha_value / np.sqrt(r)])
-        nearest = min(ranks, key=lambda k: abs(k - r))
-        for (_rule, rank), line in lines.items():
-            line.set_linewidth(3 if rank == nearest else 1)
-            line.set_alpha(1 if rank == nearest else 0.35)
-        return (f"<b>α = {alpha_value:g}, r = {r}</b>: s = α/r = {alpha_value / r:.3g}, rsLoRA's s = α/√r = "
-                f"{alpha_value / np.sqrt(r):.3g}. Bold curves: r = {nearest} (the cached run nearest to r, at α = {alpha:g}).")
+        diverged = []
+        for (rule, rank), line in lines.items():
+            curve = sweep[optimizer][rule][alpha_value][rank]
+            line.set_ydata(curve)
+            line.set_linewidth(3 if rank == r else 1)
+            line.set_alpha(1 if rank == r else 0.45)
+            if not np.isfinite(curve[-1]):
+                diverged.append(f"{names[rule]}, r = {rank}")
+        for rule, title in titles.items():
+            title.set_text(f"{opt_names[optimizer]}, {names[rule]}, α = {alpha_value:g}")
+        finals = {rule: sweep[optimizer][rule][alpha_value][r][-1] for rule in names}
+        text = (f"<b>α = {alpha_value:g}, r = {r}, {opt_names[optimizer]}</b>: s = α/r = {alpha_value / r:.3g}, "
+                f"rsLoRA's s = α/√r = {alpha_value / np.sqrt(r):.3g}; loss after {steps} steps (bold curves): "
+                + ", ".join(f"{finals[k]:.3f} with {names[k]}" for k in names)
+                + ". Every curve was trained at this α.")
+        if diverged:
+            text += " Diverged (stopped): " + "; ".join(diverged) + "."
+        return text
 
-    sliders = {"alpha_value": w.FloatSlider(alpha, min=1, max=64, step=1, description="α"),
-               "r": w.IntSlider(r, min=1, max=max(ranks), description="rank r")}
+    sliders = {"alpha_value": w.SelectionSlider(options=alphas, value=alpha, description="α"),
+               "r": w.SelectionSlider(options=ranks, value=r, description="LoRA rank"),
+               "optimizer": w.ToggleButtons(options=[(opt_names[o], o) for o in optimizers], value=optimizer,
+                                            description="optimizer")}
     return _view(sliders, draw, fig)
+
+
+def time_redraws(view: w.VBox, moves: int = 10) -> np.ndarray:
+    """Move each control of ``view`` through up to ``moves`` of its values and back; return the redraw times (ms).
+
+    Works for int sliders (steps from ``min``) and for selection sliders and toggle buttons (their options).
+    """
+    first = len(view.timings)
+    for control in view.sliders.values():
+        start = control.value
+        if hasattr(control, "options"):
+            values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        else:
+            values = [control.min + i * control.step for i in range(1, moves + 1) if control.min + i * control.step <= control.max]
+        for value in values[:moves]:
+            control.value = value
+        control.value = start
+    return np.array(view.timings[first:]) * 1000
