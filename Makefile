@@ -5,7 +5,7 @@
 VENV := .venv
 PY   := $(VENV)/bin/python
 
-.PHONY: lab instructor reset test lint setup execute student clean
+.PHONY: lab instructor reset test lint setup execute student clean bench
 
 lab:
 	bash tools/setup_env.sh
@@ -38,6 +38,11 @@ execute: setup
 ## Write student versions (solutions replaced by placeholders) into student/.
 student: setup
 	$(PY) tools/student_versions.py notebooks student
+
+## Time the course: every notebook 3 times, min/median against the budgets in course_map; writes
+## lora_edu/data/bench_course.json. (`make test` fails only on a gross regression: 3 x a budget.)
+bench: setup
+	$(PY) benchmarks/bench_course.py
 
 clean:
 	rm -rf student test-artifacts

@@ -1,0 +1,82 @@
+"""What the course benchmarks share: a busy core on demand, a description of the machine, min/median.
+
+Used by ``bench_course.py`` and ``bench_threads.py`` (run as scripts from the repository root,
+so this folder is on ``sys.path``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+#: The busy loop, as a separate Python process: spins until its deadline (argv[1], seconds), then exits.
+_SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool = True, limit_s: float = 1800.0):
+    """Keep one core busy with another process while the ``with`` block runs (the issue's busy machine).
+
+    The spinning process ends by itself after ``limit_s`` seconds, whatever happens to this one,
+    and is killed when the block is left (normally, by an exception or by Ctrl-C). Yields its
+    process id (``None`` when not ``enabled``).
+    """
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN, str(limit_s)])
+    try:
+        time.sleep(0.2)  # let it start spinning before the measurement does
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks (the busy core's kill) run on ``kill <pid>`` too."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it (platform.processor() is often empty there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """The machine a timing was taken on: CPU, cores, Python, torch and its default thread count, load."""
+    info = dict(cpu=cpu_name(), cores=os.cpu_count(), python=platform.python_version(), platform=platform.platform())
+    if hasattr(os, "sched_getaffinity"):
+        info["cores_usable"] = len(os.sched_getaffinity(0))
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_default_threads=torch.get_num_threads())
+    except ImportError:
+        pass
+    return info
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other processes' load on a shared machine)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def min_median(times: list[float]) -> dict:
+    """``{"min": ..., "median": ...}`` of a list of seconds (the minimum is the least disturbed run)."""
+    return {"min": min(times), "median": statistics.median(times)}
