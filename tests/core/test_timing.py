@@ -53,3 +53,12 @@ def test_time_steps_trains_only_the_trainable_parameters():
     timing.time_steps(models, torch.randn(4, 16), torch.randn(4, 16), repeats=2, lr=0.1)
     changed = sorted(n for n, p in lora.named_parameters() if not torch.equal(p, before[n]))
     assert changed == ["0.lora_A", "0.lora_B"]
+
+
+def test_linear_stack_is_seeded_and_leaves_the_global_random_stream_alone():
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    a = timing.linear_stack(8, 2, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(a[0].weight, timing.linear_stack(8, 2, seed=5)[0].weight)
