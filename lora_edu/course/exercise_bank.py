@@ -20,7 +20,8 @@ def lora_param_count() -> FunctionExercise:
         reference=lambda d, k, r: r * (d + k),
         example=dict(d=4096, k=4096, r=8),
         random_case=lambda rng: dict(d=int(rng.integers(8, 5000)), k=int(rng.integers(8, 5000)), r=int(rng.integers(1, 65))),
-        hint="A is r×k and B is d×r. Count the entries of each and add them.",
+        hint="In the paper's and PEFT's convention (notebook 00's): A = lora_A is r×k (r×in, the down-projection) "
+             "and B = lora_B is d×r (out×r, the up-projection). Count the entries of each and add them.",
         solution="def lora_params(d, k, r):\n    return r * (d + k)",
         why="At d = k = 4096 and r = 8 that is 65,536 numbers instead of 16,777,216: this is LoRA's whole saving.",
     )
@@ -64,7 +65,9 @@ def delta_w() -> FunctionExercise:
         reference=lambda A, B: B @ A,
         example=dict(A=ex["A"], B=ex["B"]),
         random_case=lambda rng: {k: v for k, v in _step_case(rng).items() if k in ("A", "B")},
-        hint="B is k×r and A is r×d: their product is k×d, the shape of W. NumPy's matrix product is @.",
+        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
+             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). Their product B·A is k×d, the shape of W. "
+             "NumPy's matrix product is @.",
         solution="def delta_w(A, B):\n    return B @ A",
         why="ΔW has W's shape but only rank r: it is what LoRA adds to the frozen weight.",
     )

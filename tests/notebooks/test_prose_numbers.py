@@ -41,6 +41,25 @@ def test_01_memory_cost():
     assert worst < 0.10
 
 
+def test_00_start_here():
+    """One convention story: 00 states PEFT's, says 02–03 differ, and maps which matrix starts at zero."""
+    text = " ".join(prose("00_start_here.ipynb").split())
+    from lora_edu.course import exercise_bank
+
+    assert "throughout" not in text  # the old, false "this convention throughout"
+    assert "Notebooks 02–03 do **not** use it" in text
+    assert "A = `lora_A` is r×in, the down-projection (applied first), random at start" in text
+    assert "B = `lora_B` is out×r, the up-projection (applied last), zero at start" in text
+    assert "LoRA starts with the matrix **applied last** at zero" in text
+    assert "the ones the stored notebooks were executed with" not in text
+    assert "read from the machine that runs this cell, each time it runs" in text
+    assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
+    # the exercises' hints name their convention: 00's is PEFT's (B out×r), 02's is row vectors (B k×r)
+    assert "lora_B is d×r (out×r, the up-projection)" in exercise_bank.lora_param_count()._hint
+    assert "B is k×r (applied first, the down-projection" in exercise_bank.delta_w()._hint
+    assert "Row vectors, as in notebooks 02–03" in exercise_bank.delta_w()._hint
+
+
 def test_02_worked_example():
     text = prose("02_worked_example.ipynb").replace("\n", " ")
     from lora_edu import worked_example as we
@@ -50,6 +69,10 @@ def test_02_worked_example():
     assert f"L ≈ {s['loss_before']:g}" in text
     assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
     assert f"at r = 8 trains {8 * (4096 + 4096) / 4096**2:.2%} of its weights" in text
+    # the convention, stated at the start: B applied first (down), A applied last (up, zero at start)
+    assert "**B (k×r) is the down-projection** (k → r)" in text and "**A (r×d) is the up-projection** (r → d)" in text
+    assert "LoRA starts training with the matrix applied last at zero: **here A**" in text
+    assert "## References" in text and "arXiv:2106.09685" in text
 
 
 def test_03_gradient_step():
