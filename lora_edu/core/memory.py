@@ -229,6 +229,39 @@ def activation_bytes_per_token_layer(arch: Any, method: str, weight_dtype: str =
     return common + inputs + len(targets) * q * lora_r
 
 
+def activation_breakdown_per_token_layer(arch: Any, method: str, weight_dtype: str = "bf16", lora_r: int = 8,
+                                        lora_targets: Iterable[str] = ("q_proj", "v_proj"),
+                                        adapter_dtype: str = "fp32") -> dict[str, int]:
+    """:func:`activation_bytes_per_token_layer` split into what each part is kept *for*.
+
+    Why: "LoRA removes gradients and optimizer state, not activations" is half true. The parts:
+
+    * ``backprop_through_block``: what the backward pass needs to send a gradient *through* the
+      block (RMSNorm inputs, SDPA's q, k, v, output and log-sum-exp, the SwiGLU intermediates).
+      Full fine-tuning and LoRA both keep it: LoRA's adapters in earlier layers need that gradient.
+    * ``frozen_weight_gradients``: the inputs of the linear layers and the norms' normalised
+      inputs, needed only for the *weights'* gradients. LoRA drops it: the weights are frozen.
+    * ``adapter_inputs``: each adapter's own copy of its input (in the adapter's dtype; when that
+      differs from the base's, one cast copy per adapter, not shared between q, k and v).
+    * ``adapter_down_outputs``: A's output, r numbers per adapter.
+
+    The parts add up to :func:`activation_bytes_per_token_layer` (a unit test checks it).
+    """
+    a = resolve_arch(arch)
+    total = activation_bytes_per_token_layer(a, method, weight_dtype, lora_r, lora_targets, adapter_dtype)
+    if method == "inference":
+        return dict(backprop_through_block=0, frozen_weight_gradients=0, adapter_inputs=0, adapter_down_outputs=0)
+    p = _dtype_bytes(weight_dtype, "weight_dtype")
+    h, m, kv = a.hidden_size, a.intermediate_size, a.kv_dim
+    common = 2 * 4 * h + 8 + p * (2 * h + 2 * kv) + 4 * a.num_attention_heads + 3 * p * m
+    if method == "full":
+        return dict(backprop_through_block=common, frozen_weight_gradients=total - common, adapter_inputs=0,
+                    adapter_down_outputs=0)
+    down = len(_check_targets(lora_targets)) * _dtype_bytes(adapter_dtype, "adapter_dtype") * lora_r
+    return dict(backprop_through_block=common, frozen_weight_gradients=0, adapter_inputs=total - common - down,
+                adapter_down_outputs=down)
+
+
 def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_size: int = 1, seq_len: int = 512,
              lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32",
              optimizer_dtype: str | None = None, master_weights: bool = False,

@@ -196,5 +196,6 @@ def lora_qv_trainable() -> FunctionExercise:
         hint="q_proj and v_proj are hidden×hidden in LLaMA (with as many key/value heads as heads). "
              "Each gets A (r×hidden) and B (hidden×r), in every layer.",
         solution="def lora_qv_trainable(hidden_size, num_layers, r):\n    return num_layers * 2 * r * (hidden_size + hidden_size)",
-        why="For LLaMA-7B that is the 4,194,304 in PEFT's famous printout.",
+        why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line: a training "
+            "log (alpaca-lora's finetune.py settings), not a line from PEFT's documentation.",
     )

@@ -20,19 +20,49 @@ def parts_gb(est) -> dict[str, float]:
             "activations": est.activations / GB, "other": (est.peak - est.rule_of_thumb - est.activations) / GB}
 
 
+def gpu_line_labels(gpus: dict[str, float], top: float, min_gap: float = 0.08) -> list[tuple[float, str]]:
+    """Where to write the GPU lines' labels so that none overlaps another: (height, text) pairs.
+
+    Lines closer than ``min_gap`` of the axis height (``top``) share one label, written at the
+    highest of them ("16, 24, 40 GB GPUs"): on a 70B model's axis the small cards' lines sit
+    a few pixels apart and their separate labels would pile up.
+    """
+    groups: list[list[tuple[str, float]]] = []
+    for name, size in sorted(gpus.items(), key=lambda kv: kv[1]):
+        if groups and size - groups[-1][-1][1] < min_gap * top:
+            groups[-1].append((name, size))
+        else:
+            groups.append([(name, size)])
+    labels = []
+    for group in groups:
+        if len(group) == 1:
+            labels.append((group[0][1], f"{group[0][0]} GPU"))
+        else:
+            labels.append((group[-1][1], ", ".join(n.replace(" GB", "") for n, _ in group[:-1]) + f", {group[-1][0]} GPUs"))
+    return labels
+
+
 def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS_GB, log: bool = False) -> None:
-    """Draw one stacked bar per estimate, with each GPU's memory as a horizontal line."""
+    """Draw one stacked bar per estimate, with each GPU's memory as a horizontal line.
+
+    GPU labels that would overlap are merged (:func:`gpu_line_labels`).
+    """
     labels = list(estimates)
     bottoms = [0.0] * len(labels)
     for part in PARTS:
         values = [parts_gb(estimates[label])[part] for label in labels]
         ax.bar(labels, values, bottom=bottoms, color=COLORS[part], label=part)
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    for name, size in gpus.items():
+    top = max(max(bottoms), max(gpus.values())) * 1.08
+    for size in gpus.values():
         ax.axhline(size, color="black", lw=0.8, ls="--")
-        ax.text(-0.45, size, f"{name} GPU", va="bottom", ha="left", fontsize=7)
+    for height, text in gpu_line_labels(gpus, top):
+        ax.text(-0.45, height, text, va="bottom", ha="left", fontsize=7,
+                bbox=dict(facecolor="white", alpha=0.75, linewidth=0, pad=0.6))  # readable over a bar
     if log:
         ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, top)
     ax.set_ylabel("GB (10⁹ bytes)")
 
 
@@ -99,7 +129,7 @@ def memory_calculator():
     gpu = w.Dropdown(options=list(GPUS_GB), value="24 GB", description="your GPU", style=style)
     verdict = w.HTML()
     out = w.Output()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(6.6, 3.2), dpi=100)
     plt.close(fig)
 
     def arch():
@@ -139,7 +169,8 @@ def memory_calculator():
             return
         ax.clear()
         stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: GPUS_GB[gpu.value]})
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the GPU line
+        fig.subplots_adjust(left=0.12, right=0.78)
         ax.set_title(f"{est.trainable_params:,} trainable of {est.total_params:,} parameters", fontsize=9)
         fits = est.peak <= GPUS_GB[gpu.value] * GB
         verdict.value = (f"<b>Peak ≈ {est.peak / GB:.1f} GB</b> (weights {est.weights / GB:.1f}, gradients {est.gradients / GB:.2f}, "

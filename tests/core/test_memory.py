@@ -136,3 +136,34 @@ def test_calculator_widget_redraws_fast_and_changes_its_verdict():
     assert elapsed < 0.5  # the browser budget is 100 ms; leave room for a loaded CI machine
     calc.controls["preset"].value = "custom"
     assert "Peak" in calc.verdict.value
+
+
+@pytest.mark.parametrize("kwargs", [dict(method="full"), dict(method="lora"), dict(method="lora", adapter_dtype="bf16"),
+                                    dict(method="lora", lora_targets=LINEAR_MODULES, lora_r=16),
+                                    dict(method="lora", weight_dtype="fp32", lora_targets=("q_proj", "down_proj")),
+                                    dict(method="inference")])
+@pytest.mark.parametrize("arch", ["llama-7b", "llama-2-70b", "llama-60m"])
+def test_activation_breakdown_adds_up(arch, kwargs):
+    parts = memory.activation_breakdown_per_token_layer(arch, **kwargs)
+    assert sum(parts.values()) == memory.activation_bytes_per_token_layer(arch, **kwargs)
+    assert min(parts.values()) >= 0
+
+
+def test_what_lora_does_to_activations():
+    """Issue 12, item 8: LoRA drops the frozen weights' inputs but adds its adapters' (fp32) inputs."""
+    per = lambda **kw: memory.activation_bytes_per_token_layer("llama-7b", **kw)  # noqa: E731
+    full, qv32, qv16 = per(method="full"), per(method="lora"), per(method="lora", adapter_dtype="bf16")
+    all32 = per(method="lora", lora_targets=LINEAR_MODULES)
+    assert (full, qv32, qv16, all32) == (186_504, 164_552, 139_944, 274_280)
+    assert qv16 < qv32 < full < all32
+    parts = memory.activation_breakdown_per_token_layer("llama-7b", "lora")
+    assert parts["frozen_weight_gradients"] == 0 and parts["adapter_inputs"] == 2 * 4 * 4096  # two fp32 copies of x
+
+
+def test_gpu_line_labels_never_crowd():
+    labels = memory_views.gpu_line_labels(memory_views.GPUS_GB, top=1100)  # the 70B panel's axis
+    assert len(labels) == 1 and labels[0] == (80, "16, 24, 40, 80 GB GPUs")
+    assert len(memory_views.gpu_line_labels(memory_views.GPUS_GB, top=30)) == 4
+    for top in (30, 120, 220, 1100):
+        heights = [h for h, _ in memory_views.gpu_line_labels(memory_views.GPUS_GB, top)]
+        assert all(b - a >= 0.08 * top for a, b in zip(heights, heights[1:]))
