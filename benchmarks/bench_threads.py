@@ -74,11 +74,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     stop_on_sigterm()
+    info = machine_info()  # before measure() sets the thread count
     load_before, start = load_average(), time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # adapt() draws tqdm bars, as in the notebook; not shown here
         raw = measure(args.repeats)
     rows = summarize(raw)
-    result = dict(machine=machine_info(), repeats=args.repeats, load_average_before=load_before,
+    result = dict(machine=info, repeats=args.repeats, load_average_before=load_before,
                   load_average_after=load_average(), wall_s=round(time.perf_counter() - start, 1),
                   what="digits_task.adapt on the rotated digits (notebook 05), 30 epochs; seconds of the training loop",
                   summary=rows, raw=raw)
