@@ -128,11 +128,9 @@ def test_05_lora_from_scratch():
 
 
 def _check_05():
-    import copy
-
     import torch
 
-    from lora_edu import LoRALinear, digits_task, timing
+    from lora_edu import LoRALinear, digits_task, rank_experiments, timing
 
     text = prose("05_lora_from_scratch.ipynb").replace("\n", " ")
     rotated = digits_task.load_digits_task(rotate=True)
@@ -183,13 +181,7 @@ def _check_05():
 
     # the truncated SVD of the full update is neither a ceiling nor a floor for LoRA
     def cut(r):
-        out = copy.deepcopy(full["model"])
-        with torch.no_grad():
-            for name in ("fc1", "fc2"):
-                w, w0 = getattr(full["model"], name).weight, getattr(pretrained, name).weight
-                U, S, Vh = torch.linalg.svd(w - w0, full_matrices=False)
-                getattr(out, name).weight.copy_(w0 + (U[:, :r] * S[:r]) @ Vh[:r])
-        return digits_task.accuracy(out, rotated.x_test, rotated.y_test)
+        return digits_task.accuracy(rank_experiments.truncate_update(full["model"], pretrained, r), rotated.x_test, rotated.y_test)
 
     assert "At r = 1 to 8 LoRA trained at rank r is far ahead of the cut update" in text
     assert all(runs[r]["accuracy"] - cut(r) > 0.05 for r in (1, 2, 4, 8))
