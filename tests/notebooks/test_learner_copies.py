@@ -123,9 +123,10 @@ def test_the_real_course_has_learner_copies_without_solutions(tmp_path):
     created, _ = lc.create(lc.NOTEBOOKS, tmp_path)
     assert len(created) == len(lc.course_notebooks()) >= 7
     for path in created:
-        text = path.read_text()
-        assert "### BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text, path.name
-        assert "widget-state" not in text, path.name
+        text, course_text = path.read_text(), (lc.NOTEBOOKS / path.name).read_text()
+        assert "### BEGIN SOLUTION" not in text and "widget-state" not in text, path.name
+        assert text.count("raise NotImplementedError()") >= course_text.count("### BEGIN SOLUTION"), path.name
+    assert "raise NotImplementedError()" in (tmp_path / lc.FIRST_NOTEBOOK).read_text()
 
 
 def _nbgrader_server_extensions() -> set[str]:
