@@ -1,5 +1,4 @@
 """lora_edu.core.memory: exact parameter counts, the activation formula, and the GPU measurements."""
-import time
 
 import pytest
 import torch
@@ -126,14 +125,12 @@ def test_measurements_record_device_and_versions():
     assert sizes[0] < 70e6 and sizes[-1] > 3e9
 
 
-def test_calculator_widget_redraws_fast_and_changes_its_verdict():
+def test_calculator_widget_changes_its_verdict():
+    """What a redraw shows; how fast it redraws is measured in notebook 01, not asserted in a test."""
     calc = memory_views.memory_calculator()
     before = calc.verdict.value
-    start = time.perf_counter()
     calc.controls["batch"].value = 16
-    elapsed = time.perf_counter() - start
     assert calc.verdict.value != before and "Peak" in calc.verdict.value
-    assert elapsed < 0.5  # the browser budget is 100 ms; leave room for a loaded CI machine
     calc.controls["preset"].value = "custom"
     assert "Peak" in calc.verdict.value
 
