@@ -158,7 +158,9 @@ def server_command(mode: str, root: Path | None = None, extra: list[str] | tuple
 def _serve(mode: str, root: Path, extra: list[str]) -> None:
     argv, env = server_command(mode, root, extra=extra)
     print(f"{mode} server over {root}: {' '.join(argv[1:])}", flush=True)
-    os.chdir(root)
+    # The instructor's server starts in the repository, where nbgrader's formgrader keeps its
+    # gradebook.db (git-ignored there); the learner's in work/.
+    os.chdir(ROOT if mode == "instructor" else root)
     os.execvpe(argv[0], argv, env)  # replace this process: Ctrl-C stops JupyterLab directly
 
 
