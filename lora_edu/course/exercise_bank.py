@@ -86,7 +86,8 @@ def grad_b() -> FunctionExercise:
         hint="First y = x·(W + B·A), then G = xᵀ·(y − y_true), which is ∂L/∂W_eff. W_eff depends on B through B·A, "
              "so ∂L/∂B = G·Aᵀ (check the shapes: k×d times d×r).",
         solution="def grad_B(x, W, A, B, y_true):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n    return G @ A.T",
-        why="∇B needs A and the error; with A random and B = 0 it is non-zero, so B moves first.",
+        why="∇B = G·Aᵀ needs A: from LoRA's start (A, the up-projection, is zero) it is zero at the first step, "
+            "so A moves first and B (the down-projection) follows.",
     )
 
 
