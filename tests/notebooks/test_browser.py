@@ -295,6 +295,7 @@ def test_learner_sees_a_learner_copy_without_solutions_or_nbgrader(browser, lear
     assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
     assert "NOT ATTEMPTED YET" in text, "the untouched exercise runs and reports 'not attempted'"
     ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".jp-Cell").first.scroll_into_view_if_needed()  # run-all left the page at the end
     page.screenshot(path=str(ARTIFACTS / "browser_00_learner.png"))
     exercise = page.locator(".jp-CodeCell", has_text="raise NotImplementedError()").first
     exercise.scroll_into_view_if_needed()
