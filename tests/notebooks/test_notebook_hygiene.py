@@ -95,6 +95,16 @@ def test_no_timing_metadata(path):
     assert not timed, f"{path.name}: cells with timing metadata (re-run `make execute`): {timed}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_references_and_the_course_bibliography(path):
+    """Each notebook ends with its sources; every paper it cites is in the README's bibliography."""
+    markdown = [text_of(c) for c in load(path)["cells"] if c["cell_type"] == "markdown"]
+    assert "## References" in "\n".join(markdown[-2:]), f"{path.name}: end with a '## References' list"
+    bibliography = (ROOT / "README.md").read_text().split("## References (course bibliography)")[1].split("\n## ")[0]
+    for arxiv in sorted(set(re.findall(r"arXiv:\d{4}\.\d{4,5}", "\n".join(markdown)))):
+        assert arxiv in bibliography, f"{path.name} cites {arxiv}: add it to the README's course bibliography"
+
+
 def test_course_map_lists_exactly_the_notebooks():
     assert [p.name for p in NOTEBOOKS] == [ch.notebook for ch in COURSE_MAP]
 
