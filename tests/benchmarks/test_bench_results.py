@@ -1,0 +1,37 @@
+"""The committed benchmark results (lora_edu/data/bench_*.json) and the choices that rest on them."""
+import statistics
+
+import pytest
+
+from lora_edu.course import course_map
+from lora_edu.course.seeding import TINY_MODEL_THREADS
+from lora_edu.data import load_json
+
+
+def test_committed_course_benchmark_names_its_machine_and_has_every_notebooks_raw_times():
+    result = load_json("bench_course.json")
+    assert {"cpu", "cores", "python", "torch"} <= result["machine"].keys()
+    assert result["torch_threads_in_notebooks"] == TINY_MODEL_THREADS
+    assert set(result["raw"]) == {ch.notebook for ch in course_map.COURSE_MAP}
+    assert all(len(times) == result["repeats"] for times in result["raw"].values())
+    assert result["course"]["budget_s"] == course_map.course_budget_s()
+
+
+@pytest.mark.parametrize("name", ["bench_threads.json", "bench_threads_quiet_2cores.json"])
+def test_one_torch_thread_is_right_for_the_tiny_models(name):
+    """seed_everything's default, by the committed measurements of notebook 05's training.
+
+    ``bench_threads.json``: the shared 2-core machine the course is developed on;
+    ``bench_threads_quiet_2cores.json``: two cores of an otherwise idle host (the control).
+
+    With one core busy, two threads fight over the free one: one thread must be over 5 times
+    faster (median). Without extra load two threads may win a little, never much: one thread
+    must be within 25% of two.
+    """
+    assert TINY_MODEL_THREADS == 1
+    raw = load_json(name)["raw"]
+    for case in raw["one core busy"]["1"]:
+        one, two = (statistics.median(raw["one core busy"][t][case]) for t in ("1", "2"))
+        assert two > 5 * one, (case, one, two)
+        one, two = (statistics.median(raw["idle"][t][case]) for t in ("1", "2"))
+        assert one < 1.25 * two, (case, one, two)
