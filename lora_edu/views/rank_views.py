@@ -79,7 +79,7 @@ def image_explorer(image: np.ndarray, r: int = 10) -> w.VBox:
     approx_im = ax2.imshow(svd.approx(r), cmap="gray", vmin=0, vmax=1)
     for ax in (ax1, ax2):
         ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.04)  # room for the titles
 
     def draw(r):
         approx_im.set_data(np.clip(svd.approx(r), 0, 1))
