@@ -16,11 +16,13 @@ def seed_everything(seed: int = 0, threads: int | None = TINY_MODEL_THREADS) -> 
     digit of a notebook with the stored one.
 
     ``threads`` sets PyTorch's intra-op thread count (``None`` leaves it alone). One thread is
-    the default for two reasons. Speed: the course's models are tiny, and on a 2-core machine
-    with one core busy, two threads fighting over the free core made notebook 05's full
-    fine-tuning 25× slower (14.8 s against 0.6 s with one thread); ``benchmarks/bench_threads.py``
-    measures it. Reproducibility: a reduction split over a different number of threads can
-    round differently, so a fixed count gives the same digits on a laptop and on a 64-core server.
+    the default for two reasons. Speed: the course's models are tiny. ``benchmarks/bench_threads.py``
+    timed notebook 05's training on two cores: idle, two threads were at most 6% faster than one;
+    with another process keeping one core busy, two threads fighting over the free core made full
+    fine-tuning 76× slower (45.9 s against 0.60 s; ``lora_edu/data/bench_threads_quiet_2cores.json``,
+    and 22–34× on the shared course machine, ``bench_threads.json``). Reproducibility: a reduction
+    split over a different number of threads can round differently, so a fixed count gives the same
+    digits on a laptop and on a 64-core server.
     """
     random.seed(seed)
     np.random.seed(seed)
