@@ -41,7 +41,8 @@ def training_state_gb() -> FunctionExercise:
         hint="Bytes per parameter: weight (fp16), gradient (fp16), AdamW's first and second moments (fp32 each). "
              "Multiply by the number of parameters and divide by 10⁹ for decimal GB.",
         solution="def training_state_gb(n_params):\n    return n_params * (2 + 2 + 4 + 4) / 1e9",
-        why="12 bytes a parameter: 84 GB for 7 B parameters, before a single activation is stored.",
+        why="12 bytes a parameter (the popular figure; the Transformers guide counts 18 with fp32 gradients and "
+            "master weights): 84 GB for 7 × 10⁹ parameters, before a single activation is stored.",
     )
 
 
@@ -197,6 +198,6 @@ def lora_qv_trainable() -> FunctionExercise:
         hint="q_proj and v_proj are hidden×hidden in LLaMA (with as many key/value heads as heads). "
              "Each gets A (r×hidden) and B (hidden×r), in every layer.",
         solution="def lora_qv_trainable(hidden_size, num_layers, r):\n    return num_layers * 2 * r * (hidden_size + hidden_size)",
-        why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line: a training "
-            "log (alpaca-lora's finetune.py settings), not a line from PEFT's documentation.",
+        why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line, a training "
+            "log with alpaca-lora's finetune.py settings.",
     )

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from lora_edu.core.memory import GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, estimate
+from lora_edu.core.memory import GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, GiB, estimate
 from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
 COLORS = {"weights": "#4C72B0", "gradients": "#DD8452", "optimizer": "#C44E52", "activations": "#55A868", "other": "#BBBBBB"}
-GPUS_GB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
+#: Cards by the name they are sold under; the value is their memory in GiB (2³⁰ bytes): an "80 GB"
+#: A100 or H100 holds 80 GiB = 85.9 × 10⁹ bytes, so the verdict compares the peak with size × GiB.
+GPUS_GIB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
+
+
+def gpu_bytes(name: str, gpus: dict[str, float] = GPUS_GIB) -> int:
+    """A card's memory in bytes: its size counted in GiB, as the card's memory is."""
+    return int(gpus[name] * GiB)
+
 
 def parts_gb(est) -> dict[str, float]:
     """An estimate split into the stacked bar's parts, in GB; "other" is transients + workspace."""
@@ -21,14 +29,16 @@ def parts_gb(est) -> dict[str, float]:
 
 
 def gpu_line_labels(gpus: dict[str, float], top: float, min_gap: float = 0.08) -> list[tuple[float, str]]:
-    """Where to write the GPU lines' labels so that none overlaps another: (height, text) pairs.
+    """Where to write the GPU lines' labels so that none overlaps another: (height in GB, text) pairs.
 
-    Lines closer than ``min_gap`` of the axis height (``top``) share one label, written at the
-    highest of them ("16, 24, 40 GB GPUs"): on a 70B model's axis the small cards' lines sit
+    ``gpus`` holds sizes in GiB (:data:`GPUS_GIB`); heights are in GB (10⁹ bytes), the axis's unit.
+    Lines closer than ``min_gap`` of the axis height (``top``, GB) share one label, written at the
+    highest of them ("16, 24, 40 GB cards (GiB)"): on a 70B model's axis the small cards' lines sit
     a few pixels apart and their separate labels would pile up.
     """
     groups: list[list[tuple[str, float]]] = []
-    for name, size in sorted(gpus.items(), key=lambda kv: kv[1]):
+    for name, size_gib in sorted(gpus.items(), key=lambda kv: kv[1]):
+        size = size_gib * GiB / GB
         if groups and size - groups[-1][-1][1] < min_gap * top:
             groups[-1].append((name, size))
         else:
@@ -36,14 +46,16 @@ def gpu_line_labels(gpus: dict[str, float], top: float, min_gap: float = 0.08) -
     labels = []
     for group in groups:
         if len(group) == 1:
-            labels.append((group[0][1], f"{group[0][0]} GPU"))
+            name, size = group[0]
+            labels.append((size, f"{name} card ({gpus[name]:g} GiB = {size:.1f} GB)"))
         else:
-            labels.append((group[-1][1], ", ".join(n.replace(" GB", "") for n, _ in group[:-1]) + f", {group[-1][0]} GPUs"))
+            labels.append((group[-1][1], ", ".join(n.replace(" GB", "") for n, _ in group[:-1])
+                           + f", {group[-1][0]} cards (GiB)"))
     return labels
 
 
-def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS_GB, log: bool = False) -> None:
-    """Draw one stacked bar per estimate, with each GPU's memory as a horizontal line.
+def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS_GIB, log: bool = False) -> None:
+    """Draw one stacked bar per estimate (GB), with each GPU's memory (``gpus``, in GiB) as a horizontal line.
 
     GPU labels that would overlap are merged (:func:`gpu_line_labels`).
     """
@@ -53,9 +65,9 @@ def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS
         values = [parts_gb(estimates[label])[part] for label in labels]
         ax.bar(labels, values, bottom=bottoms, color=COLORS[part], label=part)
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    top = max(max(bottoms), max(gpus.values())) * 1.08
-    for size in gpus.values():
-        ax.axhline(size, color="black", lw=0.8, ls="--")
+    top = max(max(bottoms), max(gpus.values()) * GiB / GB) * 1.08
+    for size_gib in gpus.values():
+        ax.axhline(size_gib * GiB / GB, color="black", lw=0.8, ls="--")
     for height, text in gpu_line_labels(gpus, top):
         ax.text(-0.45, height, text, va="bottom", ha="left", fontsize=7,
                 bbox=dict(facecolor="white", alpha=0.75, linewidth=0, pad=0.6))  # readable over a bar
@@ -126,7 +138,7 @@ def memory_calculator():
     seq = w.IntSlider(512, min=128, max=8192, step=128, description="sequence length", style=style)
     rank = w.IntSlider(8, min=1, max=256, description="LoRA rank r", style=style)
     targets = w.SelectMultiple(options=LINEAR_MODULES, value=("q_proj", "v_proj"), rows=7, description="LoRA targets", style=style)
-    gpu = w.Dropdown(options=list(GPUS_GB), value="24 GB", description="your GPU", style=style)
+    gpu = w.Dropdown(options=list(GPUS_GIB), value="24 GB", description="your GPU", style=style)
     verdict = w.HTML()
     out = w.Output()
     fig, ax = plt.subplots(figsize=(6.6, 3.2), dpi=100)
@@ -168,15 +180,16 @@ def memory_calculator():
             verdict.value = f"<b style='color:#C44E52'>Cannot estimate: {exc}</b>"
             return
         ax.clear()
-        stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: GPUS_GB[gpu.value]})
+        stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: GPUS_GIB[gpu.value]})
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the GPU line
         fig.subplots_adjust(left=0.12, right=0.78)
         ax.set_title(f"{est.trainable_params:,} trainable of {est.total_params:,} parameters", fontsize=9)
-        fits = est.peak <= GPUS_GB[gpu.value] * GB
-        verdict.value = (f"<b>Peak ≈ {est.peak / GB:.1f} GB</b> (weights {est.weights / GB:.1f}, gradients {est.gradients / GB:.2f}, "
+        fits = est.peak <= gpu_bytes(gpu.value)
+        verdict.value = (f"<b>Peak ≈ {est.peak / GB:.1f} GB = {est.peak / GiB:.1f} GiB</b> "
+                         f"(weights {est.weights / GB:.1f}, gradients {est.gradients / GB:.2f}, "
                          f"optimizer {est.optimizer / GB:.2f}, activations {est.activations / GB:.1f}). "
                          + ("<b style='color:#55A868'>Fits</b>" if fits else "<b style='color:#C44E52'>Does not fit</b>")
-                         + f" on a {gpu.value} GPU.")
+                         + f" on a {gpu.value} card ({GPUS_GIB[gpu.value]} GiB).")
         show_in(out, fig)
 
     preset.observe(on_preset, names="value")

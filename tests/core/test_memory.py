@@ -158,9 +158,22 @@ def test_what_lora_does_to_activations():
 
 
 def test_gpu_line_labels_never_crowd():
-    labels = memory_views.gpu_line_labels(memory_views.GPUS_GB, top=1100)  # the 70B panel's axis
-    assert len(labels) == 1 and labels[0] == (80, "16, 24, 40, 80 GB GPUs")
-    assert len(memory_views.gpu_line_labels(memory_views.GPUS_GB, top=30)) == 4
+    labels = memory_views.gpu_line_labels(memory_views.GPUS_GIB, top=1100)  # the 70B panel's axis
+    assert len(labels) == 1 and labels[0] == (80 * memory.GiB / memory.GB, "16, 24, 40, 80 GB cards (GiB)")
+    assert len(memory_views.gpu_line_labels(memory_views.GPUS_GIB, top=30)) == 4
     for top in (30, 120, 220, 1100):
-        heights = [h for h, _ in memory_views.gpu_line_labels(memory_views.GPUS_GB, top)]
+        heights = [h for h, _ in memory_views.gpu_line_labels(memory_views.GPUS_GIB, top)]
         assert all(b - a >= 0.08 * top for a, b in zip(heights, heights[1:]))
+
+
+def test_gpu_sizes_are_gib():
+    """Review item 6: an "80 GB" card holds 80 GiB; the verdict compares the peak with that."""
+    assert memory_views.gpu_bytes("80 GB") == 80 * 2**30 and memory_views.gpu_bytes("24 GB") == 24 * 2**30
+    (height, text), = memory_views.gpu_line_labels({"24 GB": 24}, top=30)
+    assert abs(height - 25.77) < 0.01 and text == "24 GB card (24 GiB = 25.8 GB)"
+    calc = memory_views.memory_calculator()
+    assert "Fits" in calc.verdict.value and "24 GB card (24 GiB)" in calc.verdict.value  # LoRA, LLaMA-7B, 1 × 512
+    calc.controls["method"].value = "full"
+    assert "Does not fit" in calc.verdict.value
+    calc.controls["gpu"].value = "80 GB"         # bf16 weights and moments (PyTorch's default): ≈ 67 GB
+    assert "Fits" in calc.verdict.value and "80 GB card (80 GiB)" in calc.verdict.value

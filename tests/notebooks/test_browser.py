@@ -253,6 +253,7 @@ def test_memory_calculator_in_jupyterlab(browser, lab):
     moved = check_notebook(browser, lab, "01_memory_cost.ipynb", "batch size", "browser_01_calculator.png")
     assert moved["before"]["value"] == "1" and moved["after"]["value"] == "4"
     assert "Peak" in moved["after"]["label"] and moved["after"]["label"] != moved["before"]["label"]
+    assert "on a 24 GB card (24 GiB)" in moved["after"]["label"]  # card sizes are GiB (review item 6)
 
 
 # ---- learner mode (`make lab`) and instructor mode (`make instructor`) ---------------------------
