@@ -1,9 +1,9 @@
-"""Low-rank approximation (truncated SVD) and the α/r scaling experiments of notebook 04.
+"""Low-rank approximation (truncated SVD), for notebook 04 (its training experiments: :mod:`lora_edu.core.rank_experiments`).
 
 Eckart–Young: the best rank-r approximation of a matrix M, in the Frobenius (and spectral)
 norm, keeps the top r singular values and directions of its SVD; its relative error is
-sqrt(Σ_{i>r} σᵢ²) / sqrt(Σ σᵢ²). So the singular values of an update say how well any rank-r
-LoRA *could* represent it, before training anything.
+sqrt(Σ_{i>r} σᵢ²) / sqrt(Σ σᵢ²). So the singular values of a matrix say how well rank r can
+approximate *that matrix*, before training anything; they do not say what rank a task needs.
 """
 from __future__ import annotations
 
@@ -57,29 +57,3 @@ def grayscale_sample_image(step: int = 2) -> np.ndarray:
     image = plt.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     return image.mean(axis=-1)[::step, ::step] / 255.0
 
-
-def lora_fit_curves(ranks=(2, 4, 8, 16, 32, 64), alpha: float = 16.0, steps: int = 150, lr: float = 0.02,
-                    d: int = 64, k: int = 64, seed: int = 0) -> dict[str, dict[int, np.ndarray]]:
-    """Train B·A (B = 0, A random, as LoRA starts) to match a target update, at several ranks.
-
-    Loss ½‖s·B·A − ΔW*‖² / ‖ΔW*‖² by plain gradient descent, same α, learning rate and steps for every
-    rank, with the usual scale s = α/r and with rsLoRA's s = α/√r. Returns
-    ``{"alpha/r": {r: losses}, "alpha/sqrt(r)": {r: losses}}``; cheap enough to compute once and cache.
-    """
-    target = structured_update(d, k, decay=0.9, seed=seed)
-    target /= np.linalg.norm(target)
-    curves: dict[str, dict[int, np.ndarray]] = {"alpha/r": {}, "alpha/sqrt(r)": {}}
-    for rule, scale in (("alpha/r", lambda r: alpha / r), ("alpha/sqrt(r)", lambda r: alpha / np.sqrt(r))):
-        for r in ranks:
-            rng = np.random.default_rng(seed + r)
-            A = rng.uniform(-1, 1, size=(r, k)) / np.sqrt(k)   # Kaiming-uniform-like: variance ~ 1/(3k)
-            B = np.zeros((d, r))
-            s = scale(r)
-            losses = np.empty(steps + 1)
-            for t in range(steps + 1):
-                E = s * B @ A - target
-                losses[t] = 0.5 * np.sum(E**2)
-                gB, gA = s * E @ A.T, s * B.T @ E
-                B, A = B - lr * gB, A - lr * gA
-            curves[rule][r] = losses
-    return curves

@@ -13,6 +13,9 @@ Three experiments, each small enough to run inside the notebook:
   plain gradient descent or by Adam, every run trained (nothing rescaled afterwards).
 * :func:`early_update_sizes`: the size of the update ‖s·B·A‖ a real network has learned after k
   steps, against r, under α/r and α/√r: the quantity rsLoRA is about.
+
+Plus what the notebook prints around them: :func:`diverged_runs`, :func:`loss_before_training`,
+:func:`lora_parameter_share`.
 """
 from __future__ import annotations
 
@@ -180,3 +183,35 @@ def early_update_sizes(pretrained: nn.Module, data: digits_task.Split, ranks=(1,
                     update = torch.linalg.matrix_norm(getattr(model, layer).delta_weight()).item()
                 out[opt_name][rule][r] = {"update": update, "loss": loss}
     return out
+
+
+def diverged_runs(curves_by_alpha: dict) -> dict:
+    """``{α: [ranks whose run diverged]}`` for one optimizer and rule of :func:`scaling_sweep` (only α with any).
+
+    :func:`best_rank` skips a diverged run (its loss is NaN); this lists them so that a reader sees them.
+    """
+    out = {alpha: [r for r, c in curves.items() if not np.isfinite(c[-1])] for alpha, curves in curves_by_alpha.items()}
+    return {alpha: ranks for alpha, ranks in out.items() if ranks}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Small facts the notebook prints: the loss before training, LoRA's share of the weights
+# --------------------------------------------------------------------------------------------
+def loss_before_training(model: nn.Module, data: digits_task.Split) -> dict[str, float]:
+    """Cross-entropy, accuracy and median confidence (largest softmax probability) of ``model`` on ``data``'s training set.
+
+    Why: the pretrained digits network is confidently wrong on rotated digits, so its cross-entropy
+    (−ln of the probability it gives the right class) is far above ln 10 ≈ 2.30, a uniform guess's loss.
+    """
+    with torch.no_grad():
+        logits = model(data.x_train)
+        confidence = logits.softmax(-1).max(-1).values
+        return {"loss": nn.functional.cross_entropy(logits, data.y_train).item(),
+                "accuracy": (logits.argmax(-1) == data.y_train).double().mean().item(),
+                "median_confidence": confidence.median().item()}
+
+
+def lora_parameter_share(model: nn.Module, r: int, layers=("fc1", "fc2")) -> float:
+    """LoRA's numbers r·(in + out) per layer, summed over ``layers``, as a fraction of those layers' weights in·out."""
+    shapes = [getattr(model, name).weight.shape for name in layers]
+    return sum(r * (d_out + d_in) for d_out, d_in in shapes) / sum(d_out * d_in for d_out, d_in in shapes)

@@ -180,7 +180,8 @@ def smallest_rank() -> FunctionExercise:
              "and return the first r whose error is at most max_error.",
         solution=("def smallest_rank(singular_values, max_error):\n    s2 = np.asarray(singular_values, float) ** 2\n"
                   "    for r in range(len(s2) + 1):\n        if np.sqrt(s2[r:].sum() / s2.sum()) <= max_error:\n            return r"),
-        why="The singular values tell you, before any training, how small a rank can be for a given accuracy.",
+        why="The singular values tell you, before any training, the smallest rank that approximates this matrix "
+            "to a given relative error (Eckart–Young); what rank a task needs is another question.",
     )
 
 

@@ -44,10 +44,10 @@ def test_truncate_update_keeps_rank_r_of_the_update():
 
 def test_plain_gd_favours_a_middle_rank_but_adam_the_largest():
     sweep = rx.scaling_sweep(ranks=(2, 8, 16, 64), alphas=(2, 16), rules=("alpha/r",))
-    assert rx.best_rank(sweep["sgd"]["alpha/r"][16]) == 16      # the old "r = 16 is best" (plain GD only)
+    assert rx.best_rank(sweep["sgd"]["alpha/r"][16]) == 16      # plain GD at α = 16: a middle rank wins
     assert rx.best_rank(sweep["sgd"]["alpha/r"][2]) == 2        # at small α the smallest rank wins
     for alpha in (2, 16):
-        assert rx.best_rank(sweep["adam"]["alpha/r"][alpha]) == 64
+        assert rx.best_rank(sweep["adam"]["alpha/r"][alpha]) == 64   # trivially: r = 64 is full rank, floor 0
     svd = lowrank.TruncatedSVD(rx.fit_target())
     for r, curve in sweep["adam"]["alpha/r"][16].items():     # Adam reaches the Eckart–Young floor
         assert abs(curve[-1] - 0.5 * svd.relative_error(r) ** 2) < 1e-3
@@ -82,3 +82,20 @@ def test_lora_beats_the_truncated_full_update_at_small_ranks(digits):
     compare = rx.lora_vs_truncation(pretrained, full, rotated, ranks=(1, 2, 4, 8))
     for r in (1, 2, 4, 8):
         assert compare["lora"][r] > compare["truncated"][r] + 0.05, r
+
+
+def test_diverged_runs_lists_the_plain_gd_runs_that_blow_up():
+    sweep = rx.scaling_sweep(ranks=(1, 2, 4, 8, 16, 32, 64), alphas=(16, 32, 64), rules=("alpha/r",), optimizers=("sgd",))
+    assert rx.diverged_runs(sweep["sgd"]["alpha/r"]) == {32: [1], 64: [1, 2]}
+    assert rx.best_rank(sweep["sgd"]["alpha/r"][64]) not in (1, 2)
+
+
+def test_lora_parameter_share_reads_the_layer_shapes():
+    model = digits_task.MLP()                                   # fc1 64→128, fc2 128→128
+    assert rx.lora_parameter_share(model, 4) == 4 * (64 + 128 + 128 + 128) / (64 * 128 + 128 * 128)
+    assert rx.lora_parameter_share(model, 8, layers=("fc2",)) == 8 * 256 / 128**2
+
+
+def test_pretrained_model_is_confidently_wrong_on_rotated_digits(digits):
+    before = rx.loss_before_training(*digits)
+    assert before["loss"] > 10 * np.log(10) and before["accuracy"] < 0.2 and before["median_confidence"] > 0.99
