@@ -4,8 +4,9 @@ Convention of the source write-up (row vectors): ``y = x · W_eff`` with ``W_eff
 W (k×d) frozen, B (k×r), A (r×d), loss ``L = ½·Σ(y − y_true)²``, plain gradient descent with
 learning rate η. ``s`` is LoRA's scale α/r (1 in the source). x meets B first, so **B is the
 down-projection** (k → r) and **A the up-projection** (r → d). In PyTorch's and PEFT's convention
-(notebook 02 maps it) this B is ``lora_A``ᵀ and this A is ``lora_B``ᵀ. LoRA zeros the matrix applied
-last (Hu et al. 2021, §4.1: B = 0 in h = W₀x + BAx; PEFT: ``lora_B`` = 0), which here is **A**:
+(notebook 02 maps it) this B is ``lora_A``ᵀ and this A is ``lora_B``ᵀ. LoRA's default for linear layers
+zeros the matrix applied last (Hu et al. 2021, §4.1: B = 0 in h = W₀x + BAx; PEFT's ``init_lora_weights=True``:
+``lora_B`` = 0), which here is **A**:
 ``lora_init(..., zero="A")``.
 
 Gradients, by the chain rule (notebook 03 derives them):
@@ -161,6 +162,50 @@ def zero_gradient(x, W, A, B, y_true, scaling: float = 1.0) -> list[str]:
     return [name for name in ("A", "B") if not g[f"grad_{name}"].any()]
 
 
+def trajectory(x, W, A, B, y_true, scaling: float, optimizer: str = "adam", lr: float = 0.01, steps: int = 20) -> np.ndarray:
+    """W_eff = W + s·B·A after each of ``steps`` steps of ``torch.optim.SGD`` or ``Adam`` on A and B: (steps, k, d).
+
+    PyTorch's own optimizers (Adam's defaults: betas (0.9, 0.999), eps 1e-8), so what is compared is what a
+    training loop does; W is frozen and the inputs are not changed.
+    """
+    opt_class = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
+    xt, Wt, yt = (torch.tensor(np.asarray(v, dtype=float)) for v in (x, W, y_true))
+    At = torch.tensor(np.asarray(A, dtype=float), requires_grad=True)
+    Bt = torch.tensor(np.asarray(B, dtype=float), requires_grad=True)
+    opt = opt_class([At, Bt], lr=lr)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * ((xt @ (Wt + scaling * Bt @ At) - yt) ** 2).sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            out.append((Wt + scaling * Bt @ At).numpy().copy())
+    return np.array(out)
+
+
+def equivalent_at_scale_one(A, B, scaling: float, optimizer: str, lr: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A', B', lr'): the run at s = 1 whose W_eff equals the run at scale s at *every* step.
+
+    s·B·A = (√s·B)·(√s·A), so start from √s times the initial matrices. The gradient with respect to √s·B
+    is 1/√s times that with respect to B. SGD then needs lr' = s·lr for the new matrices to stay √s times
+    the old ones; Adam ignores the gradient's size (up to eps), so lr' = √s·lr. This is the "if we scale the
+    initialization appropriately" of Hu et al. (2021, §4.1): changing s alone is like changing the learning
+    rate only on the first step from A = 0 (see ``first_step_change``).
+    """
+    root = float(np.sqrt(scaling))
+    factor = {"sgd": scaling, "adam": root}[optimizer]
+    return root * np.asarray(A, dtype=float), root * np.asarray(B, dtype=float), factor * lr
+
+
+def swapped_grad_B(x, A, error_row) -> np.ndarray:
+    """ẽᵀ·(x·Aᵀ): ∇B with the roles of x and the error swapped (the correct one is xᵀ·(ẽ·Aᵀ) = G·Aᵀ).
+
+    Both are k×r only because k = d; the source's printed ∇B is exactly this, with ẽ its own error row
+    (notebook 03).
+    """
+    return np.asarray(error_row, dtype=float).T @ (np.asarray(x, dtype=float) @ np.asarray(A, dtype=float).T)
+
+
 def first_step_change(x, W, A, B, y_true, scaling: float, optimizer: str = "sgd", lr: float = LEARNING_RATE) -> float:
     """Frobenius norm of the change of W_eff = W + s·B·A after one step of ``torch.optim.SGD`` or ``Adam``.
 
@@ -170,16 +215,8 @@ def first_step_change(x, W, A, B, y_true, scaling: float, optimizer: str = "sgd"
     Why the two differ: SGD's step is η·∇, and ∇ carries one factor s; the step then enters W_eff through
     s·B·A, a second factor: the change grows like s². Adam's first step is lr·m̂/(√v̂ + ε) = lr·∇/(|∇| + ε),
     about lr·sign(∇) whatever the gradient's size, so only the outer factor s is left: the change grows like s.
+    This holds for the first step only; ``equivalent_at_scale_one`` gives the rule that holds at every step.
     """
-    opt_class = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
-    xt, Wt, yt = (torch.tensor(np.asarray(v, dtype=float)) for v in (x, W, y_true))
-    At = torch.tensor(np.asarray(A, dtype=float), requires_grad=True)
-    Bt = torch.tensor(np.asarray(B, dtype=float), requires_grad=True)
-    opt = opt_class([At, Bt], lr=lr)
-    with torch.no_grad():
-        before = Wt + scaling * Bt @ At
-    (0.5 * ((xt @ (Wt + scaling * Bt @ At) - yt) ** 2).sum()).backward()
-    opt.step()
-    with torch.no_grad():
-        after = Wt + scaling * Bt @ At
-    return float(torch.linalg.norm(after - before))
+    before = np.asarray(W, dtype=float) + scaling * np.asarray(B, dtype=float) @ np.asarray(A, dtype=float)
+    after = trajectory(x, W, A, B, y_true, scaling, optimizer, lr, steps=1)[0]
+    return float(np.linalg.norm(after - before))

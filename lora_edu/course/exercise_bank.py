@@ -84,7 +84,9 @@ def grad_b() -> FunctionExercise:
         reference=lambda x, W, A, B, y_true: gradients(x, W, A, B, y_true)["grad_B"],
         example=ex,
         random_case=_step_case,
-        hint="First y = x·(W + B·A), then G = xᵀ·(y − y_true), which is ∂L/∂W_eff. W_eff depends on B through B·A, "
+        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
+             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). "
+             "First y = x·(W + B·A), then G = xᵀ·(y − y_true), which is ∂L/∂W_eff. W_eff depends on B through B·A, "
              "so ∂L/∂B = G·Aᵀ (check the shapes: k×d times d×r).",
         solution="def grad_B(x, W, A, B, y_true):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n    return G @ A.T",
         why="∇B = G·Aᵀ needs A: from LoRA's start (A, the up-projection, is zero) it is zero at the first step, "
@@ -105,7 +107,9 @@ def one_step() -> FunctionExercise:
         reference=reference,
         example=example(),
         random_case=_step_case,
-        hint="Compute both gradients from the *same* (old) A and B, then A − η·∇A and B − η·∇B with η = 0.1. "
+        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
+             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). "
+             "Compute both gradients from the *same* (old) A and B, then A − η·∇A and B − η·∇B with η = 0.1. "
              "Return np.concatenate([A_new.ravel(), B_new.ravel()]). Do not change A or B in place.",
         solution=("def one_step(x, W, A, B, y_true, lr=0.1):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n"
                   "    A_new, B_new = A - lr * (B.T @ G), B - lr * (G @ A.T)\n"

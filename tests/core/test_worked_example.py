@@ -124,3 +124,47 @@ def test_adam_scaling_holds_from_the_sources_init_too():
     c = [we.first_step_change(**ex, scaling=s, optimizer="adam", lr=1e-3) for s in (1.0, 2.0)]
     g = [we.first_step_change(**ex, scaling=s, optimizer="sgd", lr=1e-3) for s in (1.0, 2.0)]
     assert 1.8 < c[1] / c[0] < 2.2 and 3.5 < g[1] / g[0] < 4.5
+
+
+def test_source_errata_explanations_updated_b_fits_15_old_b_14_of_16():
+    """The printed W_eff,new is W + (B − η·printed ∇B)·(printed A_new): 15 of 16 entries; with the old B: 14."""
+    ex, src = we.example(), we.SOURCE_PRINTED
+    fits = {}
+    for name, B_used in {"updated": ex["B"] - 0.1 * src["grad_B"], "old": ex["B"]}.items():
+        off = we.errata({"W_eff_new": src["W_eff_new"]}, {"W_eff_new": ex["W"] + B_used @ src["A_new"]})
+        fits[name] = (16 - len(off), {w["index"] for w in off})
+    assert fits["updated"] == (15, {(3, 1)}) and fits["old"] == (14, {(2, 1), (3, 2)})
+    upd = ex["W"] + (ex["B"] - 0.1 * src["grad_B"]) @ src["A_new"]
+    assert np.allclose([upd[2, 1], upd[3, 2], upd[3, 1]], [-1.8035, 0.5234, 0.6147], atol=5e-5)
+
+
+def test_printed_grad_B_is_x_and_error_swapped():
+    """ẽ = the source's error row (y₁ instead of y₁ − 1, as in its ∇A); its ∇B = ẽᵀ·(x·Aᵀ) in all 8 entries."""
+    ex, src = we.example(), we.SOURCE_PRINTED
+    e_src = src["grad_A"][:1]
+    assert np.allclose(e_src, [[0.1, 0.2, -1.7, 1.4]])
+    assert np.allclose(we.swapped_grad_B(ex["x"], ex["A"], e_src), src["grad_B"], atol=1e-12)
+    e = ex["x"] @ (ex["W"] + ex["B"] @ ex["A"]) - ex["y_true"]
+    assert not np.allclose(we.swapped_grad_B(ex["x"], ex["A"], e), we.gradients(**ex)["grad_B"])
+
+
+@pytest.mark.parametrize("s", [0.5, 2.0, 4.0])
+def test_scale_s_equals_scale_one_at_every_step_with_sqrt_s_init(s):
+    ex = we.example()
+    x, W, t = ex["x"], ex["W"], ex["y_true"]
+    A, B = we.lora_init(4, 4, 2, zero="A")
+    for opt, lr, tol in (("adam", 0.01, 1e-7), ("sgd", 0.1, 1e-12)):
+        ref = we.trajectory(x, W, A, B, t, s, opt, lr, steps=20)
+        same = we.trajectory(x, W, *we.equivalent_at_scale_one(A, B, s, opt, lr)[:2], t, 1.0, opt,
+                             we.equivalent_at_scale_one(A, B, s, opt, lr)[2], steps=20)
+        assert np.abs(ref - same).max() < tol
+
+
+def test_adam_s_as_learning_rate_holds_for_the_first_step_only():
+    ex = we.example()
+    x, W, t = ex["x"], ex["W"], ex["y_true"]
+    A, B = we.lora_init(4, 4, 2, zero="A")
+    diff = np.abs(we.trajectory(x, W, A, B, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A, B, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
+    assert diff[0] < 1e-8 and diff[1] > 1e-4 and diff[-1] > 0.1
+    assert we.first_step_change(x, W, A, B, t, 1.0, "sgd", 0.1) == pytest.approx(
+        np.linalg.norm(we.trajectory(x, W, A, B, t, 1.0, "sgd", 0.1, steps=1)[0] - W), rel=1e-12)

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lora_edu import memory, memory_views
@@ -80,7 +81,11 @@ def test_00_start_here():
     assert "Notebooks 02–03 do **not** use it" in text
     assert "A = `lora_A` is r×in, the down-projection (applied first), random at start" in text
     assert "B = `lora_B` is out×r, the up-projection (applied last), zero at start" in text
-    assert "LoRA starts with the matrix **applied last** at zero" in text
+    assert "For linear layers with PEFT's default `init_lora_weights=True`, LoRA starts with the matrix **applied last** at zero" in text
+    assert "Whatever the names" not in text  # false for PEFT's embedding LoRA and for PiSSA/OLoRA/LoftQ
+    assert "zeros(lora_embedding_A)" not in text and "`zeros_(lora_embedding_A)`" in text and "PiSSA, OLoRA" in text
+    assert "Write-up 1" not in text and "Write-up 3" not in text  # unnamed, uncited sources: dropped
+    assert "Once installed, the course runs entirely on a laptop CPU" in text
     assert "the ones the stored notebooks were executed with" not in text
     assert "read from the machine that runs this cell, each time it runs" in text
     assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
@@ -88,6 +93,10 @@ def test_00_start_here():
     assert "lora_B is d×r (out×r, the up-projection)" in exercise_bank.lora_param_count()._hint
     assert "B is k×r (applied first, the down-projection" in exercise_bank.delta_w()._hint
     assert "Row vectors, as in notebooks 02–03" in exercise_bank.delta_w()._hint
+    # 03's hints (exercises 3a, 3b) state the same convention
+    for ex in (exercise_bank.grad_b(), exercise_bank.one_step()):
+        assert "B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ)" in ex._hint
+        assert "A is r×d (applied last, the up-projection: lora_B is Aᵀ)" in ex._hint
 
 
 def test_02_worked_example():
@@ -98,10 +107,12 @@ def test_02_worked_example():
     assert f"y = [{', '.join(f'{v:g}' for v in s['y'][0])}]".replace("-", "−") in text
     assert f"L ≈ {s['loss_before']:g}" in text
     assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
-    assert f"at r = 8 trains {8 * (4096 + 4096) / 4096**2:.2%} of its weights" in text
+    assert f"at r = 8 trains as many numbers as {8 * (4096 + 4096) / 4096**2:.2%} of W has" in text
+    assert "of its weights" not in text and "popular write-up" not in text and "write-up 2" not in text
+    assert "the repository does not record its title or author" in " ".join(text.split())
     # the convention, stated at the start: B applied first (down), A applied last (up, zero at start)
     assert "**B (k×r) is the down-projection** (k → r)" in text and "**A (r×d) is the up-projection** (r → d)" in text
-    assert "LoRA starts training with the matrix applied last at zero: **here A**" in text
+    assert "For linear layers with PEFT's default init, LoRA starts training with the matrix applied last at zero: **here A**" in " ".join(text.split())
     assert "## References" in text and "arXiv:2106.09685" in text
 
 
@@ -115,7 +126,33 @@ def test_03_gradient_step():
     start = "".join(json.loads((NOTEBOOKS / "03_gradient_step.ipynb").read_text())["cells"][0]["source"])
     assert "B is k×r and applied first: the down-projection" in start.replace("\n", " ").replace("**", "")
     assert "here A = 0" in start and "`lora_B` = 0" in start
-    assert "LoRA's start is **B random, A = 0**" in text and "Why A (the up-projection) starts at zero" in text
+    assert "LoRA's default start is **B random, A = 0**" in text and "Why A (the up-projection) starts at zero" in text
+    assert "must be zero" not in text and "LoRA's choice is to zero one of them" in text
+    assert "B·A = 0 does not need a zero matrix" in text and "popular write-up" not in text
+    assert "it prints no B_new" in text and "B_new" not in we.SOURCE_PRINTED
+    # errata: the printed W_eff,new fits B updated with the printed ∇B (15 of 16), not the old B (14 of 16)
+    src = we.SOURCE_PRINTED
+    fit = {name: 16 - len(we.errata({"W_eff_new": src["W_eff_new"]}, {"W_eff_new": W + Bu @ src["A_new"]}))
+           for name, Bu in (("updated", ex["B"] - 0.1 * src["grad_B"]), ("old", ex["B"]))}
+    assert fit == {"updated": 15, "old": 14}
+    assert "fits B *updated* with that wrong ∇B best" in text and "not from a skipped update" in text
+    assert "B was never updated" not in text
+    assert np.allclose(we.swapped_grad_B(x, ex["A"], src["grad_A"][:1]), src["grad_B"])  # "x and the error swapped"
+    assert "swapped the roles of x and the error" in text
+    # the √s rule, at every step; "s acts like the learning rate" only on the first step
+    A0_, B0_ = we.lora_init(4, 4, 2, zero="A")
+    for opt, lr in (("adam", 0.01), ("sgd", 0.1)):
+        A1_, B1_, lr1 = we.equivalent_at_scale_one(A0_, B0_, 2.0, opt, lr)
+        assert np.abs(we.trajectory(x, W, A0_, B0_, t, 2.0, opt, lr) - we.trajectory(x, W, A1_, B1_, t, 1.0, opt, lr1)).max() < 1e-7
+    drift = np.abs(we.trajectory(x, W, A0_, B0_, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A0_, B0_, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
+    assert drift[0] < 1e-8 < 0.1 < drift[-1] and "On the **first step** from A = 0" in text
+    assert "s multiplies the step just as the learning rate does" not in text and "ties α to the learning rate" not in text
+    # Hayou et al.: the mapping of Init[A] and its cost
+    assert "internal instability" in text and "Init[A] = their A random, their B = 0 = PEFT's default = here B random, A = 0" in text
+    # the 4×4 reason A = 0 ends lower: true for many seeds, not only the one plotted
+    assert all(we.train(x, W, *we.lora_init(4, 4, 2, zero="A", seed=sd), t, steps=40)[-1]
+               < we.train(x, W, *we.lora_init(4, 4, 2, zero="B", seed=sd), t, steps=40)[-1] for sd in range(10))
+    assert "That is this one-example problem, not a width effect" in text and "reversed:  B" not in open(NOTEBOOKS / "03_gradient_step.ipynb").read()
     assert "A random, B = 0" not in text and "Why B starts at zero" not in text
     A0, B0 = we.lora_init(4, 4, 2, zero="A")
     assert we.zero_gradient(x, W, A0, B0, t) == ["B"]  # "∇B = 0 at the first step, so A moves first"

@@ -3,15 +3,27 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lora_edu.views.plotting import heatmaps
+from lora_edu.views.plotting import cell_label, heatmaps
 
 matplotlib.use("Agg")
 
 
 def test_one_panel_per_matrix_on_a_shared_symmetric_scale():
-    fig = heatmaps({"W": np.array([[1.0, -2.0], [0.5, 0.0]]), "ΔW": np.array([[0.1, 0.0]])})
-    axes = fig.axes
-    assert [ax.get_title() for ax in axes] == ["W  (2×2)", "ΔW  (1×2)"]
-    assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in axes)
-    assert [t.get_text() for t in axes[1].texts] == ["0.1", "0"]
+    fig = heatmaps({"W": np.array([[1.0, -2.0], [0.5, 0.0]]), "ΔW": np.array([[0.1, 0.0]])},
+                   xlabel="output index d", ylabel="input index k")
+    panels, bar = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title() for ax in panels] == ["W  (2×2)", "ΔW  (1×2)"]
+    assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in panels)
+    assert [t.get_text() for t in panels[1].texts] == ["0.1", "0"]
+    assert len(bar) == 1 and bar[0].get_ylabel() == "value"  # one shared colour bar
+    assert panels[0].get_ylabel() == "input index k" and panels[1].get_xlabel() == "output index d"
+    plt.close(fig)
+
+
+def test_labels_never_show_minus_zero_and_follow_decimals():
+    assert cell_label(-0.0049999, 2) == "0" and cell_label(-0.0, 2) == "0"
+    assert cell_label(-0.005, 4) == "-0.005" and cell_label(2.095, 4) == "2.095" and cell_label(0.235, 4) == "0.235"
+    assert cell_label(1.0938, 4) == "1.0938" and cell_label(2.0, 2) == "2"
+    fig = heatmaps({"change": np.array([[2.095 - 2.1, 0.0]])}, decimals=2)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0", "0"]
     plt.close(fig)
