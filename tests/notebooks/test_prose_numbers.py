@@ -109,7 +109,8 @@ def test_02_worked_example():
     assert f"y = [{', '.join(f'{v:g}' for v in s['y'][0])}]".replace("-", "−") in text
     assert f"L ≈ {s['loss_before']:g}" in text
     assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
-    assert f"at r = 8 trains as many numbers as {8 * (4096 + 4096) / 4096**2:.2%} of W has" in text
+    assert (f"at r = 8 trains r·(k + d) = {8 * (4096 + 4096):,} numbers, {8 * (4096 + 4096) / 4096**2:.2%} of W's "
+            f"{4096**2:,}; W itself stays frozen") in text
     assert "of its weights" not in text and "popular write-up" not in text and "write-up 2" not in text
     assert "the repository does not record its title or author" in " ".join(text.split())
     # the convention, stated at the start: B applied first (down), A applied last (up, zero at start)
@@ -326,7 +327,7 @@ def test_06_peft_comparison_and_committed_benchmarks():
     # Items 6, 7, 13 and the references.
     assert "**OLoRA** [4] starts them from a **QR decomposition**" in text and "top singular values and vectors (an SVD)" in text
     assert "not in PEFT's documentation" not in text and "alpaca-lora" in text and "seed of this course" not in text
-    assert "needs a CUDA GPU" not in text and "officially supported platforms from v0.48.0 to v0.49.x" in text
+    assert "needs a CUDA GPU" not in text and "bitsandbytes now ships CPU builds [8]" in text and "0.48.0 to 0.49.2" in text
     assert "freezes the residual W − (α/r)·B·A" in text and "trains the residual" not in text   # review item 1
     assert "borrows a GPU" not in text                                                          # item 19
     assert "with α = 2r (so α/r = 2)" in text                                                   # item 27
