@@ -38,6 +38,7 @@ import statistics
 import time
 
 import torch
+from bench_common import cpu_name  # benchmarks/ is on sys.path when a script there runs
 from torch import nn
 
 from lora_edu.core.lora import LoRALinear
@@ -166,17 +167,6 @@ def per_call_overhead(device: str, repeats: int, calls: int) -> list[dict]:
         out.append(row)
         print(json.dumps(row), flush=True)
     return out
-
-
-def cpu_name() -> str:
-    """The CPU's model name where Linux tells it (platform.processor() is often empty there)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
