@@ -1,4 +1,4 @@
-"""Small plotting helpers shared by the notebooks (matrices as annotated heatmaps)."""
+"""Small plotting helpers shared by the notebooks: matrices as annotated heatmaps, and the LoRA picture."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -36,4 +36,64 @@ def heatmaps(matrices: dict[str, np.ndarray], annotate: bool = True, decimals: i
             for (i, j), v in np.ndenumerate(a):
                 ax.text(j, i, cell_label(v, decimals), ha="center", va="center", fontsize=fontsize)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="value")
+    return fig
+
+
+#: What the LoRA picture writes for each convention: (matrix applied first, matrix applied last, W, formula).
+#: "peft": PEFT's and the paper's names (notebooks 00, 05, 06); "row": the row vectors of notebooks 02–03.
+LORA_DIAGRAM_LABELS = {
+    "peft": ("A = lora_A   (r×in)\ndown-projection\nrandom at start",
+             "B = lora_B   (out×r)\nup-projection\nzero at start",
+             "W   (out×in)\npretrained, frozen",
+             "h = x·Wᵀ + (α/r)·x·Aᵀ·Bᵀ   (ΔW = B·A)"),
+    "row": ("B   (k×r)\ndown-projection, applied first\nrandom at start",
+            "A   (r×d)\nup-projection, applied last\nzero at start",
+            "W   (k×d)\npretrained, frozen",
+            "y = x·(W + s·B·A),   s = α/r"),
+}
+
+
+def lora_diagram(convention: str = "peft", r_label: str = "r"):
+    """The LoRA picture: the frozen path through W beside the trainable path down to rank r and back up.
+
+    Drawn once here and shown in notebooks 00, 02 and 05, labelled in the convention of the
+    notebook (``"peft"`` or ``"row"``, see :data:`LORA_DIAGRAM_LABELS`), because the names A and B
+    swap roles between write-ups: what stays fixed is that the matrix applied first projects down
+    to rank r, the one applied last projects back up and, in LoRA's default for linear layers,
+    starts at zero, so the layer starts equal to the pretrained one.
+    """
+    from matplotlib.patches import FancyArrowPatch, Polygon, Rectangle
+
+    if convention not in LORA_DIAGRAM_LABELS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {sorted(LORA_DIAGRAM_LABELS)} "
+                         "('peft' for PEFT's lora_A/lora_B names, 'row' for notebooks 02-03's row vectors).")
+    first, last, frozen, formula = LORA_DIAGRAM_LABELS[convention]
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    ax.axis("off")
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1.2, color="0.25"))
+
+    ax.add_patch(Rectangle((1.0, 3.0), 2.6, 3.6, facecolor="#c9d6ea", edgecolor="0.3"))       # W: frozen
+    ax.text(2.3, 4.8, frozen, ha="center", va="center", fontsize=9)
+    ax.add_patch(Polygon([(5.2, 3.0), (8.2, 3.0), (7.1, 4.7), (6.3, 4.7)], facecolor="#f3d9b1", edgecolor="0.3"))
+    ax.text(8.4, 3.85, first, ha="left", va="center", fontsize=8.5)                          # down-projection
+    ax.add_patch(Polygon([(6.3, 4.9), (7.1, 4.9), (8.2, 6.6), (5.2, 6.6)], facecolor="#b9e0c0", edgecolor="0.3"))
+    ax.text(8.4, 5.75, last, ha="left", va="center", fontsize=8.5)                           # up-projection
+    ax.text(6.15, 4.8, f"rank {r_label}", ha="right", va="center", fontsize=9, fontweight="bold")
+    ax.text(2.3, 1.0, "x  (input)", ha="center", va="center", fontsize=10)
+    ax.text(6.7, 7.25, "× α/r", ha="center", va="center", fontsize=9)
+    ax.text(4.5, 9.3, "output = frozen path + trainable path", ha="center", va="center", fontsize=10)
+    ax.text(4.5, 8.4, "+", ha="center", va="center", fontsize=16,
+            bbox=dict(boxstyle="circle", facecolor="white", edgecolor="0.3"))
+    arrow(2.3, 1.4, 2.3, 3.0)
+    arrow(2.3, 1.4, 6.7, 3.0)
+    arrow(2.3, 6.6, 4.2, 8.2)
+    arrow(6.7, 6.6, 6.7, 7.0)
+    arrow(6.7, 7.5, 4.8, 8.2)
+    ax.text(4.5, 0.25, formula, ha="center", va="center", fontsize=9.5)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value, not again by the inline backend at the cell's end
     return fig

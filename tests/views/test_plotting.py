@@ -1,9 +1,10 @@
-"""Heatmaps share one symmetric colour scale and write every value in its cell."""
+"""Heatmaps share one symmetric colour scale and write every value in its cell; the LoRA picture names its convention."""
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
-from lora_edu.views.plotting import cell_label, heatmaps
+from lora_edu.views.plotting import cell_label, heatmaps, lora_diagram
 
 matplotlib.use("Agg")
 
@@ -27,3 +28,21 @@ def test_labels_never_show_minus_zero_and_follow_decimals():
     fig = heatmaps({"change": np.array([[2.095 - 2.1, 0.0]])}, decimals=2)
     assert [t.get_text() for t in fig.axes[0].texts] == ["0", "0"]
     plt.close(fig)
+
+
+def texts(fig):
+    return "\n".join(t.get_text() for t in fig.axes[0].texts)
+
+
+def test_lora_diagram_names_down_up_and_zero_in_each_convention():
+    peft, row = lora_diagram("peft"), lora_diagram("row")
+    assert "A = lora_A   (r×in)\ndown-projection\nrandom at start" in texts(peft)
+    assert "B = lora_B   (out×r)\nup-projection\nzero at start" in texts(peft)
+    assert "B   (k×r)\ndown-projection, applied first" in texts(row) and "A   (r×d)\nup-projection, applied last\nzero at start" in texts(row)
+    assert "rank r" in texts(row) and "W   (k×d)\npretrained, frozen" in texts(row)
+    plt.close("all")
+
+
+def test_lora_diagram_rejects_an_unknown_convention_naming_the_choices():
+    with pytest.raises(ValueError, match=r"choose one of \['peft', 'row'\]"):
+        lora_diagram("column")
