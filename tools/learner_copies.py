@@ -74,6 +74,11 @@ def create(src: Path = NOTEBOOKS, work: Path = WORK) -> tuple[list[Path], list[P
     return created, kept
 
 
+def notebook_numbers(src: Path = NOTEBOOKS) -> str:
+    """The course's notebook numbers, "00, 01, …", for messages that list the valid choices."""
+    return ", ".join(p.stem.split("_")[0] for p in course_notebooks(src))
+
+
 def resolve(name: str, src: Path = NOTEBOOKS) -> list[Path]:
     """The notebooks that ``name`` means: "all", or one notebook by number ("03"), stem or file name."""
     notebooks = course_notebooks(src)
@@ -84,9 +89,9 @@ def resolve(name: str, src: Path = NOTEBOOKS) -> list[Path]:
     key = Path(key).name  # "work/03_gradient_step" and "notebooks/03_..." mean the same notebook
     matches = [p for p in notebooks if p.stem == key or (key.isdigit() and p.stem.split("_")[0] == key.zfill(2))]
     if len(matches) != 1:
-        valid = ", ".join(p.stem.split("_")[0] for p in notebooks)
         names = "\n  ".join(p.name for p in notebooks)
-        raise UnknownNotebook(f"no notebook {name!r} in the course. Give a number ({valid}), a name, or 'all':\n  {names}")
+        raise UnknownNotebook(f"no notebook {name!r} in the course. Give a number ({notebook_numbers(src)}), a name, "
+                              f"or 'all':\n  {names}")
     return matches
 
 
@@ -181,7 +186,6 @@ def main(args: list[str] | None = None) -> int:
     opts, extra = parser.parse_known_args(args)
     if extra and opts.command not in ("lab", "instructor"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    valid = ", ".join(p.stem.split("_")[0] for p in course_notebooks(opts.src))
 
     if opts.command in ("create", "lab"):
         created, kept = create(opts.src, opts.work)
@@ -192,7 +196,7 @@ def main(args: list[str] | None = None) -> int:
                   f"{', '.join(p.name for p in kept)} in {_show(opts.work)}")
     elif opts.command == "reset":
         if not opts.notebook:
-            print(f"error: say which notebook to reset: make reset NB=03 (one of {valid}) or make reset NB=all",
+            print(f"error: say which notebook to reset: make reset NB=03 (one of {notebook_numbers(opts.src)}) or make reset NB=all",
                   file=sys.stderr)
             return 2
         try:

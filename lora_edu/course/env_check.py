@@ -31,13 +31,18 @@ PURPOSE = {
 IMPORT_NAME = {"scikit-learn": "sklearn"}
 
 
+def requirement_name(requirement: str) -> str:
+    """The distribution name of a requirement line ("torch>=2.2" -> "torch"), lower case."""
+    return re.match(r"[A-Za-z0-9_.\-]+", requirement.strip()).group(0).lower()
+
+
 def runtime_requirements() -> list[str]:
     """The pip names of the course's run-time dependencies (no extras), from the installed metadata."""
     try:
         lines = requires("lora-edu") or []
     except PackageNotFoundError:  # a source tree on sys.path that was never installed
         return list(PURPOSE)
-    return [re.match(r"[A-Za-z0-9_.\-]+", line).group(0).lower() for line in lines if "extra ==" not in line]
+    return [requirement_name(line) for line in lines if "extra ==" not in line]
 
 
 def package_versions() -> dict[str, str | None]:

@@ -8,7 +8,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
 
 def pyproject_dependencies(root):
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    return [dep.split(">")[0].split("=")[0].split("<")[0].strip().lower() for dep in project["dependencies"]]
+    return [env_check.requirement_name(dep) for dep in project["dependencies"]]
 
 
 def test_checks_exactly_pyprojects_runtime_dependencies(pytestconfig):
