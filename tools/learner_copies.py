@@ -106,10 +106,11 @@ def backup_path(path: Path, now: float | None = None) -> Path:
 
 def reset(name: str, src: Path = NOTEBOOKS, work: Path = WORK, now: float | None = None) -> list[tuple[Path, Path | None]]:
     """Restore the learner copies that ``name`` means from the course; return (copy, backup or None) pairs."""
+    notebooks = resolve(name, src)  # an unknown name fails here, before anything is written
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     done = []
-    for notebook in resolve(name, src):
+    for notebook in notebooks:
         dst, backup = work / notebook.name, None
         if dst.exists():
             backup = backup_path(dst, now)
