@@ -12,8 +12,9 @@ from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
 COLORS = {"weights": "#4C72B0", "gradients": "#DD8452", "optimizer": "#C44E52", "activations": "#55A868", "other": "#BBBBBB"}
-#: Cards by the name they are sold under; the value is their memory in GiB (2³⁰ bytes): an "80 GB"
-#: A100 or H100 holds 80 GiB = 85.9 × 10⁹ bytes, so the verdict compares the peak with size × GiB.
+#: Cards by the name they are sold under; the value is their nominal memory in GiB (2³⁰ bytes): an
+#: "80 GB" A100 or H100 has about 80 GiB = 85.9 × 10⁹ bytes, so the verdict compares the peak with
+#: size × GiB. The peak counts tensors only; the CUDA context takes part of a card (notebook 01 says so).
 GPUS_GIB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
 
 
