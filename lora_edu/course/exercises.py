@@ -1,39 +1,48 @@
 """Exercises with immediate feedback: ``ex.check(answer)``, ``ex.hint()``, ``ex.solution()``.
 
 Why this exists: a learner alone in Jupyter needs to know at once whether an answer is
-right, and *why not* when it is wrong; an instructor needs the same checks to grade a
-class automatically. So a check
+right, and *why not* when it is wrong. So a check
 
 * compares with the visible example **and** with hidden randomized cases (fresh shapes and
   values), so an answer hard-coded to the example is caught and told so;
 * never raises into the notebook: every way an answer can go wrong (an exception inside
   the learner's function, wrong type, shape or dtype, NaN/inf, an input changed in place,
-  running past a time limit, plain wrong numbers) is turned into one short message;
-* returns a :class:`CheckResult` that a grader can read (``.passed``, ``.score``).
+  running past its CPU-time limit, plain wrong numbers) is turned into one short message;
+  warnings and prints to stderr are reported, never penalised;
+* returns a :class:`CheckResult` (``.passed``, ``.score``, ``.mark()`` for graded cells).
 
 An answer that is still the placeholder (``None``, or a function that raises
 ``NotImplementedError`` as nbgrader's student stub does) is reported as "not attempted
 yet", so an untouched notebook runs top to bottom without error and scores zero.
+
+The check runs in the learner's own kernel, so learner code can change it: it is for learning.
+Marks an instructor can trust come from ``python -m lora_edu.grade``, which calls the same
+:meth:`FunctionExercise.judge_case` on outcomes from a sandboxed process (see ``lora_edu.grade``).
+Both go through :mod:`lora_edu.course.answer_calls`, so the notebook predicts the grade.
 """
 from __future__ import annotations
 
-import copy
-import signal
-import threading
-import time
+import os
+import types
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lora_edu.course import answer_calls
+from lora_edu.course.answer_calls import CPU_LIMIT, RAISED, STUB, WALL_LIMIT
+
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
+
+#: limits for one call of a learner's function: CPU time judges it; wall time only stops code that waits
+CPU_SECONDS = 5.0
+WALL_SECONDS = 60.0
 
 
 @dataclass
 class CheckResult:
-    """What one check found. ``score`` is 1.0 for a pass and 0.0 otherwise (what nbgrader reads)."""
+    """What one check found. ``score`` is 1.0 for a pass and 0.0 otherwise."""
 
     exercise: str
     status: str
@@ -49,6 +58,18 @@ class CheckResult:
     @property
     def score(self) -> float:
         return 1.0 if self.passed else 0.0
+
+    def mark(self) -> float:
+        """The score, for the last line of a graded cell.
+
+        Under nbgrader's autograde or validate (which set ``NBGRADER_EXECUTION``) a check that did
+        not pass raises, so the cell earns nothing whether or not a number is displayed: nbgrader
+        gives full credit to a graded cell that shows no number and no error. For learners it just
+        returns the score, so an untouched notebook still runs top to bottom.
+        """
+        if not self.passed and os.environ.get("NBGRADER_EXECUTION"):
+            raise AssertionError(f"[{self.exercise}] {self.status}: {self.message}")
+        return self.score
 
     def __str__(self) -> str:
         mark = {PASSED: "✅ PASSED", FAILED: "❌ NOT YET", NOT_ATTEMPTED: "⏳ NOT ATTEMPTED YET"}[self.status]
@@ -66,68 +87,10 @@ class _Feedback(Exception):
         self.status, self.message = status, message
 
 
-class _TimeLimit(BaseException):
-    """Raised by the alarm inside a learner's function; a BaseException so that ``except Exception`` in their code cannot swallow it."""
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    """Interrupt Python code that runs past ``seconds`` (SIGALRM; main thread on Unix only).
-
-    Elsewhere the call runs to the end and its duration is checked afterwards.
-    """
-    use_alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not use_alarm:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise _TimeLimit()
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _describe(value: Any) -> str:
-    """A short description of what came back: type, shape and dtype where there are some."""
-    if _is_tensor(value):
-        return f"torch.Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"numpy array of shape {value.shape} and dtype {value.dtype}"
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '…' if len(text) > 60 else text}"
-
-
-def _is_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
-
-
 def _as_array(value: Any) -> np.ndarray:
-    if _is_tensor(value):
+    if answer_calls._is_tensor(value):
         return value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def _snapshot(value: Any) -> Any:
-    """A copy to compare against afterwards, to catch in-place changes to a frozen input."""
-    if _is_tensor(value):
-        return value.detach().clone()
-    return copy.deepcopy(value)
-
-
-def _unchanged(before: Any, after: Any) -> bool:
-    if _is_tensor(before) or isinstance(before, np.ndarray):
-        a, b = _as_array(before), _as_array(after)
-        return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
-    try:
-        return bool(before == after)
-    except Exception:  # objects without a usable ==: nothing to compare
-        return True
 
 
 def _fmt(values: np.ndarray) -> str:
@@ -140,29 +103,31 @@ def _fmt(values: np.ndarray) -> str:
     return str(shown)
 
 
-def _compare(expected: Any, got: Any, *, rtol: float, atol: float, where: str) -> None:
-    """Raise :class:`_Feedback` naming the first way ``got`` differs from ``expected``."""
+def _read_answer(plain: Any, where: str) -> np.ndarray | None:
+    """The answer as an array (or None), from its plain-data record; feedback for anything else."""
+    try:
+        answer = answer_calls.decode(plain)
+    except ValueError as exc:
+        raise _Feedback(FAILED, f"the answer {where} could not be read as numbers ({exc}).") from None
+    if isinstance(answer, str):
+        raise _Feedback(FAILED, f"expected a number or an array {where}, got {answer}.")
+    return answer
+
+
+def _compare(expected: Any, got: np.ndarray | None, *, rtol: float, atol: float, where: str) -> None:
+    """Raise :class:`_Feedback` naming the first way ``got`` (a decoded answer) differs from ``expected``."""
     if got is None:
         raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.")
     exp = _as_array(expected)
-    is_arraylike = _is_tensor(got) or isinstance(got, (np.ndarray, list, tuple, int, float, np.number))
-    if not is_arraylike:
-        raise _Feedback(FAILED, f"expected a number or an array {where}, got {_describe(got)}.")
-    raw = _as_array(got)
-    try:
-        arr = raw.astype(np.float64) if raw.dtype != object else None
-    except (TypeError, ValueError):
-        arr = None
-    if arr is None:
-        raise _Feedback(FAILED, f"expected numbers {where}, got {_describe(got)} (not numeric).")
-    if arr.shape != exp.shape:
-        raise _Feedback(FAILED, f"wrong shape {where}: expected {exp.shape}, got {arr.shape}.")
-    if np.issubdtype(exp.dtype, np.floating) and not np.issubdtype(raw.dtype, np.floating):
+    if got.shape != exp.shape:
+        raise _Feedback(FAILED, f"wrong shape {where}: expected {exp.shape}, got {got.shape}.")
+    if np.issubdtype(exp.dtype, np.floating) and not np.issubdtype(got.dtype, np.floating):
         raise _Feedback(
             FAILED,
-            f"wrong dtype {where}: expected floating point numbers, got {raw.dtype} "
+            f"wrong dtype {where}: expected floating point numbers, got {got.dtype} "
             "(integer arithmetic drops the fractions; use floats).",
         )
+    arr = got.astype(np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
         raise _Feedback(FAILED, f"the answer {where} contains NaN or inf at {int(bad.sum())} of {arr.size} entries.")
@@ -192,14 +157,17 @@ class _Exercise:
 
     def check(self, answer: Any) -> CheckResult:
         """Check ``answer``, print the feedback, and return a :class:`CheckResult`. Never raises."""
-        try:
-            result = self._check(answer)
-        except _Feedback as fb:
-            result = CheckResult(self.name, fb.status, fb.message)
-        except Exception as exc:  # a bug in a checker must not crash a learner's notebook either
-            result = CheckResult(self.name, FAILED, f"the checker itself failed ({type(exc).__name__}: {exc}); please report it.")
+        result = self._guarded(self._check, answer)
         print(result)
         return result
+
+    def _guarded(self, judge: Callable[..., CheckResult], *args) -> CheckResult:
+        try:
+            return judge(*args)
+        except _Feedback as fb:
+            return CheckResult(self.name, fb.status, fb.message)
+        except Exception as exc:  # a bug in a checker must not crash a learner's notebook either
+            return CheckResult(self.name, FAILED, f"the checker itself failed ({type(exc).__name__}: {exc}); please report it.")
 
     def _check(self, answer: Any) -> CheckResult:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -215,8 +183,21 @@ class ValueExercise(_Exercise):
     def _check(self, answer: Any) -> CheckResult:
         if answer is None or answer is Ellipsis:
             raise _Feedback(NOT_ATTEMPTED, "the placeholder is still in place: replace it with your answer.")
-        _compare(self.expected, answer, rtol=self.rtol, atol=self.atol, where="")
+        _compare(self.expected, _read_answer(answer_calls.encode(answer), ""), rtol=self.rtol, atol=self.atol, where="")
         return CheckResult(self.name, PASSED, f"correct. {self.why}", 1, 1)
+
+
+def _course_names_used(fn: Any) -> list[str]:
+    """Global names ``fn`` reads that come from the course package (``le``, or a function imported from it)."""
+    code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or not isinstance(namespace, dict):
+        return []
+
+    def from_course(obj: Any) -> bool:
+        module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+        return isinstance(module, str) and module.split(".")[0] == "lora_edu"
+
+    return [name for name in code.co_names if name in namespace and from_course(namespace[name])]
 
 
 class FunctionExercise(_Exercise):
@@ -224,7 +205,8 @@ class FunctionExercise(_Exercise):
 
     ``reference(**inputs)`` gives the right output; ``random_case(rng)`` makes a fresh dict of
     inputs (new shapes and values) for the hidden cases. Every input is treated as frozen:
-    a function that changes one in place fails with a message saying which.
+    a function that changes one in place fails with a message saying which. The notebook's check
+    draws its hidden cases from the public ``seed``; the grader draws them from a secret one.
     """
 
     def __init__(
@@ -235,58 +217,87 @@ class FunctionExercise(_Exercise):
         random_case: Callable[[np.random.Generator], dict],
         *,
         hidden_cases: int = 5,
-        time_limit: float = 2.0,
+        cpu_seconds: float = CPU_SECONDS,
+        wall_seconds: float = WALL_SECONDS,
         seed: int = 1234,
         **kwargs,
     ):
         super().__init__(name, **kwargs)
         self.reference, self.example, self.random_case = reference, example, random_case
-        self.hidden_cases, self.time_limit, self.seed = hidden_cases, time_limit, seed
+        self.hidden_cases, self.cpu_seconds, self.wall_seconds, self.seed = hidden_cases, cpu_seconds, wall_seconds, seed
+
+    def cases(self, rng: np.random.Generator) -> list[tuple[str, dict]]:
+        """The visible example, then ``hidden_cases`` fresh cases drawn from ``rng``, each as (where, inputs)."""
+        cases = [("on the visible example", self.example)]
+        return cases + [(f"on hidden case {i + 1}", self.random_case(rng)) for i in range(self.hidden_cases)]
 
     def _check(self, answer: Any) -> CheckResult:
         if answer is None or answer is Ellipsis:
             raise _Feedback(NOT_ATTEMPTED, "the placeholder is still in place: define your function and pass it in.")
         if not callable(answer):
-            raise _Feedback(FAILED, f"expected a function, got {_describe(answer)}. Pass the function itself, without calling it.")
-        rng = np.random.default_rng(self.seed)
-        cases = [("on the visible example", self.example)]
-        cases += [(f"on hidden case {i + 1}", self.random_case(rng)) for i in range(self.hidden_cases)]
-        for n_done, (where, inputs) in enumerate(cases):
-            args = {k: _snapshot(v) for k, v in inputs.items()}
-            frozen = {k: _snapshot(v) for k, v in inputs.items()}
-            out = self._call(answer, args, where)
-            changed = [k for k in args if not _unchanged(frozen[k], args[k])]
-            if changed:
-                raise _Feedback(
-                    FAILED,
-                    f"your function changed its input {', '.join(changed)} in place {where}; inputs are frozen "
-                    "(like LoRA's base weight). Compute a new array instead of modifying the argument (avoid +=, [...] =, .add_()).",
-                )
-            try:
-                _compare(self.reference(**inputs), out, rtol=self.rtol, atol=self.atol, where=where)
-            except _Feedback as fb:
-                if n_done > 0 and fb.status == FAILED:
-                    shapes = ", ".join(f"{k}{tuple(np.shape(_as_array(v)))}" for k, v in inputs.items() if np.ndim(_as_array(v)))
-                    fb.message += (
-                        f" It passed the visible example but not this fresh case ({shapes or 'new values'}): "
-                        "it only works for that example. Compute the answer from the inputs, not from numbers you copied."
-                    )
-                raise
-        n = len(cases)
-        return CheckResult(self.name, PASSED, f"correct on the visible example and {n - 1} hidden cases. {self.why}", n, n)
+            raise _Feedback(FAILED, f"expected a function, got {answer_calls.encode(answer).get('description', type(answer).__name__)}. "
+                                    "Pass the function itself, without calling it.")
+        course_names = _course_names_used(answer)
+        if course_names:
+            raise _Feedback(FAILED, f"your function uses {', '.join(course_names)} from the course package. The grader runs your "
+                                    "function without it (it holds the reference answers): write it with NumPy or PyTorch.")
+        cases = self.cases(np.random.default_rng(self.seed))
+        outcomes = []
+        for where, inputs in cases:
+            outcomes.append(answer_calls.call(answer, inputs, cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds))
+            self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
+        return self._passed(outcomes)
 
-    def _call(self, fn: Callable, args: dict, where: str) -> Any:
-        start = time.perf_counter()
+    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None]) -> CheckResult:
+        """The verdict on ``outcomes`` (one per case, None where none came back), as a :class:`CheckResult`. Never raises.
+
+        What the grader calls with the outcomes from its sandbox; the notebook's check does the same case by case.
+        """
+        def judge_all() -> CheckResult:
+            for n, ((where, inputs), outcome) in enumerate(zip(cases, outcomes, strict=True)):
+                self.judge_case(n, where, inputs, outcome)
+            return self._passed(outcomes)
+
+        return self._guarded(judge_all)
+
+    def _passed(self, outcomes: list[dict]) -> CheckResult:
+        n = len(outcomes)
+        notes = sorted({note for outcome in outcomes for note in outcome["notes"]})
+        extra = f" (Your function also reported {'; '.join(notes[:2])}: warnings never cost marks.)" if notes else ""
+        return CheckResult(self.name, PASSED, f"correct on the visible example and {n - 1} hidden cases. {self.why}{extra}", n, n)
+
+    def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
+        """Raise :class:`_Feedback` if ``outcome`` (an :func:`answer_calls.call` record) is not right for ``inputs``."""
+        if outcome is None:
+            raise _Feedback(FAILED, f"no result came back {where}: the code in your solution cells stopped the process that "
+                                    "ran it (os._exit, a crash, or running out of memory or time).")
         try:
-            with _time_limit(self.time_limit):
-                out = fn(**args)
-        except NotImplementedError:
-            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.") from None
-        except _TimeLimit:
-            raise _Feedback(FAILED, f"your function ran longer than the {self.time_limit:g} s limit {where} (an endless loop?).") from None
-        except Exception as exc:
-            raise _Feedback(FAILED, f"your function raised {type(exc).__name__} {where}: {exc}") from exc
-        elapsed = time.perf_counter() - start
-        if elapsed > self.time_limit:
-            raise _Feedback(FAILED, f"your function took {elapsed:.1f} s {where}; the limit is {self.time_limit:g} s.")
-        return out
+            outcome = answer_calls.check_outcome(outcome)
+        except ValueError as exc:
+            raise _Feedback(FAILED, f"the result {where} could not be read ({exc}).") from None
+        status = outcome["status"]
+        if status == STUB:
+            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+        if status == CPU_LIMIT:
+            raise _Feedback(FAILED, f"your function used more than {self.cpu_seconds:g} s of CPU time {where} (an endless loop?).")
+        if status == WALL_LIMIT:
+            raise _Feedback(FAILED, f"your function was still running after {self.wall_seconds:g} s {where} (is it waiting for something?).")
+        if status == RAISED:
+            kind, _, detail = outcome["error"].partition(": ")
+            raise _Feedback(FAILED, f"your function raised {kind} {where}: {detail}")
+        if outcome["changed"]:
+            raise _Feedback(
+                FAILED,
+                f"your function changed its input {', '.join(outcome['changed'])} in place {where}; inputs are frozen "
+                "(like LoRA's base weight). Compute a new array instead of modifying the argument (avoid +=, [...] =, .add_()).",
+            )
+        try:
+            _compare(self.reference(**inputs), _read_answer(outcome["answer"], where), rtol=self.rtol, atol=self.atol, where=where)
+        except _Feedback as fb:
+            if n_done > 0 and fb.status == FAILED:
+                shapes = ", ".join(f"{k}{tuple(np.shape(_as_array(v)))}" for k, v in inputs.items() if np.ndim(_as_array(v)))
+                fb.message += (
+                    f" It passed the visible example but not this fresh case ({shapes or 'new values'}): "
+                    "it only works for that example. Compute the answer from the inputs, not from numbers you copied."
+                )
+            raise

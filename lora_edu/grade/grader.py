@@ -1,0 +1,180 @@
+"""Grade a class: student code runs in a sandbox, marks are computed here, in the instructor's process.
+
+The flow for one run:
+
+1. read the instructor's ``source/<assignment>/`` notebooks: which cells are graded, for which exercise
+   of ``lora_edu.course.exercise_bank``, checking which function (:mod:`.course_folder`);
+2. draw every graded case from a secret seed, fresh for each run (the notebooks' checks use a public one);
+3. for each student and notebook, run the student's solution cells and call their functions on those
+   cases in a fresh sandboxed process (:mod:`.sandbox`, :mod:`.runner`); only plain data comes back;
+4. judge what came back with the same :meth:`FunctionExercise.judge` the notebooks use, against
+   references computed here, and write ``grades.csv`` (and the reasons, in ``grades_feedback.csv``).
+
+Nothing the student's code does can change a mark except the values its functions return.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from lora_edu.course import answer_calls, exercise_bank
+from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED, CheckResult
+from lora_edu.grade import sandbox
+from lora_edu.grade.course_folder import CourseError, SourceNotebook, find_course, read_source, read_submission, real_dir, solution_sources
+
+GRADES_FILE, FEEDBACK_FILE = "grades.csv", "grades_feedback.csv"
+GRADE_COLUMNS = ("student_id", "notebook", "grade_id", "score", "max_score")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One graded cell of one student: the first five fields are grades.csv's columns."""
+
+    student_id: str
+    notebook: str
+    grade_id: str
+    score: float
+    max_score: float
+    status: str
+    message: str
+
+
+@dataclass
+class GradingRun:
+    marks: list[Mark]
+    seed: int
+    seconds: float
+    sandboxed: bool
+
+
+def _exercise(name: str):
+    factory = getattr(exercise_bank, name, None)
+    if not callable(factory):
+        raise CourseError(f"exercise_bank has no exercise {name!r}: the source notebook and the installed course package disagree")
+    return factory()
+
+
+def _ending(result: sandbox.RunResult, limits: sandbox.Limits) -> str:
+    """Why a process stopped before it finished, in words."""
+    if result.timed_out:
+        return f"it was still running after {limits.wall_seconds:g} s and was stopped"
+    code = result.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        if -code == signal.SIGXCPU:
+            return f"it used more than {limits.cpu_seconds:g} s of CPU time in all"
+        return f"it was ended by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    if code == 1 and "MemoryError" in result.output_tail:
+        return f"it ran out of memory (limit {limits.memory_bytes >> 30} GiB)"
+    return f"it exited with code {code}"
+
+
+class _Notebook:
+    """One source notebook with its exercises and this run's secret cases."""
+
+    def __init__(self, source: SourceNotebook, seed: int, index: int):
+        self.source = source
+        self.exercises = {cell.grade_id: _exercise(cell.exercise) for cell in source.graded}
+        self.cases = {cell.grade_id: self.exercises[cell.grade_id].cases(np.random.default_rng([seed, index, n]))
+                      for n, cell in enumerate(source.graded)}
+
+    def job(self, cells: list[str]) -> dict:
+        some = next(iter(self.exercises.values()), None)
+        return {
+            "prelude": [list(p) for p in self.source.prelude],
+            "cells": cells,
+            "calls": [{"grade_id": cell.grade_id, "function": cell.function,
+                       "cases": [{k: answer_calls.encode(v) for k, v in inputs.items()} for _, inputs in self.cases[cell.grade_id]]}
+                      for cell in self.source.graded],
+            "cpu_seconds": getattr(some, "cpu_seconds", 5.0), "wall_seconds": getattr(some, "wall_seconds", 60.0),
+        }
+
+    def zero(self, student: str, status: str, reason: str) -> list[Mark]:
+        return [Mark(student, self.source.name, c.grade_id, 0.0, c.points, status, reason) for c in self.source.graded]
+
+    def marks(self, student: str, result: sandbox.RunResult, limits: sandbox.Limits) -> list[Mark]:
+        outcomes = {c.grade_id: [None] * len(self.cases[c.grade_id]) for c in self.source.graded}
+        missing, cell_errors, done = {}, [], False
+        for event in result.events:
+            grade_id, case = event.get("grade_id"), event.get("case")
+            if event.get("done") is True:
+                done = True
+            elif isinstance(event.get("error"), str) and type(event.get("cell")) is int:
+                cell_errors.append(f"solution cell {event['cell'] + 1}: {answer_calls._short(event['error'], 200)}")
+            elif grade_id in outcomes and isinstance(event.get("missing"), str):
+                missing[grade_id] = answer_calls._short(event["missing"], 120)
+            elif grade_id in outcomes and type(case) is int and 0 <= case < len(outcomes[grade_id]):
+                outcomes[grade_id][case] = event.get("outcome")
+        marks = []
+        for cell in self.source.graded:
+            exercise = self.exercises[cell.grade_id]
+            if cell.grade_id in missing:
+                check = CheckResult(exercise.name, FAILED, f"{missing[cell.grade_id]} in your solution cells.")
+            else:
+                check = exercise.judge(self.cases[cell.grade_id], outcomes[cell.grade_id])
+            message = check.message
+            if not check.passed and cell_errors:
+                message += " Your solution cells raised: " + "; ".join(cell_errors[:3]) + "."
+            if not check.passed and not done:
+                message += f" The process running your code did not finish: {_ending(result, limits)}."
+            marks.append(Mark(student, self.source.name, cell.grade_id, cell.points if check.passed else 0.0, cell.points,
+                              check.status, message))
+        return marks
+
+
+def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int | None = None, sandboxed: bool = True,
+          limits: sandbox.Limits = sandbox.DEFAULT_LIMITS) -> GradingRun:
+    """Grade every student's submission of ``assignment``; write the CSV files into ``course``; return the marks.
+
+    Raises :class:`CourseError` (before running anything or writing anything) when the course folder is not usable.
+    """
+    start = time.perf_counter()
+    course = Path(course).resolve()
+    notebooks, students = find_course(course, assignment)
+    if sandboxed:
+        if sandbox.bubblewrap() is None:
+            raise CourseError(f"bubblewrap (bwrap) is not installed: {sandbox.INSTALL_HINT}")
+        sandbox.check_not_exposed(course)
+    seed = secrets.randbits(63) if seed is None else seed
+    sources = [_Notebook(read_source(path), seed, i) for i, path in enumerate(notebooks)]
+
+    def grade_one(student: str, folder: Path, notebook: _Notebook) -> list[Mark]:
+        path = folder / notebook.source.name
+        if not real_dir(folder):
+            return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted (or it is a symbolic link)")
+        if not os.path.lexists(path):
+            return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted")
+        try:
+            cells = solution_sources(read_submission(path), notebook.source.solution_ids)
+        except ValueError as exc:
+            return notebook.zero(student, FAILED, f"{notebook.source.name} could not be read: {exc}")
+        if not cells:
+            return notebook.zero(student, NOT_ATTEMPTED, "no solution cells found (cells whose nbgrader grade_id is one of "
+                                                         f"{', '.join(notebook.source.solution_ids)})")
+        result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
+        return notebook.marks(student, result, limits)
+
+    tasks = [(s, folder, nb) for s, folder in students.items() for nb in sources]
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        marks = [m for ms in pool.map(lambda t: grade_one(*t), tasks) for m in ms]
+    _write_csv(course / GRADES_FILE, GRADE_COLUMNS, [astuple(m)[:5] for m in marks])
+    _write_csv(course / FEEDBACK_FILE, tuple(f.name for f in fields(Mark)), [astuple(m) for m in marks])
+    return GradingRun(marks, seed, time.perf_counter() - start, sandboxed)
+
+
+def _write_csv(path: Path, header: tuple, rows: list) -> None:
+    """Write all at once (a temporary file, then a rename): a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)

@@ -1,0 +1,83 @@
+"""Runs inside the grader's sandbox: one student's solution cells, then their functions on the graded cases.
+
+Why a separate, standalone script: the student's code must run in a process that cannot see the
+course package (it holds the reference answers), the instructor's files or other students. The
+grader copies this file and ``answer_calls.py`` into an otherwise empty folder of the sandbox.
+Everything here is untrusted once the student's first cell has run: the student may change any of
+it. That is fine, because only plain data leaves this process, and the grader checks every value
+of it against references computed in its own process.
+
+Protocol: a job (JSON) on stdin; one JSON line per event on the file descriptor the job names; stdout and stderr
+are the student's (the grader keeps a capped tail of them for the feedback).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import answer_calls  # noqa: E402  (the copy beside this file)
+
+
+class _LazyImport:
+    """A name from the notebook's imports that imports on first use: torch costs a second or two per process."""
+
+    def __init__(self, namespace: dict, name: str, statement: str):
+        self._namespace, self._name, self._statement = namespace, name, statement
+
+    def __getattr__(self, attribute: str):
+        exec(self._statement, self._namespace)  # rebinds the name to the real module
+        return getattr(self._namespace[self._name], attribute)
+
+
+def _input(plain: dict):
+    """An input rebuilt with the Python type it was sent as (int, float, NumPy array or torch tensor)."""
+    value = answer_calls.decode(plain)
+    origin = plain["origin"]
+    if origin == "torch.Tensor":
+        import torch
+        return torch.from_numpy(value)
+    if origin in ("int", "float"):
+        return value.item()
+    return value
+
+
+def main() -> None:
+    job = json.load(sys.stdin)
+    report = os.fdopen(job["report_fd"], "w", buffering=1)
+
+    def send(**event):
+        report.write(json.dumps(event) + "\n")
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    for name, statement in job["prelude"]:
+        shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
+    limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
+    for index, source in enumerate(job["cells"]):
+        try:
+            with answer_calls._limits(**limits):
+                result = shell.run_cell(source, store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+        except BaseException as exc:  # the limits can fire outside IPython's own handler
+            error = exc
+        if isinstance(error, answer_calls._OutOfCpu):
+            send(cell=index, error=f"the cell used more than {limits['cpu_seconds']:g} s of CPU time")
+        elif isinstance(error, answer_calls._OutOfWall):
+            send(cell=index, error=f"the cell was still running after {limits['wall_seconds']:g} s")
+        elif error is not None:
+            send(cell=index, error=answer_calls._short(f"{type(error).__name__}: {error}"))
+    for task in job["calls"]:
+        fn = shell.user_ns.get(task["function"])
+        if not callable(fn):
+            send(grade_id=task["grade_id"], missing=f"no function named {task['function']} was defined")
+            continue
+        for index, case in enumerate(task["cases"]):
+            inputs = {name: _input(plain) for name, plain in case.items()}
+            outcome = answer_calls.call(fn, inputs, **limits)
+            send(grade_id=task["grade_id"], case=index, outcome=outcome)
+    send(done=True)
+
+
+if __name__ == "__main__":
+    main()

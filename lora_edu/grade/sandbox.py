@@ -1,0 +1,179 @@
+"""Run the grading script in an isolated process: bubblewrap where there is one, with resource limits.
+
+Why bubblewrap: it is the sandbox Flatpak uses, packaged by Debian, Ubuntu and Fedora, and needs
+no daemon. The sandbox gets new user, PID, network, IPC, UTS and cgroup namespaces (no network at
+all), runs as uid 65534 (``nobody``) inside, sees the system and the Python environment read-only
+and nothing else: not the course folder (``source/``, other students, the gradebook), not the
+instructor's home (its home and ``/tmp`` are empty tmpfs thrown away at exit), not the course package,
+so the reference answers cannot be imported. Resource limits: CPU time (what an answer is judged by),
+address space, file size and open files; a wall-clock limit kills the whole PID namespace, which also
+ends any process the student started.
+
+Without bubblewrap (macOS, or a Linux without it) the grader refuses unless told ``--no-sandbox``;
+then it still runs each submission in its own process with the same limits, an empty home and a clean
+environment, but that process can read what the instructor can read (see the README).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: the two files the sandbox gets: the script, and the calling code it shares with the notebooks
+SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py")
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
+                "or pass --no-sandbox where there is none (macOS; the README says what protection remains)")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits for one submission's process (all of its notebook's exercises)."""
+
+    cpu_seconds: float = 120.0        # RLIMIT_CPU for the whole process; each call also has its own (the exercise's)
+    wall_seconds: float = 300.0       # then the process and everything it started is killed
+    memory_bytes: int = 4 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
+    file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output included)
+    open_files: int = 256             # RLIMIT_NOFILE
+    report_bytes: int = 16 << 20      # the most the grader reads back from its report
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class RunResult:
+    """What came back: the report's events, a tail of the student's output, and how the process ended."""
+
+    events: list
+    output_tail: str
+    returncode: int | None
+    timed_out: bool
+    unreadable_lines: int
+
+
+def bubblewrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _bound_roots() -> list[Path]:
+    """What the sandbox sees read-only: the system, and the Python environment running the grader."""
+    roots = [Path(p) for p in ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/alternatives")]
+    roots += [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    return [p for p in dict.fromkeys(roots) if os.path.lexists(p)]
+
+
+def check_not_exposed(folder: Path) -> None:
+    """Refuse a course folder the sandbox would see (it must see only the system and the Python environment)."""
+    folder = folder.resolve()
+    for root in _bound_roots():
+        if root.is_dir() and not root.is_symlink() and folder.is_relative_to(root.resolve()):
+            raise ValueError(f"the course folder {folder} is inside {root}, which the sandbox shows to student code; "
+                             "move the course folder elsewhere (for example into your home directory)")
+
+
+def _course_package_dirs() -> list[Path]:
+    """Where an installed (non-editable) course package lives inside the bound environment: hidden in the sandbox."""
+    spec = importlib.util.find_spec("lora_edu")
+    return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+
+
+def _bwrap_command(bwrap: str, script_dir: Path) -> list[str]:
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+           "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    for root in _bound_roots():
+        if root.is_symlink():
+            cmd += ["--symlink", os.readlink(root), str(root)]
+        else:
+            cmd += ["--ro-bind", str(root), str(root)]
+    for package in _course_package_dirs():
+        if any(package.is_relative_to(r) for r in _bound_roots() if not r.is_symlink()):
+            cmd += ["--tmpfs", str(package)]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home/student",
+            "--ro-bind", str(script_dir), "/grader", "--chdir", "/home/student", "--clearenv"]
+    for name, value in _environment("/home/student").items():
+        cmd += ["--setenv", name, value]
+    return cmd + [sys.executable, "-I", "-B", "/grader/runner.py"]
+
+
+def _environment(home: str) -> dict:
+    return {"HOME": home, "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.matplotlib", "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _set_limits(limits: Limits):
+    def apply():  # runs in the child before exec: inherited by bubblewrap and everything inside it
+        cpu = int(limits.cpu_seconds)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> RunResult:
+    """Run ``runner.py`` on ``job`` in a fresh process (sandboxed unless told otherwise); never raises for what the student did."""
+    limits = limits or DEFAULT_LIMITS
+    with tempfile.TemporaryDirectory(prefix="lora-grade-") as tmp:
+        tmp = Path(tmp)
+        script_dir = tmp / "grader"
+        script_dir.mkdir()
+        for source in SANDBOX_FILES:
+            shutil.copy(source, script_dir / source.name)
+        if sandboxed:
+            bwrap = bubblewrap()
+            if bwrap is None:
+                raise RuntimeError(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
+            cmd, cwd, env = _bwrap_command(bwrap, script_dir), None, {"PATH": "/usr/bin:/bin"}
+        else:
+            home = tmp / "home"
+            home.mkdir()
+            cmd, cwd, env = [sys.executable, "-I", "-B", str(script_dir / "runner.py")], home, _environment(str(home))
+        with open(tmp / "output", "wb") as output, open(tmp / "report", "wb") as report:
+            (tmp / "job.json").write_text(json.dumps(job | {"report_fd": report.fileno()}))
+            stdin = open(tmp / "job.json", "rb")
+            proc = subprocess.Popen(cmd, stdin=stdin, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                    pass_fds=(report.fileno(),), preexec_fn=_set_limits(limits), start_new_session=True)
+            stdin.close()
+            timed_out = False
+            try:
+                proc.wait(timeout=limits.wall_seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap's PID namespace takes the student's processes with it
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        return _read_back(tmp, limits, proc.returncode, timed_out)
+
+
+def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool) -> RunResult:
+    with open(tmp / "report", "rb") as f:
+        raw = f.read(limits.report_bytes)
+    events, unreadable = [], 0
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            unreadable += 1
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            unreadable += 1
+    with open(tmp / "output", "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 4000))
+        tail = f.read().decode("utf-8", errors="replace")
+    return RunResult(events, tail, returncode, timed_out, unreadable)
