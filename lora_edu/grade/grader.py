@@ -67,11 +67,13 @@ def _ending(result: sandbox.RunResult, limits: sandbox.Limits) -> str:
     if result.timed_out:
         return f"it was still running after {limits.wall_seconds:g} s and was stopped"
     code = result.returncode
-    if code is not None and code < 0:
+    if code is not None and result.sandboxed and code > 128:  # bubblewrap exits 128 + n when signal n ended the student's process
+        code = 128 - code
+    if code is not None and code < 0 and -code in signal.valid_signals():
         name = signal.Signals(-code).name
         if -code == signal.SIGXCPU:
             return f"it used more than {limits.cpu_seconds:g} s of CPU time in all"
-        return f"it was ended by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+        return f"it was ended by {name}" + (" (out of memory, or killed itself?)" if -code == signal.SIGKILL else "")
     if code == 1 and "MemoryError" in result.output_tail:
         return f"it ran out of memory (limit {limits.memory_bytes >> 30} GiB)"
     return f"it exited with code {code}"
@@ -80,27 +82,29 @@ def _ending(result: sandbox.RunResult, limits: sandbox.Limits) -> str:
 class _Notebook:
     """One source notebook with its exercises and this run's secret cases."""
 
-    def __init__(self, source: SourceNotebook, seed: int, index: int):
-        self.source = source
+    def __init__(self, source: SourceNotebook, seed: int, index: int, limits: sandbox.Limits):
+        self.source, self.limits = source, limits
         self.exercises = {cell.grade_id: _exercise(cell.exercise) for cell in source.graded}
+        for exercise in self.exercises.values():  # the grader's limits, so that its messages name them
+            exercise.cpu_seconds, exercise.wall_seconds = limits.call_cpu_seconds, limits.call_wall_seconds
         self.cases = {cell.grade_id: self.exercises[cell.grade_id].cases(np.random.default_rng([seed, index, n]))
                       for n, cell in enumerate(source.graded)}
 
     def job(self, cells: list[str]) -> dict:
-        some = next(iter(self.exercises.values()), None)
         return {
             "prelude": [list(p) for p in self.source.prelude],
             "cells": cells,
             "calls": [{"grade_id": cell.grade_id, "function": cell.function,
                        "cases": [{k: answer_calls.encode(v) for k, v in inputs.items()} for _, inputs in self.cases[cell.grade_id]]}
                       for cell in self.source.graded],
-            "cpu_seconds": getattr(some, "cpu_seconds", 5.0), "wall_seconds": getattr(some, "wall_seconds", 60.0),
+            "cpu_seconds": self.limits.call_cpu_seconds, "wall_seconds": self.limits.call_wall_seconds,
+            "cell_cpu_seconds": self.limits.cell_cpu_seconds,
         }
 
     def zero(self, student: str, status: str, reason: str) -> list[Mark]:
         return [Mark(student, self.source.name, c.grade_id, 0.0, c.points, status, reason) for c in self.source.graded]
 
-    def marks(self, student: str, result: sandbox.RunResult, limits: sandbox.Limits) -> list[Mark]:
+    def marks(self, student: str, result: sandbox.RunResult) -> list[Mark]:
         outcomes = {c.grade_id: [None] * len(self.cases[c.grade_id]) for c in self.source.graded}
         missing, cell_errors, done = {}, [], False
         for event in result.events:
@@ -124,7 +128,7 @@ class _Notebook:
             if not check.passed and cell_errors:
                 message += " Your solution cells raised: " + "; ".join(cell_errors[:3]) + "."
             if not check.passed and not done:
-                message += f" The process running your code did not finish: {_ending(result, limits)}."
+                message += f" The process running your code did not finish: {_ending(result, self.limits)}."
             marks.append(Mark(student, self.source.name, cell.grade_id, cell.points if check.passed else 0.0, cell.points,
                               check.status, message))
         return marks
@@ -142,9 +146,12 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     if sandboxed:
         if sandbox.bubblewrap() is None:
             raise CourseError(f"bubblewrap (bwrap) is not installed: {sandbox.INSTALL_HINT}")
-        sandbox.check_not_exposed(course)
+        try:
+            sandbox.check_not_exposed(course)
+        except ValueError as exc:
+            raise CourseError(str(exc)) from None
     seed = secrets.randbits(63) if seed is None else seed
-    sources = [_Notebook(read_source(path), seed, i) for i, path in enumerate(notebooks)]
+    sources = [_Notebook(read_source(path), seed, i, limits) for i, path in enumerate(notebooks)]
 
     def grade_one(student: str, folder: Path, notebook: _Notebook) -> list[Mark]:
         path = folder / notebook.source.name
@@ -160,7 +167,7 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
             return notebook.zero(student, NOT_ATTEMPTED, "no solution cells found (cells whose nbgrader grade_id is one of "
                                                          f"{', '.join(notebook.source.solution_ids)})")
         result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
-        return notebook.marks(student, result, limits)
+        return notebook.marks(student, result)
 
     tasks = [(s, folder, nb) for s, folder in students.items() for nb in sources]
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:

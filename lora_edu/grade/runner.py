@@ -12,6 +12,7 @@ are the student's (the grader keeps a capped tail of them for the feedback).
 """
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,19 +55,24 @@ def main() -> None:
     for name, statement in job["prelude"]:
         shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
     limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
+    cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job["wall_seconds"])
     for index, source in enumerate(job["cells"]):
         try:
-            with answer_calls._limits(**limits):
+            with answer_calls._limits(**cell_limits):
                 result = shell.run_cell(source, store_history=False)
             error = result.error_before_exec or result.error_in_exec
         except BaseException as exc:  # the limits can fire outside IPython's own handler
             error = exc
         if isinstance(error, answer_calls._OutOfCpu):
-            send(cell=index, error=f"the cell used more than {limits['cpu_seconds']:g} s of CPU time")
+            send(cell=index, error=f"the cell used more than {cell_limits['cpu_seconds']:g} s of CPU time")
         elif isinstance(error, answer_calls._OutOfWall):
             send(cell=index, error=f"the cell was still running after {limits['wall_seconds']:g} s")
         elif error is not None:
             send(cell=index, error=answer_calls._short(f"{type(error).__name__}: {error}"))
+    code = "\n".join(job["cells"])
+    for name, statement in job["prelude"]:  # import what the student's code names now, not inside a timed call
+        if isinstance(shell.user_ns.get(name), _LazyImport) and re.search(rf"\b{re.escape(name)}\b", code):
+            exec(statement, shell.user_ns)
     for task in job["calls"]:
         fn = shell.user_ns.get(task["function"])
         if not callable(fn):
@@ -76,6 +82,8 @@ def main() -> None:
             inputs = {name: _input(plain) for name, plain in case.items()}
             outcome = answer_calls.call(fn, inputs, **limits)
             send(grade_id=task["grade_id"], case=index, outcome=outcome)
+            if outcome["status"] in (answer_calls.CPU_LIMIT, answer_calls.WALL_LIMIT):
+                break  # the verdict stops at the first failure: a hung function costs one limit, not one per case
     send(done=True)
 
 

@@ -27,6 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_edu.course.exercises import CPU_SECONDS, WALL_SECONDS
+
 HERE = Path(__file__).resolve().parent
 #: the two files the sandbox gets: the script, and the calling code it shares with the notebooks
 SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py")
@@ -38,9 +40,12 @@ INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; 
 class Limits:
     """Limits for one submission's process (all of its notebook's exercises)."""
 
-    cpu_seconds: float = 120.0        # RLIMIT_CPU for the whole process; each call also has its own (the exercise's)
+    cpu_seconds: float = 120.0        # RLIMIT_CPU for the whole process
+    call_cpu_seconds: float = CPU_SECONDS    # for each call of a student's function
+    cell_cpu_seconds: float = 30.0           # for each solution cell (imports there, such as torch, take a few seconds)
+    call_wall_seconds: float = WALL_SECONDS  # a backstop for code that waits; CPU time is what judges an answer
     wall_seconds: float = 300.0       # then the process and everything it started is killed
-    memory_bytes: int = 4 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
+    memory_bytes: int = 3 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
     file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output included)
     open_files: int = 256             # RLIMIT_NOFILE
     report_bytes: int = 16 << 20      # the most the grader reads back from its report
@@ -58,6 +63,7 @@ class RunResult:
     returncode: int | None
     timed_out: bool
     unreadable_lines: int
+    sandboxed: bool
 
 
 def bubblewrap() -> str | None:
@@ -155,10 +161,10 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
                 except ProcessLookupError:
                     pass
                 proc.wait()
-        return _read_back(tmp, limits, proc.returncode, timed_out)
+        return _read_back(tmp, limits, proc.returncode, timed_out, sandboxed)
 
 
-def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool) -> RunResult:
+def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool, sandboxed: bool) -> RunResult:
     with open(tmp / "report", "rb") as f:
         raw = f.read(limits.report_bytes)
     events, unreadable = [], 0
@@ -176,4 +182,4 @@ def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool) -> R
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - 4000))
         tail = f.read().decode("utf-8", errors="replace")
-    return RunResult(events, tail, returncode, timed_out, unreadable)
+    return RunResult(events, tail, returncode, timed_out, unreadable, sandboxed)

@@ -118,7 +118,7 @@ def test_warnings_and_stderr_never_cost_marks(capsys):
     import warnings
 
     def noisy(A, B):
-        warnings.warn("this is deprecated", DeprecationWarning)
+        warnings.warn("this is deprecated", DeprecationWarning, stacklevel=1)
         print("debugging", file=sys.stderr)
         return B @ A
 

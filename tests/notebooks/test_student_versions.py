@@ -54,7 +54,7 @@ def test_every_solution_cell_is_marked_for_nbgrader():
             assert has_solution == bool(meta.get("solution")), f"{path.name}: {cell.source[:50]!r}"
             if meta.get("grade"):
                 assert meta.get("locked") and meta.get("points", 0) > 0
-                assert cell.source.rstrip().endswith(".score"), "graded cells end with the check's score"
+                assert cell.source.rstrip().endswith(".mark()"), "graded cells end with the check's mark(): it asserts under nbgrader"
 
 
 def _nbgrader(course: Path, *args: str) -> None:

@@ -1,0 +1,70 @@
+"""Plain data across the sandbox's wall: what encodes, and what the strict decoder refuses."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lora_edu.course.answer_calls import RETURNED, STUB, call, check_outcome, decode, encode
+
+
+@pytest.mark.parametrize("value", [3, 2.5, np.float32(1.5), np.arange(6).reshape(2, 3), [1.0, 2.0], (1, 2),
+                                   torch.ones(2, 2), torch.arange(4), np.array(True)])
+def test_numbers_arrays_and_tensors_round_trip(value):
+    plain = encode(value)
+    got = decode(plain)
+    expected = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    assert np.issubdtype(got.dtype, np.floating) == np.issubdtype(expected.dtype, np.floating)
+
+
+def test_bfloat16_tensors_decode_as_floats():
+    assert decode(encode(torch.ones(2, dtype=torch.bfloat16))).dtype == np.float32
+
+
+@pytest.mark.parametrize("value,words", [("text", "str 'text'"), ({"a": 1}, "dict"), ([[1, 2], [3]], "list"),
+                                         (np.array(["a"]), "ndarray"), (1 + 2j, "complex")])
+def test_other_values_are_described_never_converted(value, words):
+    plain = encode(value)
+    assert plain["kind"] == "other" and words in decode(plain)
+
+
+@pytest.mark.parametrize("plain,words", [
+    ([1.0], "must be dict"),
+    ({"kind": "array", "dtype": "object", "shape": [1], "data": [1], "origin": "x"}, "unsupported dtype"),
+    ({"kind": "array", "dtype": "float64", "shape": [2], "data": [1.0], "origin": "x"}, "do not fill"),
+    ({"kind": "array", "dtype": "float64", "shape": [1], "data": ["1.0"], "origin": "x"}, "must be int or float"),
+    ({"kind": "array", "dtype": "int64", "shape": [1], "data": [1.5], "origin": "x"}, "must be int"),
+    ({"kind": "array", "dtype": "int64", "shape": [1], "data": [2 ** 80], "origin": "x"}, "does not fit"),
+    ({"kind": "array", "dtype": "float64", "shape": [True], "data": [1.0], "origin": "x"}, "non-negative ints"),
+    ({"kind": "array", "dtype": "float64", "shape": [1], "data": [1.0], "origin": "x", "passed": True}, "unrecognised"),
+    ({"kind": "none", "score": 1.0}, "unrecognised"),
+])
+def test_the_decoder_refuses_anything_but_exact_plain_data(plain, words):
+    with pytest.raises(ValueError, match=words):
+        decode(plain)
+
+
+def test_nan_survives_to_be_reported():
+    assert math.isnan(decode(encode(float("nan"))).item())
+
+
+def test_call_records_what_happened():
+    def stub(x):
+        raise NotImplementedError
+
+    assert call(lambda x: x + 1, {"x": 1}, cpu_seconds=1, wall_seconds=5)["status"] == RETURNED
+    assert call(stub, {"x": 1}, cpu_seconds=1, wall_seconds=5)["status"] == STUB
+    outcome = call(lambda x: x.__setitem__(0, 5), {"x": np.zeros(2)}, cpu_seconds=1, wall_seconds=5)
+    assert outcome["changed"] == ["x"] and check_outcome(outcome) is outcome
+
+
+def test_an_exit_inside_the_function_is_an_exception_not_the_end_of_the_check():
+    outcome = call(lambda: exit(0), {}, cpu_seconds=1, wall_seconds=5)
+    assert outcome["status"] == "raised" and "SystemExit" in outcome["error"]
+
+
+@pytest.mark.parametrize("bad", [None, [], {"status": "returned"}, dict.fromkeys(["status", "answer", "error", "changed", "notes", "cpu_seconds"])])
+def test_check_outcome_refuses_malformed_records(bad):
+    with pytest.raises(ValueError):
+        check_outcome(bad)

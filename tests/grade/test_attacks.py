@@ -1,0 +1,225 @@
+"""The grader against students who try to get marks without the answer, or to hurt others.
+
+One grading run of notebook 00 (exercise: ``lora_params(d, k, r)``) for a class of attackers and honest
+students. Each attacker edits only its solution cell (or its submitted files) and must score 0 with a
+reason; honest answers, also noisy or slow ones, get full marks; a victim graded in the same run is
+unaffected; nothing outside the sandbox changes. The ATTACKS table doubles as the README's list.
+"""
+import csv
+import os
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from course_builder import NOTEBOOKS, ROOT, make_course, submit
+
+from lora_edu.course import exercise_bank
+from lora_edu.grade import sandbox
+from lora_edu.grade.grader import grade
+
+pytestmark = pytest.mark.skipif(sandbox.bubblewrap() is None, reason="needs bubblewrap (make test installs it as root on Debian)")
+
+NB00 = [p for p in NOTEBOOKS if p.name.startswith("00_")]
+CELL = "ex00_lora_params"
+LIMITS = sandbox.Limits(cpu_seconds=60, wall_seconds=60, call_cpu_seconds=2, cell_cpu_seconds=8, call_wall_seconds=8)
+WRONG = "\ndef lora_params(d, k, r):\n    return 0\n"
+
+
+def _public_answers() -> dict:
+    """What a student can precompute from the public seed: the notebook check's own hidden cases."""
+    ex = exercise_bank.lora_param_count()
+    return {(c["d"], c["k"], c["r"]): ex.reference(**c) for _, c in ex.cases(np.random.default_rng(ex.seed))}
+
+
+#: attack -> (solution cell, words the feedback must contain: what stopped it)
+ATTACKS = {
+    "replaces ex.check": ("ex0.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
+                          "NameError"),
+    "patches CheckResult.score": ("import lora_edu.course.exercises as E\nE.CheckResult.score = property(lambda s: 1.0)" + WRONG,
+                                  "No module named 'lora_edu'"),
+    "changes the reference": ("import lora_edu as le\nle.exercise_bank.lora_param_count = lambda: None" + WRONG, "lora_edu"),
+    "patches np.allclose and friends": ("import numpy as np\nnp.allclose = lambda *a, **k: True\n"
+                                        "np.array_equal = lambda *a, **k: True\nnp.isclose = lambda *a, **k: True" + WRONG,
+                                        "wrong values"),
+    "hides its result (no number)": ("get_ipython().ast_node_interactivity = 'none'\n"
+                                     "get_ipython().display_formatter.formatters['text/plain'].for_type(float, lambda *a: '1.0')\n"
+                                     "def lora_params(d, k, r):\n    return None\n", "got None"),
+    "forges a displayed 1.0": ("import sys\ndef lora_params(d, k, r):\n    sys.displayhook(1.0)\n    print('PASS 1.0')\n    return 'PASS'\n",
+                               "expected a number or an array"),
+    "returns a fake tensor": ("class Fake:\n    __module__ = 'torch'\n    def detach(self): return self\n    def cpu(self): return self\n"
+                              "    def numpy(self): return self\n    def __array__(self, *a, **k): raise SystemExit\n"
+                              "def lora_params(d, k, r):\n    return Fake()\n", "expected a number or an array"),
+    "returns an int subclass that equals everything": ("class Eq(int):\n    def __eq__(self, o): return True\n"
+                                                       "def lora_params(d, k, r):\n    return Eq(0)\n", "wrong values"),
+    "calls the reference from the repository": (f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                                                "from lora_edu.course.exercise_bank import lora_param_count\n"
+                                                "ref = lora_param_count().reference\ndef lora_params(d, k, r):\n    return ref(d, k, r)\n",
+                                                "No module named 'lora_edu'"),
+    "replays the public seed": (f"TABLE = {_public_answers()!r}\n"
+                                "def lora_params(d, k, r):\n    return TABLE.get((d, k, r), 0)\n", "hidden case 1"),
+    "walks the stack to the checker": ("import inspect\ndef lora_params(d, k, r):\n    for f in inspect.stack():\n"
+                                       "        for name in ('expected', 'reference', 'ref', 'answer'):\n"
+                                       "            if name in f.frame.f_locals and f.frame.f_locals[name] is not None:\n"
+                                       "                v = f.frame.f_locals[name]\n                return v(d=d, k=k, r=r) if callable(v) else v\n"
+                                       "    return 0\n", "wrong values"),
+    "reads the instructor's source notebook": ("import glob, json\n"
+                                               "for p in glob.glob('{course}/source/*/00_*.ipynb') + glob.glob('../../source/*/00_*.ipynb'):\n"
+                                               "    for c in json.load(open(p))['cells']:\n"
+                                               "        if 'BEGIN SOLUTION' in ''.join(c['source']):\n            exec(''.join(c['source']))\n"
+                                               "if 'lora_params' not in globals():" + WRONG.replace("\n", "\n    "), "wrong values"),
+    "writes the gradebook and grades files": ("for p in ('{course}/gradebook.db', '{course}/grades.csv', "
+                                              "'{course}/submitted/victim/lora/00_start_here.ipynb'):\n"
+                                              "    try:\n        open(p, 'w').write('owned')\n    except OSError:\n        pass" + WRONG,
+                                              "wrong values"),
+    "plants IPython startup files": ("import os\nfor home in (os.path.expanduser('~'), '{home}'):\n"
+                                     "    d = os.path.join(home, '.ipython/profile_default/startup')\n    try:\n"
+                                     "        os.makedirs(d, exist_ok=True)\n        open(os.path.join(d, '00-owned.py'), 'w').write('raise SystemExit')\n"
+                                     "    except OSError:\n        pass" + WRONG, "wrong values"),
+    "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned')\n"
+                                "except OSError:\n    pass" + WRONG, "wrong values"),
+    "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time"),
+    "loops forever at the top of the cell": ("while True:\n    pass" + WRONG, "CPU time"),
+    "sleeps forever": ("import time\ndef lora_params(d, k, r):\n    time.sleep(10**6)\n", "still running"),
+    "exits the process": ("import os\nos._exit(0)", "did not finish"),
+    "kills its own process": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
+    "exhausts memory": ("import numpy as np\nblocks = []\nwhile True:\n    blocks.append(np.empty(1 << 27))", "MemoryError"),
+    "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)", "File too large"),
+    "forges the report stream": ("import os, json\nfor case in range(6):\n"
+                                 "    line = json.dumps({'grade_id': 'ex00_lora_params_check', 'case': case, 'outcome': "
+                                 "{'status': 'returned', 'passed': True, 'score': 1.0}}) + '\\n'\n"
+                                 "    for fd in range(3, 64):\n        try:\n            os.write(fd, line.encode())\n"
+                                 "        except OSError:\n            pass\nos._exit(0)", "could not be read"),
+    "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "wrong values"),
+}
+HONEST = {
+    "honest": "def lora_params(d, k, r):\n    return r * (d + k)\n",
+    "honest_noisy": ("import sys, warnings\ndef lora_params(d, k, r):\n    warnings.warn('numbers ahead', UserWarning)\n"
+                     "    print('debug', d, k, r, file=sys.stderr)\n    return r * (d + k)\n"),
+    "honest_slow": ("import time\ndef lora_params(d, k, r):\n    if d == 4096:  # the visible example: 2.5 s of waiting, as on a busy grader\n"
+                    "        time.sleep(2.5)\n    return r * (d + k)\n"),
+    "honest_torch": "import torch\ndef lora_params(d, k, r):\n    return torch.tensor(r) * (d + k)\n",
+}
+
+
+class _Listener:
+    """A TCP server on the host's loopback, counting connections (there must be none)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port, self.connections = self.server.getsockname()[1], 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.server.accept()[0].close()
+            except OSError:
+                return
+            self.connections += 1
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("course"), NB00)
+    listener = _Listener()
+    home = Path.home()
+    startup = home / ".ipython" / "profile_default" / "startup"
+    startup_before = sorted(startup.glob("*")) if startup.exists() else []
+    names = {}
+    for n, (attack, (code, _)) in enumerate(ATTACKS.items()):
+        names[attack] = f"attacker{n:02d}"
+        code = code.replace("{course}", str(course)).replace("{home}", str(home)).replace("{port}", str(listener.port))
+        submit(course, names[attack], NB00, solutions={CELL: code})
+    for name, code in HONEST.items():
+        submit(course, name, NB00, solutions={CELL: code})
+    submit(course, "victim", NB00, solved=True)  # graded after most attackers (alphabetical order)
+    # submissions that are not notebooks
+    (course / "submitted" / "linked_notebook" / "lora").mkdir(parents=True)
+    (course / "submitted" / "linked_notebook" / "lora" / NB00[0].name).symlink_to(course / "source" / "lora" / NB00[0].name)
+    (course / "submitted" / "linked_folder").mkdir()
+    (course / "submitted" / "linked_folder" / "lora").symlink_to(course / "source" / "lora")
+    (course / "submitted" / "huge" / "lora").mkdir(parents=True)
+    (course / "submitted" / "huge" / "lora" / NB00[0].name).write_bytes(b"{" + b" " * (40 << 20) + b"}")
+    (course / "submitted" / "garbage" / "lora").mkdir(parents=True)
+    (course / "submitted" / "garbage" / "lora" / NB00[0].name).write_text('{"cells": [{"cell_type": "code", "source": 5}]}')
+    (course / "submitted" / "not_json" / "lora").mkdir(parents=True)
+    (course / "submitted" / "not_json" / "lora" / NB00[0].name).write_text('{"cells": [')
+    victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
+    victim_bytes = victim_file.read_bytes()
+
+    run = grade(course, "lora", jobs=2, limits=LIMITS)
+    marks = {m.student_id: m for m in run.marks}
+    with open(course / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p)]
+    return dict(run=run, marks=marks, names=names, rows=rows, course=course, listener=listener, leftovers=leftovers,
+                startup_after=sorted(startup.glob("*")) if startup.exists() else [], startup_before=startup_before,
+                victim_unchanged=victim_file.read_bytes() == victim_bytes)
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_attack_scores_zero_with_a_reason(graded, attack):
+    mark = graded["marks"][graded["names"][attack]]
+    assert mark.score == 0.0, mark
+    assert ATTACKS[attack][1] in mark.message, mark.message
+
+
+@pytest.mark.parametrize("student", list(HONEST) + ["victim"])
+def test_honest_answers_get_full_marks(graded, student):
+    mark = graded["marks"][student]
+    assert mark.score == mark.max_score == 1.0, mark.message
+
+
+def test_warnings_are_reported_not_penalised(graded):
+    assert "numbers ahead" in graded["marks"]["honest_noisy"].message
+
+
+@pytest.mark.parametrize("student,reason", [("linked_notebook", "symbolic links"), ("linked_folder", "symbolic link"),
+                                            ("huge", "at most 32 MiB"), ("garbage", "no solution cells"),
+                                            ("not_json", "not valid JSON")])
+def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
+    mark = graded["marks"][student]
+    assert mark.score == 0.0 and reason in mark.message, mark.message
+
+
+def test_nothing_outside_the_sandbox_changed(graded):
+    course = graded["course"]
+    assert not (course / "gradebook.db").exists()
+    assert graded["victim_unchanged"]
+    assert graded["listener"].connections == 0
+    assert graded["startup_after"] == graded["startup_before"]
+    assert not graded["leftovers"], "processes started by a submission outlived it"
+    assert not list(course.rglob("*owned*"))
+
+
+def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
+    rows = graded["rows"]
+    assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
+    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 5
+    assert {r["student_id"] for r in rows if float(r["score"]) > 0} == set(HONEST) | {"victim"}
+
+
+def test_each_run_draws_fresh_secret_cases(tmp_path):
+    from lora_edu.grade.course_folder import read_source
+    from lora_edu.grade.grader import _Notebook
+
+    first, second = (_Notebook(read_source(NB00[0]), seed, 0, LIMITS) for seed in (1, 2))
+    public = exercise_bank.lora_param_count().cases(np.random.default_rng(1234))
+    cases = [first.cases[CELL + "_check"], second.cases[CELL + "_check"], public]
+    hidden = [[tuple(sorted(c.items())) for _, c in cs[1:]] for cs in cases]
+    assert hidden[0] != hidden[1] and hidden[0] != hidden[2]
+
+
+def test_the_course_folder_must_stay_out_of_the_sandbox(tmp_path):
+    inside = Path(os.environ.get("VIRTUAL_ENV", Path(__import__("sys").prefix))) / "course-inside-venv"
+    with pytest.raises(ValueError, match="which the sandbox shows to student code"):
+        sandbox.check_not_exposed(inside)

@@ -1,0 +1,86 @@
+"""The grader on the whole course: honest solutions get every mark, the released blanks none, and bad input is refused."""
+import csv
+import subprocess
+import sys
+
+import pytest
+from course_builder import NOTEBOOKS, make_course, submit
+
+from lora_edu.grade import sandbox
+from lora_edu.grade.course_folder import read_source
+from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, grade
+
+needs_bwrap = pytest.mark.skipif(sandbox.bubblewrap() is None, reason="needs bubblewrap (make test installs it as root on Debian)")
+
+
+def test_every_graded_cell_of_the_course_names_its_exercise_and_function():
+    graded = [cell for path in NOTEBOOKS for cell in read_source(path).graded]
+    assert len(graded) == 9
+    from lora_edu.course import exercise_bank
+    for cell in graded:
+        assert callable(getattr(exercise_bank, cell.exercise)), cell
+        assert cell.points == 1.0 and cell.function.isidentifier()
+
+
+@needs_bwrap
+def test_solutions_score_full_marks_and_blanks_zero_on_every_notebook(tmp_path):
+    course = make_course(tmp_path / "course")
+    submit(course, "solved", solved=True)
+    submit(course, "blank")
+    result = subprocess.run([sys.executable, "-m", "lora_edu.grade", str(course), "lora"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "solved  9 / 9" in result.stdout and "blank  0 / 9" in result.stdout and "bubblewrap sandbox" in result.stdout
+    with open(course / FEEDBACK_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["status"] for r in rows if r["student_id"] == "blank"} == {"not attempted"}
+    assert all("YOUR CODE HERE" in r["message"] for r in rows if r["student_id"] == "blank")
+
+
+@pytest.mark.parametrize("layout,words", [
+    ("missing", "does not exist"),
+    ("no source", "put the instructor's notebooks there"),
+    ("no submitted", "collect submissions into submitted/"),
+    ("no students", "has no student folders"),
+])
+def test_a_course_folder_the_grader_cannot_use_is_refused_and_nothing_is_written(tmp_path, layout, words):
+    course = tmp_path / "course"
+    if layout != "missing":
+        make_course(course, NOTEBOOKS[:1])
+        if layout == "no source":
+            (course / "source" / "lora" / NOTEBOOKS[0].name).unlink()
+            (course / "source" / "lora").rmdir()
+        if layout == "no submitted":
+            (course / "submitted").rmdir()
+    result = subprocess.run([sys.executable, "-m", "lora_edu.grade", str(course), "lora"], capture_output=True, text=True)
+    assert result.returncode == 2 and words in result.stderr and result.stderr.startswith("error: ")
+    assert not (course / GRADES_FILE).exists() and not (course / FEEDBACK_FILE).exists()
+
+
+def test_an_assignment_name_that_is_a_path_is_refused(tmp_path):
+    make_course(tmp_path, NOTEBOOKS[:1])
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        grade(tmp_path, "../lora")
+
+
+def test_jobs_must_be_positive(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lora_edu.grade", str(tmp_path), "lora", "--jobs", "0"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--jobs must be at least 1" in result.stderr
+
+
+def test_without_bubblewrap_the_grader_refuses_and_says_what_to_do(tmp_path, monkeypatch):
+    make_course(tmp_path, NOTEBOOKS[:1])
+    submit(tmp_path, "alice", NOTEBOOKS[:1], solved=True)
+    monkeypatch.setattr(sandbox, "bubblewrap", lambda: None)
+    with pytest.raises(ValueError, match="apt-get install bubblewrap.*--no-sandbox"):
+        grade(tmp_path, "lora")
+    assert not (tmp_path / GRADES_FILE).exists()
+
+
+def test_no_sandbox_mode_still_grades_in_a_separate_process(tmp_path):
+    make_course(tmp_path, NOTEBOOKS[:1])
+    submit(tmp_path, "alice", NOTEBOOKS[:1], solved=True)
+    submit(tmp_path, "bob", NOTEBOOKS[:1], solutions={"ex00_lora_params": "import os\nos._exit(3)"})
+    run = grade(tmp_path, "lora", sandboxed=False)
+    marks = {m.student_id: m for m in run.marks}
+    assert marks["alice"].score == 1.0 and marks["bob"].score == 0.0
+    assert "exited with code 3" in marks["bob"].message
