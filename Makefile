@@ -20,7 +20,7 @@ reset: setup
 	$(PY) tools/learner_copies.py reset $(NB)
 
 test:
-	bash tools/setup_env.sh --browser
+	bash tools/setup_env.sh --test-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

@@ -14,8 +14,11 @@ Three kinds of module, three sub-packages:
   GPU benchmark.
 * ``lora_edu.views``: figures and widgets built on the core (``plotting``, ``widget_tools``,
   ``memory_views``, ``rank_views``).
-* ``lora_edu.course``: what makes it a course: exercises and their bank, the course map, the
-  environment check, seeding.
+* ``lora_edu.course``: what makes it a course: exercises and their bank (and ``answer_calls``,
+  how a learner's function is called and its answer read), the course map, the environment check,
+  seeding.
+* ``lora_edu.grade``: the instructors' grader, ``python -m lora_edu.grade COURSE_DIR ASSIGNMENT``
+  (student code in a sandbox, marks computed outside it). Not imported by the notebooks.
 
 Modules load on first use (PEP 562 ``__getattr__``), so ``import lora_edu`` is quick and a GPU
 machine without ipywidgets can still import ``lora_edu.core``.
@@ -36,7 +39,7 @@ _LAZY = {
        ("lora", "adapters", "peft_tools", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing")},
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
-       ("exercises", "exercise_bank", "course_map", "env_check", "seeding")},
+       ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},
     "data": "lora_edu.data",
     **{name: f"lora_edu.core.lora:{name}" for name in
        ("LoRALinear", "add_lora", "merge_lora", "count_parameters", "print_trainable_parameters")},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (or re-use) the course's virtual environment in .venv.
 #   tools/setup_env.sh            packages only (what `make lab` needs)
-#   tools/setup_env.sh --browser  also Chromium for the browser tests (what `make test` needs)
+#   tools/setup_env.sh --test-tools  also Debian's chromium (browser tests) and bubblewrap (the grader's sandbox):
+#                                    what `make test` needs; installed with apt-get when run as root
 # Installs the course with its `lab` and `dev` extras. torch is the CPU build, never a multi-GB
 # CUDA build: on Linux from PyTorch's CPU wheel index (falling back, in one line, to pip's
 # configured indexes where that index cannot be reached), on macOS from PyPI (whose macOS wheels
@@ -79,14 +80,21 @@ EOF
     echo "setup: done in $(( $(date +%s) - start )) s"
 fi
 
-if [ "${1:-}" = "--browser" ]; then
-    if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
-        echo "setup: chromium found"
+# System programs the tests drive: Debian's packages, never a tool's own download.
+need_package() {  # need_package COMMAND PACKAGE WHAT
+    if command -v "$1" >/dev/null 2>&1; then
+        echo "setup: $1 found"
     elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing Debian's chromium for the browser tests"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-            || echo "setup: could not install chromium; the browser tests will say how to get one" >&2
+        echo "setup: installing Debian's $2 for $3"
+        { [ -n "${APT_UPDATED:-}" ] || apt-get update -qq; } && APT_UPDATED=1 \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null \
+            || echo "setup: could not install $2; $3 will say how to get it" >&2
     else
-        echo "setup: no chromium here; the browser tests will fail and say how to install it" >&2
+        echo "setup: no $1 here; $3 will fail and say how to install $2" >&2
     fi
+}
+
+if [ "${1:-}" = "--test-tools" ]; then
+    if command -v chromium-browser >/dev/null 2>&1; then echo "setup: chromium-browser found"; else need_package chromium chromium "the browser tests"; fi
+    need_package bwrap bubblewrap "the grader's sandbox tests"
 fi

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     where = "in a bubblewrap sandbox" if run.sandboxed else "WITHOUT a sandbox (--no-sandbox)"
     print(f"graded {len(totals)} students, {len(run.marks)} cells, student code {where}, in {run.seconds:.1f} s; "
           f"seed {run.seed} (pass --seed to reproduce)")
+    if run.regraded_alone:
+        print(f"{run.regraded_alone} submission(s) stopped by a wall-clock limit were graded again alone; the second verdict counts")
     print(f"wrote {args.course_dir / GRADES_FILE} and {args.course_dir / FEEDBACK_FILE}")
     return 0
 

@@ -46,7 +46,9 @@ class SourceNotebook:
 
 
 def _nbgrader(cell: dict) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+    """The cell's nbgrader metadata, or {} for anything that is not a dict all the way down (submissions are untrusted)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -109,7 +111,8 @@ def read_source(path: Path) -> SourceNotebook:
 def read_submission(path: Path) -> dict:
     """A submitted notebook as JSON; ``ValueError`` (with the reason shown to the student) for anything else.
 
-    Opened without following symbolic links, and only if it is a regular file of sane size.
+    Opened without following symbolic links, and only if it is a regular file of sane size with no other
+    hard link (nbgrader's collect copies files; a link could be the instructor's ``source/`` notebook).
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -119,6 +122,8 @@ def read_submission(path: Path) -> dict:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("the notebook is not a regular file")
+        if info.st_nlink != 1:  # a hard link could be the instructor's own notebook
+            raise ValueError("the notebook is a hard link to another file; submit a copy")
         if info.st_size > MAX_NOTEBOOK_BYTES:
             raise ValueError(f"the notebook is {info.st_size / 2**20:.0f} MiB; the grader reads at most {MAX_NOTEBOOK_BYTES >> 20} MiB")
         raw = f.read(MAX_NOTEBOOK_BYTES)
@@ -131,11 +136,16 @@ def read_submission(path: Path) -> dict:
     return nb
 
 
+def _grade_id(cell: dict) -> str | None:
+    grade_id = _nbgrader(cell).get("grade_id")
+    return grade_id if type(grade_id) is str else None
+
+
 def solution_sources(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
     """The code of the student's solution cells (the ones the source marks as solutions), in notebook order."""
     wanted = set(solution_ids)
     return [_source(cell) for cell in nb["cells"]
-            if isinstance(cell, dict) and cell.get("cell_type") == "code" and _nbgrader(cell).get("grade_id") in wanted
+            if isinstance(cell, dict) and cell.get("cell_type") == "code" and _grade_id(cell) in wanted
             and _source(cell) is not None]
 
 
@@ -163,8 +173,8 @@ def find_course(course: Path, assignment: str) -> tuple[list[Path], dict[str, Pa
     if not real_dir(submitted):
         raise CourseError(f"{submitted} does not exist: collect submissions into submitted/<student_id>/{assignment}/ "
                           "(nbgrader collect, or unpack them there)")
-    students = {p.name: p / assignment for p in sorted(submitted.iterdir())
-                if not p.name.startswith(".") and real_dir(p)}
+    students = {p.name: p / assignment for p in sorted(submitted.iterdir())  # links too: they get a zero with the reason
+                if not p.name.startswith(".") and (real_dir(p) or p.is_symlink())}
     if not students:
         raise CourseError(f"{submitted} has no student folders")
     return notebooks, students

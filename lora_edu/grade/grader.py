@@ -18,6 +18,7 @@ import csv
 import os
 import secrets
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, fields
@@ -53,6 +54,7 @@ class GradingRun:
     seed: int
     seconds: float
     sandboxed: bool
+    regraded_alone: int  # submissions graded a second time, alone, after a wall-clock limit stopped them
 
 
 def _exercise(name: str):
@@ -109,6 +111,8 @@ class _Notebook:
         missing, cell_errors, done = {}, [], False
         for event in result.events:
             grade_id, case = event.get("grade_id"), event.get("case")
+            if grade_id is not None and type(grade_id) is not str:
+                continue  # untrusted data: only the grade_ids this notebook has can match
             if event.get("done") is True:
                 done = True
             elif isinstance(event.get("error"), str) and type(event.get("cell")) is int:
@@ -153,28 +157,58 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     seed = secrets.randbits(63) if seed is None else seed
     sources = [_Notebook(read_source(path), seed, i, limits) for i, path in enumerate(notebooks)]
 
-    def grade_one(student: str, folder: Path, notebook: _Notebook) -> list[Mark]:
-        path = folder / notebook.source.name
-        if not real_dir(folder):
-            return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted (or it is a symbolic link)")
-        if not os.path.lexists(path):
-            return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted")
+    def grade_one(student: str, folder: Path, notebook: _Notebook) -> tuple[list[Mark], bool]:
+        """The marks of one student's notebook, and whether its process hit a wall-clock limit."""
         try:
-            cells = solution_sources(read_submission(path), notebook.source.solution_ids)
-        except ValueError as exc:
-            return notebook.zero(student, FAILED, f"{notebook.source.name} could not be read: {exc}")
-        if not cells:
-            return notebook.zero(student, NOT_ATTEMPTED, "no solution cells found (cells whose nbgrader grade_id is one of "
-                                                         f"{', '.join(notebook.source.solution_ids)})")
-        result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
-        return notebook.marks(student, result)
+            return _grade_submission(student, folder, notebook, limits, sandboxed)
+        except Exception as exc:  # a bug of ours must cost one submission's marks, loudly, not the whole run's
+            print(f"grader error on {student}/{notebook.source.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return notebook.zero(student, FAILED, f"the grader failed on this submission ({type(exc).__name__}); "
+                                                  "please tell your instructor"), False
 
     tasks = [(s, folder, nb) for s, folder in students.items() for nb in sources]
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        marks = [m for ms in pool.map(lambda t: grade_one(*t), tasks) for m in ms]
+        results = list(pool.map(lambda t: grade_one(*t), tasks))
+    # A submission stopped by a wall-clock limit may only have been starved of CPU by another one running beside it:
+    # grade it again with nothing else running, and keep that verdict.
+    regraded = [n for n, (_, waited) in enumerate(results) if waited]
+    for n in regraded:
+        results[n] = grade_one(*tasks[n])
+    marks = [m for ms, _ in results for m in ms]
     _write_csv(course / GRADES_FILE, GRADE_COLUMNS, [astuple(m)[:5] for m in marks])
     _write_csv(course / FEEDBACK_FILE, tuple(f.name for f in fields(Mark)), [astuple(m) for m in marks])
-    return GradingRun(marks, seed, time.perf_counter() - start, sandboxed)
+    return GradingRun(marks, seed, time.perf_counter() - start, sandboxed, len(regraded))
+
+
+def _grade_submission(student: str, folder: Path, notebook: _Notebook, limits: sandbox.Limits,
+                      sandboxed: bool) -> tuple[list[Mark], bool]:
+    path = folder / notebook.source.name
+    if not (real_dir(folder.parent) and real_dir(folder)):
+        return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted (a symbolic link does not count)"), False
+    if not os.path.lexists(path):
+        return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted"), False
+    try:
+        cells = solution_sources(read_submission(path), notebook.source.solution_ids)
+    except ValueError as exc:
+        return notebook.zero(student, FAILED, f"{notebook.source.name} could not be read: {exc}"), False
+    if not cells:
+        return notebook.zero(student, NOT_ATTEMPTED, "no solution cells found (cells whose nbgrader grade_id is one of "
+                                                     f"{', '.join(notebook.source.solution_ids)})"), False
+    result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
+    return notebook.marks(student, result), _waited(result)
+
+
+def _waited(result: sandbox.RunResult) -> bool:
+    """Did a wall-clock limit stop this process, or a cell or call in it?"""
+    if result.timed_out:
+        return True
+    for event in result.events:
+        outcome = event.get("outcome")
+        if isinstance(outcome, dict) and outcome.get("status") == answer_calls.WALL_LIMIT:
+            return True
+        if isinstance(event.get("error"), str) and event["error"].startswith("the cell was still running"):
+            return True
+    return False
 
 
 def _write_csv(path: Path, header: tuple, rows: list) -> None:

@@ -7,7 +7,7 @@ Everything here is untrusted once the student's first cell has run: the student 
 it. That is fine, because only plain data leaves this process, and the grader checks every value
 of it against references computed in its own process.
 
-Protocol: a job (JSON) on stdin; one JSON line per event on the file descriptor the job names; stdout and stderr
+Protocol: a job (JSON) in the read-only file named on the command line; one JSON line per event on the file descriptor the job names; stdout and stderr
 are the student's (the grader keeps a capped tail of them for the feedback).
 """
 import json
@@ -43,17 +43,29 @@ def _input(plain: dict):
 
 
 def main() -> None:
-    job = json.load(sys.stdin)
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
     report = os.fdopen(job["report_fd"], "w", buffering=1)
 
     def send(**event):
         report.write(json.dumps(event) + "\n")
 
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
 
-    shell = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False  # nothing to keep: the sandbox's home is thrown away
+    shell = InteractiveShell.instance(config=config)
+    # Before any student code runs: the inputs (torch, if they are tensors) and the notebook's imports the
+    # student's code names, so that no limit can interrupt an import half-way and no call pays for one.
+    inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]
+              for task in job["calls"]}
+    code = "\n".join(job["cells"])
     for name, statement in job["prelude"]:
-        shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
+        if re.search(rf"\b{re.escape(name)}\b", code):
+            exec(statement, shell.user_ns)
+        else:
+            shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
     limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
     cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job["wall_seconds"])
     for index, source in enumerate(job["cells"]):
@@ -69,18 +81,17 @@ def main() -> None:
             send(cell=index, error=f"the cell was still running after {limits['wall_seconds']:g} s")
         elif error is not None:
             send(cell=index, error=answer_calls._short(f"{type(error).__name__}: {error}"))
-    code = "\n".join(job["cells"])
-    for name, statement in job["prelude"]:  # import what the student's code names now, not inside a timed call
-        if isinstance(shell.user_ns.get(name), _LazyImport) and re.search(rf"\b{re.escape(name)}\b", code):
-            exec(statement, shell.user_ns)
     for task in job["calls"]:
         fn = shell.user_ns.get(task["function"])
         if not callable(fn):
             send(grade_id=task["grade_id"], missing=f"no function named {task['function']} was defined")
             continue
-        for index, case in enumerate(task["cases"]):
-            inputs = {name: _input(plain) for name, plain in case.items()}
-            outcome = answer_calls.call(fn, inputs, **limits)
+        for index, case in enumerate(inputs[task["grade_id"]]):
+            try:
+                outcome = answer_calls.call(fn, case, **limits)
+            except BaseException as exc:  # the student's code broke the calling machinery itself
+                send(grade_id=task["grade_id"], missing=answer_calls._short(f"calling {task['function']} failed ({type(exc).__name__})"))
+                break
             send(grade_id=task["grade_id"], case=index, outcome=outcome)
             if outcome["status"] in (answer_calls.CPU_LIMIT, answer_calls.WALL_LIMIT):
                 break  # the verdict stops at the first failure: a hung function costs one limit, not one per case

@@ -2,12 +2,13 @@
 
 Why bubblewrap: it is the sandbox Flatpak uses, packaged by Debian, Ubuntu and Fedora, and needs
 no daemon. The sandbox gets new user, PID, network, IPC, UTS and cgroup namespaces (no network at
-all), runs as uid 65534 (``nobody``) inside, sees the system and the Python environment read-only
-and nothing else: not the course folder (``source/``, other students, the gradebook), not the
-instructor's home (its home and ``/tmp`` are empty tmpfs thrown away at exit), not the course package,
-so the reference answers cannot be imported. Resource limits: CPU time (what an answer is judged by),
-address space, file size and open files; a wall-clock limit kills the whole PID namespace, which also
-ends any process the student started.
+all), runs as uid 65534 inside, and sees the system and the Python environment read-only and nothing
+else: not the course folder (``source/``, other students, the gradebook), not the instructor's home,
+not the course package (so the reference answers cannot be imported). Its only writable places are a
+64 MiB tmpfs ``/tmp`` and home, thrown away at exit; ``/`` is read-only, ``/dev`` has four devices.
+A seccomp filter (:mod:`.seccomp`) refuses new processes, keyrings, namespaces and mounts, so the
+per-process limits bound the whole submission: CPU time (what an answer is judged by), address space,
+file size and open files; a wall-clock limit kills the PID namespace.
 
 Without bubblewrap (macOS, or a Linux without it) the grader refuses unless told ``--no-sandbox``;
 then it still runs each submission in its own process with the same limits, an empty home and a clean
@@ -15,6 +16,7 @@ environment, but that process can read what the instructor can read (see the REA
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_edu.course.exercises import CPU_SECONDS, WALL_SECONDS
+from lora_edu.grade import seccomp
 
 HERE = Path(__file__).resolve().parent
 #: the two files the sandbox gets: the script, and the calling code it shares with the notebooks
@@ -44,9 +47,10 @@ class Limits:
     call_cpu_seconds: float = CPU_SECONDS    # for each call of a student's function
     cell_cpu_seconds: float = 30.0           # for each solution cell (imports there, such as torch, take a few seconds)
     call_wall_seconds: float = WALL_SECONDS  # a backstop for code that waits; CPU time is what judges an answer
-    wall_seconds: float = 300.0       # then the process and everything it started is killed
+    wall_seconds: float = 120.0       # then the process is killed (an honest notebook needs a few seconds)
     memory_bytes: int = 3 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
     file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output included)
+    scratch_bytes: int = 64 << 20     # the size of each writable tmpfs in the sandbox (/tmp, its home)
     open_files: int = 256             # RLIMIT_NOFILE
     report_bytes: int = 16 << 20      # the most the grader reads back from its report
 
@@ -92,7 +96,7 @@ def _course_package_dirs() -> list[Path]:
     return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
 
 
-def _bwrap_command(bwrap: str, script_dir: Path) -> list[str]:
+def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, limits: Limits) -> list[str]:
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     for root in _bound_roots():
@@ -102,12 +106,18 @@ def _bwrap_command(bwrap: str, script_dir: Path) -> list[str]:
             cmd += ["--ro-bind", str(root), str(root)]
     for package in _course_package_dirs():
         if any(package.is_relative_to(r) for r in _bound_roots() if not r.is_symlink()):
-            cmd += ["--tmpfs", str(package)]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home/student",
-            "--ro-bind", str(script_dir), "/grader", "--chdir", "/home/student", "--clearenv"]
+            cmd += ["--tmpfs", str(package), "--remount-ro", str(package)]
+    cmd += ["--proc", "/proc"]
+    for device in ("null", "zero", "random", "urandom"):  # a few devices, not a writable /dev
+        cmd += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
+    for writable in ("/tmp", "/home/student"):  # the only writable places, small, in memory, thrown away
+        cmd += ["--size", str(limits.scratch_bytes), "--tmpfs", writable]
+    cmd += ["--ro-bind", str(script_dir), "/grader", "--remount-ro", "/", "--chdir", "/home/student", "--clearenv"]
     for name, value in _environment("/home/student").items():
         cmd += ["--setenv", name, value]
-    return cmd + [sys.executable, "-I", "-B", "/grader/runner.py"]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
+    return cmd + [sys.executable, "-I", "-B", "/grader/runner.py", "/grader/job.json"]
 
 
 def _environment(home: str) -> dict:
@@ -129,38 +139,45 @@ def _set_limits(limits: Limits):
 def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> RunResult:
     """Run ``runner.py`` on ``job`` in a fresh process (sandboxed unless told otherwise); never raises for what the student did."""
     limits = limits or DEFAULT_LIMITS
-    with tempfile.TemporaryDirectory(prefix="lora-grade-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lora-grade-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         script_dir = tmp / "grader"
         script_dir.mkdir()
         for source in SANDBOX_FILES:
             shutil.copy(source, script_dir / source.name)
+        output = stack.enter_context(open(tmp / "output", "wb"))
+        report = stack.enter_context(open(tmp / "report", "wb"))
+        (script_dir / "job.json").write_text(json.dumps(job | {"report_fd": report.fileno()}))
+        keep = [report.fileno()]
         if sandboxed:
             bwrap = bubblewrap()
             if bwrap is None:
                 raise RuntimeError(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
-            cmd, cwd, env = _bwrap_command(bwrap, script_dir), None, {"PATH": "/usr/bin:/bin"}
+            program = seccomp.filter_program()
+            seccomp_fd = None
+            if program is not None:
+                (tmp / "seccomp.bpf").write_bytes(program)
+                seccomp_fd = stack.enter_context(open(tmp / "seccomp.bpf", "rb")).fileno()
+                keep.append(seccomp_fd)
+            cmd, cwd, env = _bwrap_command(bwrap, script_dir, seccomp_fd, limits), None, {"PATH": "/usr/bin:/bin"}
         else:
             home = tmp / "home"
             home.mkdir()
-            cmd, cwd, env = [sys.executable, "-I", "-B", str(script_dir / "runner.py")], home, _environment(str(home))
-        with open(tmp / "output", "wb") as output, open(tmp / "report", "wb") as report:
-            (tmp / "job.json").write_text(json.dumps(job | {"report_fd": report.fileno()}))
-            stdin = open(tmp / "job.json", "rb")
-            proc = subprocess.Popen(cmd, stdin=stdin, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env,
-                                    pass_fds=(report.fileno(),), preexec_fn=_set_limits(limits), start_new_session=True)
-            stdin.close()
-            timed_out = False
-            try:
-                proc.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap's PID namespace takes the student's processes with it
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+            cmd = [sys.executable, "-I", "-B", str(script_dir / "runner.py"), str(script_dir / "job.json")]
+            cwd, env = home, _environment(str(home))
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                pass_fds=tuple(keep), preexec_fn=_set_limits(limits), start_new_session=True)
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap's PID namespace takes the student's process with it
+            proc.wait()
+        output.flush()
+        report.flush()
         return _read_back(tmp, limits, proc.returncode, timed_out, sandboxed)
 
 
@@ -171,7 +188,7 @@ def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool, sand
     for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
             event = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or an int too long to convert
             unreadable += 1
             continue
         if isinstance(event, dict):

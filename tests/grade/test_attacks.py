@@ -6,6 +6,7 @@ reason; honest answers, also noisy or slow ones, get full marks; a victim graded
 unaffected; nothing outside the sandbox changes. The ATTACKS table doubles as the README's list.
 """
 import csv
+import json
 import os
 import socket
 import threading
@@ -18,8 +19,6 @@ from course_builder import NOTEBOOKS, ROOT, make_course, submit
 from lora_edu.course import exercise_bank
 from lora_edu.grade import sandbox
 from lora_edu.grade.grader import grade
-
-pytestmark = pytest.mark.skipif(sandbox.bubblewrap() is None, reason="needs bubblewrap (make test installs it as root on Debian)")
 
 NB00 = [p for p in NOTEBOOKS if p.name.startswith("00_")]
 CELL = "ex00_lora_params"
@@ -91,7 +90,20 @@ ATTACKS = {
                                  "{'status': 'returned', 'passed': True, 'score': 1.0}}) + '\\n'\n"
                                  "    for fd in range(3, 64):\n        try:\n            os.write(fd, line.encode())\n"
                                  "        except OSError:\n            pass\nos._exit(0)", "could not be read"),
-    "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "wrong values"),
+    "plants a key in the kernel keyring": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                           "if libc.syscall(248, b'user', b'owned-by-a-student', b'answers', 7, -4) == -1:\n"
+                                           "    raise OSError(ctypes.get_errno(), 'add_key refused')" + WRONG, "add_key refused"),
+    "forks a swarm of processes": ("import os\nfor _ in range(50):\n    if os.fork() == 0:\n        while True:\n            pass" + WRONG,
+                                   "Operation not permitted"),
+    "fills the scratch space": ("for i in range(20):\n    open(f'/tmp/fill{i}', 'wb').write(b'x' * (10 << 20))" + WRONG,
+                                "No space left"),
+    "makes memory outside its limits (memfd)": ("import os\nfd = os.memfd_create('hoard')" + WRONG, "Operation not permitted"),
+    "sends the grader malformed reports": ("import os, json\nbad = [b'{\"grade_id\": [\"x\"], \"case\": 0}', b'{\"x\": ' + b'9' * 5000 + b'}',"
+                                           " b'[1, 2]', b'{\"cell\": 0, \"error\": 5}', b'\\xff\\xfe']\n"
+                                           "for fd in range(3, 64):\n    for line in bad:\n        try:\n"
+                                           "            os.write(fd, line + b'\\n')\n        except OSError:\n            pass" + WRONG,
+                                           "wrong values"),
+    "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "Operation not permitted"),
 }
 HONEST = {
     "honest": "def lora_params(d, k, r):\n    return r * (d + k)\n",
@@ -146,6 +158,13 @@ def graded(tmp_path_factory):
     (course / "submitted" / "garbage" / "lora" / NB00[0].name).write_text('{"cells": [{"cell_type": "code", "source": 5}]}')
     (course / "submitted" / "not_json" / "lora").mkdir(parents=True)
     (course / "submitted" / "not_json" / "lora" / NB00[0].name).write_text('{"cells": [')
+    for name, metadata in (("metadata_list", []), ("grade_id_list", {"nbgrader": {"grade_id": ["ex00_lora_params"]}})):
+        (course / "submitted" / name / "lora").mkdir(parents=True)
+        cells = [{"cell_type": "code", "metadata": metadata, "source": "def lora_params(d, k, r):\n    return 0\n"}]
+        (course / "submitted" / name / "lora" / NB00[0].name).write_text(json.dumps({"cells": cells}))
+    (course / "submitted" / "hard_link" / "lora").mkdir(parents=True)
+    os.link(course / "source" / "lora" / NB00[0].name, course / "submitted" / "hard_link" / "lora" / NB00[0].name)
+    (course / "submitted" / "linked_student").symlink_to(course / "submitted" / "victim")
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -185,7 +204,9 @@ def test_warnings_are_reported_not_penalised(graded):
 
 @pytest.mark.parametrize("student,reason", [("linked_notebook", "symbolic links"), ("linked_folder", "symbolic link"),
                                             ("huge", "at most 32 MiB"), ("garbage", "no solution cells"),
-                                            ("not_json", "not valid JSON")])
+                                            ("not_json", "not valid JSON"), ("metadata_list", "no solution cells"),
+                                            ("grade_id_list", "no solution cells"), ("hard_link", "hard link"),
+                                            ("linked_student", "symbolic link")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
@@ -199,12 +220,13 @@ def test_nothing_outside_the_sandbox_changed(graded):
     assert graded["startup_after"] == graded["startup_before"]
     assert not graded["leftovers"], "processes started by a submission outlived it"
     assert not list(course.rglob("*owned*"))
+    assert "owned-by-a-student" not in Path("/proc/keys").read_text()
 
 
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 5
+    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 9
     assert {r["student_id"] for r in rows if float(r["score"]) > 0} == set(HONEST) | {"victim"}
 
 
@@ -223,3 +245,7 @@ def test_the_course_folder_must_stay_out_of_the_sandbox(tmp_path):
     inside = Path(os.environ.get("VIRTUAL_ENV", Path(__import__("sys").prefix))) / "course-inside-venv"
     with pytest.raises(ValueError, match="which the sandbox shows to student code"):
         sandbox.check_not_exposed(inside)
+
+
+def test_the_readme_counts_these_attackers():
+    assert f"a class of {len(ATTACKS)} attackers" in (ROOT / "README.md").read_text()

@@ -1,7 +1,8 @@
 """Classroom path: student versions and nbgrader's generate_assignment + autograde on the course.
 
 Proves what an instructor relies on: every notebook releases; the solution version scores full
-marks; the untouched student version runs top to bottom without an error and scores zero; and
+marks; the untouched student version runs top to bottom and scores zero, failing only in its graded
+cells (``mark()`` asserts under autograde, so hiding the number earns nothing either); and
 ``tools/student_versions.py`` writes the same code that nbgrader releases.
 """
 import os
@@ -84,6 +85,14 @@ def test_nbgrader_releases_and_autogrades_every_notebook(tmp_path):
 
     for student, folder in [("solution", course / "source" / "lora"), ("blank", release)]:
         shutil.copytree(folder, course / "submitted" / student / "lora")
+    # a wrong answer that hides the graded cell's number: nbgrader gives full credit to a cell with no number
+    # and no error, so the check's mark() must raise under autograde
+    hider = nbformat.read(release / NOTEBOOKS[0].name, as_version=4)
+    for cell in hider.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = "get_ipython().ast_node_interactivity = 'none'\ndef lora_params(d, k, r):\n    return 0\n"
+    (course / "submitted" / "hider" / "lora").mkdir(parents=True)
+    nbformat.write(hider, course / "submitted" / "hider" / "lora" / NOTEBOOKS[0].name)
     _nbgrader(course, "autograde", "lora", "--force")
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
@@ -91,7 +100,11 @@ def test_nbgrader_releases_and_autogrades_every_notebook(tmp_path):
         blank = gb.find_submission("lora", "blank")
         assert full.max_score > 0 and full.score == full.max_score
         assert blank.score == 0
+        assert gb.find_submission("lora", "hider").score == 0
     for path in (course / "autograded" / "blank" / "lora").glob("*.ipynb"):
         for cell in nbformat.read(path, as_version=4).cells:
             errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
-            assert not errors, f"student version of {path.name} failed in {cell.source[:60]!r}"
+            graded = cell.metadata.get("nbgrader", {}).get("grade")
+            # under autograde only the graded cells fail, each with the check's reason (mark() asserts)
+            assert all(graded and e.ename == "AssertionError" and "not attempted" in e.evalue for e in errors), \
+                f"student version of {path.name} failed in {cell.source[:60]!r}"
