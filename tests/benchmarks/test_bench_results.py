@@ -35,3 +35,12 @@ def test_one_torch_thread_is_right_for_the_tiny_models(name):
         assert two > 5 * one, (case, one, two)
         one, two = (statistics.median(raw["idle"][t][case]) for t in ("1", "2"))
         assert one < 1.25 * two, (case, one, two)
+
+
+def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30():
+    """The README's "time to grade a class" is this file: 30 students x every notebook, repeated."""
+    result = load_json("bench_grading.json")
+    assert {"cpu", "cores", "python"} <= result["machine"].keys()
+    assert result["students"] == 30 and result["notebooks"] == len(course_map.COURSE_MAP)
+    assert len(result["raw_s"]) == result["repeats"] >= 3
+    assert result["seconds"]["min"] == min(result["raw_s"]) and result["seconds"]["median"] == statistics.median(result["raw_s"])
