@@ -103,6 +103,20 @@ def _fmt(values: np.ndarray) -> str:
     return str(shown)
 
 
+def _show_inputs(inputs: dict) -> str:
+    """The inputs as a learner can reproduce them: small arrays in full, larger ones by shape."""
+    shown = []
+    for name, value in inputs.items():
+        array = _as_array(value)
+        if array.ndim == 0:
+            shown.append(f"{name}={_fmt(array.reshape(1))[1:-1]}")
+        elif array.size <= 16:
+            shown.append(f"{name}={_fmt(array)}")
+        else:
+            shown.append(f"{name} of shape {array.shape}")
+    return ", ".join(shown)
+
+
 def _read_answer(plain: Any, where: str) -> np.ndarray | None:
     """The answer as an array (or None), from its plain-data record; feedback for anything else."""
     try:
@@ -267,7 +281,18 @@ class FunctionExercise(_Exercise):
         return CheckResult(self.name, PASSED, f"correct on the visible example and {n - 1} hidden cases. {self.why}{extra}", n, n)
 
     def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
-        """Raise :class:`_Feedback` if ``outcome`` (an :func:`answer_calls.call` record) is not right for ``inputs``."""
+        """Raise :class:`_Feedback` if ``outcome`` (an :func:`answer_calls.call` record) is not right for ``inputs``.
+
+        A failure on the visible example also shows that example's inputs, so the learner can reproduce it.
+        """
+        try:
+            self._judge_case(n_done, where, inputs, outcome)
+        except _Feedback as fb:
+            if n_done == 0 and fb.status == FAILED:
+                fb.message = fb.message.rstrip(".") + f". The visible example's inputs: {_show_inputs(inputs)}."
+            raise
+
+    def _judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
         if outcome is None:
             raise _Feedback(FAILED, f"no result came back {where}: the code in your solution cells stopped the process that "
                                     "ran it (os._exit, a crash, or running out of memory or time).")

@@ -230,3 +230,8 @@ def test_hint_and_solution_print(capsys):
 def test_result_repr_is_readable_for_graders():
     result = check(lambda A, B: B @ A)
     assert repr(result) == "CheckResult(exercise='delta_w', status='passed', score=1.0)"
+
+
+def test_a_failure_on_the_visible_example_shows_its_inputs():
+    result = check(lambda A, B: B @ A + 1)
+    assert "The visible example's inputs: A=[[0.0, 0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 0.7]], B=[[1, 1], [1, 1], [1, 1], [1, 1]]." in result.message
