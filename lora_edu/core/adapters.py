@@ -3,6 +3,9 @@
 A PEFT adapter folder holds ``adapter_config.json`` (r, lora_alpha, target_modules, …) and
 ``adapter_model.safetensors`` with one tensor per matrix, named as PEFT names them:
 ``base_model.model.<module name>.lora_A.weight`` (r×in) and ``….lora_B.weight`` (out×r).
+Those shapes hold for GPT-2's ``Conv1D`` layers too; PEFT then writes ``fan_in_fan_out: true``,
+which only says how the *base* weight is stored. lora_edu reads that layout from each layer's
+type, so ``load_adapter`` accepts either value, as PEFT does (it warns and corrects it per layer).
 
 ``load_adapter`` validates everything (folder, files, config, every tensor's module and shape)
 before it touches the model: a failed load leaves the model exactly as it was.
@@ -15,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lora_edu.core.lora import LoRAConfigError, LoRALinear, LoRAStateError, add_lora, lora_layers
+from lora_edu.core.lora import LoRAConfigError, LoRALinear, LoRAStateError, add_lora, in_out_features, is_lora_target, lora_layers
 
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -36,8 +39,17 @@ def _common(layers: dict[str, LoRALinear], attribute: str):
 def _target_modules(model: nn.Module, names: list[str]) -> list[str]:
     """Short suffixes (``q_proj``) when they pick exactly these layers, else the full names."""
     suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
-    picked = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, LoRALinear)) and n.rsplit(".", 1)[-1] in suffixes}
+    picked = {n for n, m in model.named_modules() if (is_lora_target(m) or isinstance(m, LoRALinear)) and n.rsplit(".", 1)[-1] in suffixes}
     return suffixes if picked == set(names) else sorted(names)
+
+
+def _fan_in_fan_out(layers: dict[str, LoRALinear]) -> bool:
+    """True when the layers are ``Conv1D``, as PEFT writes it for GPT-2.
+
+    PEFT's config holds one value for all layers; for a mix (GPT-2's Conv1D blocks plus its
+    ``nn.Linear`` lm_head) either value loads correctly in PEFT, which corrects it per layer.
+    """
+    return any(layer.fan_in_fan_out for layer in layers.values())
 
 
 def save_adapter(model: nn.Module, directory: str | Path, base_model_name_or_path: str | None = None) -> Path:
@@ -57,7 +69,7 @@ def save_adapter(model: nn.Module, directory: str | Path, base_model_name_or_pat
         peft_type="LORA", task_type=None, base_model_name_or_path=base_model_name_or_path, inference_mode=True,
         r=_common(layers, "r"), lora_alpha=_common(layers, "alpha"), lora_dropout=dropout.pop(),
         use_rslora=_common(layers, "use_rslora"), target_modules=_target_modules(model, list(layers)),
-        bias="none", fan_in_fan_out=False, init_lora_weights=True, modules_to_save=None,
+        bias="none", fan_in_fan_out=_fan_in_fan_out(layers), init_lora_weights=True, modules_to_save=None,
     )
     tensors = {}
     for name, layer in layers.items():
@@ -93,7 +105,7 @@ def _read(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def _check_config(config: dict) -> None:
     if config.get("peft_type") != "LORA":
         raise AdapterLoadError(f"this is a {config.get('peft_type')!r} adapter, not LoRA; lora_edu loads LoRA adapters only.")
-    unsupported = {"use_dora": False, "fan_in_fan_out": False, "bias": "none", "modules_to_save": None, "rank_pattern": {},
+    unsupported = {"use_dora": False, "bias": "none", "modules_to_save": None, "rank_pattern": {},
                    "alpha_pattern": {}}
     for key, plain in unsupported.items():
         if config.get(key, plain) not in (plain, None, [], {}):
@@ -146,13 +158,14 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
                                    f"alpha={layer.alpha:g}; load into a model without LoRA layers, or add_lora with the adapter's values first.")
         if isinstance(layer, LoRALinear) and layer.merged:
             raise AdapterLoadError(f"{name!r} is merged; unmerge() first, or the merged weight would keep the old adapter.")
-        if not isinstance(layer, (nn.Linear, LoRALinear)):
-            raise AdapterLoadError(f"{name!r} is a {type(layer).__name__}, not a linear layer.")
-        expected = {"A": (r, layer.in_features), "B": (layer.out_features, r)}
+        if not (is_lora_target(layer) or isinstance(layer, LoRALinear)):
+            raise AdapterLoadError(f"{name!r} is a {type(layer).__name__}, not a linear layer (nn.Linear or transformers' Conv1D).")
+        d_in, d_out = in_out_features(layer)
+        expected = {"A": (r, d_in), "B": (d_out, r)}
         for kind in "AB":
             if tuple(w[kind].shape) != expected[kind]:
                 raise AdapterLoadError(f"lora_{kind} of {name!r} has shape {tuple(w[kind].shape)}, but this model needs "
-                                       f"{expected[kind]} (r={r}, in={layer.in_features}, out={layer.out_features}).")
+                                       f"{expected[kind]} (r={r}, in={d_in}, out={d_out}).")
     if not existing:
         add_lora(model, sorted(weights), r=r, alpha=config["lora_alpha"], dropout=config.get("lora_dropout", 0.0) or 0.0,
                  use_rslora=bool(config.get("use_rslora", False)))

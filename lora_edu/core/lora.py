@@ -4,6 +4,10 @@ Convention (PEFT's, used across the course): a linear layer maps ``in`` features
 features with weight W (out×in). LoRA adds ΔW = B·A with A (r×in) and B (out×r), scaled by
 α/r, so the layer computes ``base(x) + (dropout(x)·Aᵀ·Bᵀ)·scaling``.
 
+GPT-2's layers (``c_attn``, ``c_proj``, ``c_fc``) are transformers' ``Conv1D``: a linear layer
+whose weight is stored transposed, (in×out). A and B keep the shapes above either way (so adapter
+files look the same); only merging must transpose ΔW. PEFT calls this ``fan_in_fan_out=True``.
+
 Bad input raises :class:`LoRAConfigError` (a ValueError) or :class:`LoRAStateError` (a
 RuntimeError) with a message that names the fix, and always before anything is changed:
 a failed call leaves the model exactly as it was.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import warnings
 from collections.abc import Iterable
 
@@ -40,8 +45,39 @@ def check_lora_settings(r, alpha, dropout) -> None:
         raise LoRAConfigError(f"dropout must be in [0, 1), got {dropout!r}; use 0.0 for none or e.g. 0.05.")
 
 
+SUPPORTED = "nn.Linear or transformers' Conv1D (GPT-2's c_attn, c_proj, c_fc)"
+
+
+def _conv1d_class() -> type | None:
+    """transformers' ``Conv1D`` class, or None if transformers was never imported.
+
+    transformers is slow to import and lora_edu.core must work without it. A ``Conv1D`` object
+    can only exist once its module has been imported, so looking in ``sys.modules`` is enough.
+    """
+    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+
+
+def is_fan_in_fan_out(module: nn.Module) -> bool:
+    """True for a ``Conv1D``, whose weight is (in×out), the transpose of ``nn.Linear``'s (out×in)."""
+    conv1d = _conv1d_class()
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def is_lora_target(module: nn.Module) -> bool:
+    """Whether :class:`LoRALinear` can wrap ``module``: an ``nn.Linear`` or a transformers ``Conv1D``."""
+    return isinstance(module, nn.Linear) or is_fan_in_fan_out(module)
+
+
+def in_out_features(module: nn.Module) -> tuple[int, int]:
+    """(in, out) of an ``nn.Linear``, a ``Conv1D`` or a :class:`LoRALinear`, read from the weight's shape."""
+    if isinstance(module, LoRALinear):
+        module = module.base
+    d0, d1 = module.weight.shape
+    return (d0, d1) if is_fan_in_fan_out(module) else (d1, d0)
+
+
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update B·A, scaled by α/r.
+    """A frozen ``nn.Linear`` (or transformers ``Conv1D``) plus a trainable low-rank update B·A, scaled by α/r.
 
     ``A`` (r×in, the down-projection, applied to x first) starts Kaiming-uniform with a=√5 and
     ``B`` (out×r, the up-projection, applied last) starts at zero, so at initialisation the layer
@@ -57,27 +93,32 @@ class LoRALinear(nn.Module):
     rank above min(in, out), so the extra parameters add nothing, but the result is still
     correct, PEFT allows it, and a model-wide ``add_lora(..., r=64)`` should not fail because
     one small layer is narrower than 64.
+
+    ``base`` may also be a transformers ``Conv1D`` (GPT-2). The layer reads the weight's layout
+    from the type and records it as ``fan_in_fan_out`` (True for ``Conv1D``); there is nothing to
+    set. Passing ``fan_in_fan_out`` is allowed, to state what you expect, but a value that
+    contradicts the layer is an error (:class:`LoRAConfigError`), not PEFT's behaviour of warning
+    and overriding it: a wrong layout would silently merge a transposed ΔW.
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, *, use_rslora: bool = False):
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, *, use_rslora: bool = False,
+                 fan_in_fan_out: bool | None = None):
         super().__init__()
-        if isinstance(base, LoRALinear):
-            raise LoRAStateError("this layer is already a LoRALinear; wrap the original nn.Linear once (see its .base).")
-        if not isinstance(base, nn.Linear):
-            raise LoRAConfigError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}; pick a linear layer (e.g. q_proj).")
+        check_lora_target(base, fan_in_fan_out)
         check_lora_settings(r, alpha, dropout)
-        if r > min(base.in_features, base.out_features):
+        d_in, d_out = in_out_features(base)
+        if r > min(d_in, d_out):
             warnings.warn(
-                f"r={r} exceeds min(in, out)={min(base.in_features, base.out_features)}: ΔW's rank cannot exceed that, "
+                f"r={r} exceeds min(in, out)={min(d_in, d_out)}: ΔW's rank cannot exceed that, "
                 "so the extra rank only adds parameters; consider a smaller r.", stacklevel=2)
-        self.base = base
+        self.base, self.fan_in_fan_out = base, is_fan_in_fan_out(base)
         for p in base.parameters():
             p.requires_grad_(False)
         self.r, self.alpha, self.use_rslora = r, float(alpha), use_rslora
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype, device=w.device))
+        self.lora_A = nn.Parameter(torch.empty(r, d_in, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(d_out, r, dtype=w.dtype, device=w.device))
         if w.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -85,11 +126,11 @@ class LoRALinear(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base.in_features
+        return self.lora_A.shape[1]
 
     @property
     def out_features(self) -> int:
-        return self.base.out_features
+        return self.lora_B.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -100,8 +141,14 @@ class LoRALinear(nn.Module):
         return self.base(x) + F.linear(h, self.lora_B * self.scaling)
 
     def delta_weight(self) -> torch.Tensor:
-        """ΔW = scaling·B·A, shaped like the base weight (out×in)."""
-        return (self.lora_B @ self.lora_A) * self.scaling
+        """ΔW = scaling·B·A, shaped like the base weight so that merging is ``weight += ΔW``.
+
+        That is (out×in) for ``nn.Linear`` and the transpose, (in×out), for a ``Conv1D``, as
+        PEFT's ``get_delta_weight`` returns it. The forward pass never needs the transpose:
+        x·Aᵀ·Bᵀ is the same whichever way the base stores its weight.
+        """
+        delta = (self.lora_B @ self.lora_A) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
 
     def _checked_delta(self) -> torch.Tensor:
         delta = self.delta_weight().detach()
@@ -126,7 +173,25 @@ class LoRALinear(nn.Module):
         self.merged = False
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}"
+        layout = ", fan_in_fan_out=True" if self.fan_in_fan_out else ""
+        return (f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}"
+                f"{layout}, merged={self.merged}")
+
+
+def check_lora_target(module: nn.Module, fan_in_fan_out: bool | None = None, name: str = "") -> None:
+    """Raise unless :class:`LoRALinear` can wrap ``module`` with the stated ``fan_in_fan_out`` (None: any)."""
+    where = repr(name) if name else "this layer"
+    kind = type(module).__name__
+    a_kind = f"{'an' if kind[0] in 'AEIOU' else 'a'} {kind}"
+    if isinstance(module, LoRALinear):
+        raise LoRAStateError(f"{where} is already a LoRALinear; wrap the original layer once (see its .base).")
+    if not is_lora_target(module):
+        raise LoRAConfigError(f"{where} is {a_kind}, not an {SUPPORTED}, the layers LoRALinear wraps; "
+                              "target only those (e.g. q_proj, or c_attn on GPT-2).")
+    if fan_in_fan_out is not None and bool(fan_in_fan_out) != is_fan_in_fan_out(module):
+        layout = "(in×out), so fan_in_fan_out is True" if is_fan_in_fan_out(module) else "(out×in), so fan_in_fan_out is False"
+        raise LoRAConfigError(f"{where} is {a_kind}, whose weight is {layout}, but fan_in_fan_out={fan_in_fan_out!r} was "
+                              "passed. Leave fan_in_fan_out unset: lora_edu reads it from each layer's type.")
 
 
 def _matches(name: str, target_modules: str | Iterable[str]) -> bool:
@@ -142,11 +207,13 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alpha: float, dropout: float = 0.0,
-             *, use_rslora: bool = False) -> nn.Module:
-    """Wrap the matching ``nn.Linear`` modules in :class:`LoRALinear`, in place; freeze the rest.
+             *, use_rslora: bool = False, fan_in_fan_out: bool | None = None) -> nn.Module:
+    """Wrap the matching ``nn.Linear`` (or ``Conv1D``) modules in :class:`LoRALinear`, in place; freeze the rest.
 
     ``target_modules`` is a list of names or name suffixes (``["q_proj", "v_proj"]``) or a
     regex matched against the whole module name (``r".*\\.(q|v)_proj"``), as in PEFT.
+    ``fan_in_fan_out`` is read from each layer's type (True for GPT-2's ``Conv1D``); pass it only
+    to assert that every target has that layout (see :class:`LoRALinear`).
     Every check runs before the first module is replaced.
     """
     check_lora_settings(r, alpha, dropout)
@@ -158,11 +225,10 @@ def add_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alph
     wrapped = [n for n, m in matches if isinstance(m, LoRALinear) or (n.endswith(".base") and isinstance(model.get_submodule(n[:-5]), LoRALinear))]
     if wrapped:
         raise LoRAStateError(f"{wrapped[0]!r} already has LoRA; wrapping a layer twice is not supported. Merge it (merge_lora) or start from a fresh model.")
-    not_linear = [(n, type(m).__name__) for n, m in matches if not isinstance(m, nn.Linear)]
-    if not_linear:
-        raise LoRAConfigError(f"{not_linear[0][0]!r} is a {not_linear[0][1]}, not an nn.Linear; target only linear layers.")
+    for n, m in matches:
+        check_lora_target(m, fan_in_fan_out, n)
     if not matches:
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if is_lora_target(m)})
         raise LoRAConfigError(f"target_modules {target_modules!r} matched no module. Linear layers in this model: {names}.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -183,7 +249,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
 
 @torch.no_grad()
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its base weight and put plain ``nn.Linear`` modules back.
+    """Fold every adapter into its base weight and put the plain ``nn.Linear`` (or ``Conv1D``) modules back.
 
     Each ΔW is computed and checked before any weight changes, so a failure changes nothing.
     """

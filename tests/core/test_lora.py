@@ -204,7 +204,7 @@ def test_add_lora_warns_once_for_many_narrow_layers():
 
 
 def test_base_that_is_not_linear():
-    with pytest.raises(LoRAConfigError, match="LoRALinear wraps an nn.Linear, got Conv1d"):
+    with pytest.raises(LoRAConfigError, match="this layer is a Conv1d, not an nn.Linear or transformers. Conv1D"):
         LoRALinear(nn.Conv1d(3, 3, 1), r=1, alpha=1)
     model = tiny_model()
     before = snapshot(model)
