@@ -82,9 +82,9 @@ class CheckResult:
 class _Feedback(Exception):
     """Raised inside a check to stop at the first problem; carries the learner-facing message."""
 
-    def __init__(self, status: str, message: str):
+    def __init__(self, status: str, message: str, *, rounding: bool = False):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.rounding = status, message, rounding
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -151,6 +151,10 @@ def _compare(expected: Any, got: np.ndarray | None, *, rtol: float, atol: float,
             shown = f"expected {_fmt(exp)}, got {_fmt(arr)}"
         else:
             shown = f"largest difference {diff:.3g}"
+        if got.dtype.itemsize < 8 and np.issubdtype(got.dtype, np.floating) and np.allclose(arr, exp, rtol=1e-3, atol=atol):
+            raise _Feedback(FAILED, f"close but not exact {where}: {shown}. Your answer is {got.dtype}, which keeps only a few "
+                                    "significant digits: compute in float64 (NumPy's default; torch.tensor(..., dtype=torch.float64)) "
+                                    "or return a Python float.", rounding=True)
         raise _Feedback(FAILED, f"wrong values {where}: {shown}.")
 
 
@@ -214,6 +218,22 @@ def _course_names_used(fn: Any) -> list[str]:
     return [name for name in code.co_names if name in namespace and from_course(namespace[name])]
 
 
+def _helpers_from_other_cells(fn: Any) -> list[str]:
+    """Functions and classes ``fn`` reads that were defined in another notebook cell (the grader runs only the answer cell)."""
+    code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or not isinstance(namespace, dict):
+        return []
+    found = []
+    for name in code.co_names:
+        obj = namespace.get(name)
+        if getattr(obj, "__module__", None) != namespace.get("__name__"):
+            continue  # imported (NumPy, torch, ...) or a builtin: the grader has those
+        helper_code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
+        if helper_code is not None and helper_code.co_filename != code.co_filename:
+            found.append(name)
+    return found
+
+
 class FunctionExercise(_Exercise):
     """An exercise whose answer is a function, checked on the visible example and on hidden cases.
 
@@ -255,6 +275,10 @@ class FunctionExercise(_Exercise):
         if course_names:
             raise _Feedback(FAILED, f"your function uses {', '.join(course_names)} from the course package. The grader runs your "
                                     "function without it (it holds the reference answers): write it with NumPy or PyTorch.")
+        helpers = _helpers_from_other_cells(answer)
+        if helpers:
+            raise _Feedback(FAILED, f"your function uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
+                                    "answer cell (the one that said YOUR CODE HERE): move it into that cell.")
         cases = self.cases(np.random.default_rng(self.seed))
         outcomes = []
         for where, inputs in cases:
@@ -319,7 +343,7 @@ class FunctionExercise(_Exercise):
         try:
             _compare(self.reference(**inputs), _read_answer(outcome["answer"], where), rtol=self.rtol, atol=self.atol, where=where)
         except _Feedback as fb:
-            if n_done > 0 and fb.status == FAILED:
+            if n_done > 0 and fb.status == FAILED and not fb.rounding:
                 shapes = ", ".join(f"{k}{tuple(np.shape(_as_array(v)))}" for k, v in inputs.items() if np.ndim(_as_array(v)))
                 fb.message += (
                     f" It passed the visible example but not this fresh case ({shapes or 'new values'}): "

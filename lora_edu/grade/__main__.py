@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from lora_edu.grade.course_folder import CourseError
-from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, grade
+from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, RUN_FILE, TOTALS_FILE, grade
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lora_edu.grade",
         description="Grade COURSE_DIR/submitted/<student>/ASSIGNMENT/*.ipynb against COURSE_DIR/source/ASSIGNMENT/*.ipynb. "
-                    f"Student code runs sandboxed; marks go to COURSE_DIR/{GRADES_FILE}, reasons to COURSE_DIR/{FEEDBACK_FILE}.")
+                    f"Student code runs sandboxed; marks go to COURSE_DIR/{GRADES_FILE}, reasons to {FEEDBACK_FILE}, "
+                    f"totals to {TOTALS_FILE}, the seed and settings to {RUN_FILE}.")
     parser.add_argument("course_dir", type=Path, help="the nbgrader course folder (holds source/ and submitted/)")
     parser.add_argument("assignment", help="the assignment's folder name, e.g. lora")
     parser.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: one per CPU core)")
@@ -30,18 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    totals = defaultdict(lambda: [0.0, 0.0])
-    for mark in run.marks:
-        totals[mark.student_id][0] += mark.score
-        totals[mark.student_id][1] += mark.max_score
-    for student, (score, max_score) in totals.items():
+    for student, (score, max_score) in run.totals().items():
         print(f"{student:>24}  {score:g} / {max_score:g}")
     where = "in a bubblewrap sandbox" if run.sandboxed else "WITHOUT a sandbox (--no-sandbox)"
-    print(f"graded {len(totals)} students, {len(run.marks)} cells, student code {where}, in {run.seconds:.1f} s; "
+    print(f"graded {len(run.totals())} students, {len(run.marks)} cells, student code {where}, in {run.seconds:.1f} s; "
           f"seed {run.seed} (pass --seed to reproduce)")
     if run.regraded_alone:
         print(f"{run.regraded_alone} submission(s) stopped by a wall-clock limit were graded again alone; the second verdict counts")
-    print(f"wrote {args.course_dir / GRADES_FILE} and {args.course_dir / FEEDBACK_FILE}")
+    written = ", ".join(str(args.course_dir / name) for name in (GRADES_FILE, FEEDBACK_FILE, TOTALS_FILE, RUN_FILE))
+    print(f"wrote {written} (each run rewrites them; students without a folder in submitted/ are not listed)")
     return 0
 
 

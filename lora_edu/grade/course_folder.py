@@ -43,6 +43,7 @@ class SourceNotebook:
     graded: tuple[GradedCell, ...]
     solution_ids: tuple[str, ...]
     prelude: tuple[tuple[str, str], ...]
+    siblings: tuple[str, ...] = ()  # every notebook of the assignment (a stray copy is none of them)
 
 
 def _nbgrader(cell: dict) -> dict:
@@ -62,7 +63,7 @@ def _source(cell: dict) -> str | None:
 def _parse(source: str) -> ast.Module | None:
     try:
         return ast.parse(source)
-    except SyntaxError:  # IPython magics (the install cell): no exercise is defined there
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # IPython magics (the install cell), or a hostile submission
         return None
 
 
@@ -105,7 +106,8 @@ def read_source(path: Path) -> SourceNotebook:
             raise CourseError(f"{path.name}: graded cell {grade_id!r} must call `<exercise>.check(<function>)` on an exercise "
                               f"made by `le.exercise_bank.<name>()` earlier in the notebook; it reads {source.strip()[:80]!r}")
         graded.append(GradedCell(path.name, grade_id, float(meta.get("points", 0)), factories[match.group(1)], match.group(2)))
-    return SourceNotebook(path.name, tuple(graded), tuple(solutions), tuple(prelude.items()))
+    siblings = tuple(sorted(p.name for p in path.parent.glob("*.ipynb")))
+    return SourceNotebook(path.name, tuple(graded), tuple(solutions), tuple(prelude.items()), siblings)
 
 
 def read_submission(path: Path) -> dict:
@@ -147,6 +149,17 @@ def solution_sources(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
     return [_source(cell) for cell in nb["cells"]
             if isinstance(cell, dict) and cell.get("cell_type") == "code" and _grade_id(cell) in wanted
             and _source(cell) is not None]
+
+
+def defined_elsewhere(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
+    """Names of functions a submission defines in cells that are not answer cells (read, never run): for the feedback."""
+    wanted, names = set(solution_ids), []
+    for cell in nb["cells"]:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or _grade_id(cell) in wanted:
+            continue
+        tree = _parse(_source(cell) or "")
+        names += [node.name for node in (tree.body if tree else []) if isinstance(node, ast.FunctionDef)]
+    return names
 
 
 def real_dir(path: Path) -> bool:

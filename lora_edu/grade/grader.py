@@ -15,23 +15,26 @@ Nothing the student's code does can change a mark except the values its function
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
+import platform
 import secrets
 import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from lora_edu.course import answer_calls, exercise_bank
 from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED, CheckResult
-from lora_edu.grade import sandbox
-from lora_edu.grade.course_folder import CourseError, SourceNotebook, find_course, read_source, read_submission, real_dir, solution_sources
+from lora_edu.grade import sandbox, seccomp
+from lora_edu.grade.course_folder import CourseError, SourceNotebook, defined_elsewhere, find_course, read_source, read_submission, real_dir, solution_sources
 
-GRADES_FILE, FEEDBACK_FILE = "grades.csv", "grades_feedback.csv"
+GRADES_FILE, FEEDBACK_FILE, TOTALS_FILE, RUN_FILE = "grades.csv", "grades_feedback.csv", "grades_totals.csv", "grading_run.json"
 GRADE_COLUMNS = ("student_id", "notebook", "grade_id", "score", "max_score")
 
 
@@ -55,6 +58,14 @@ class GradingRun:
     seconds: float
     sandboxed: bool
     regraded_alone: int  # submissions graded a second time, alone, after a wall-clock limit stopped them
+
+    def totals(self) -> dict[str, tuple[float, float]]:
+        """student_id -> (score, max_score) over every graded cell."""
+        totals: dict[str, tuple[float, float]] = {}
+        for m in self.marks:
+            score, max_score = totals.get(m.student_id, (0.0, 0.0))
+            totals[m.student_id] = (score + m.score, max_score + m.max_score)
+        return totals
 
 
 def _exercise(name: str):
@@ -106,7 +117,9 @@ class _Notebook:
     def zero(self, student: str, status: str, reason: str) -> list[Mark]:
         return [Mark(student, self.source.name, c.grade_id, 0.0, c.points, status, reason) for c in self.source.graded]
 
-    def marks(self, student: str, result: sandbox.RunResult) -> list[Mark]:
+    def marks(self, student: str, result: sandbox.RunResult, elsewhere: dict[str, str] | None = None) -> list[Mark]:
+        """The marks from what came back; ``elsewhere`` maps a function name to a note that it was defined outside the answer cells."""
+        elsewhere = elsewhere or {}  # a local: one _Notebook is shared by the threads grading different students
         outcomes = {c.grade_id: [None] * len(self.cases[c.grade_id]) for c in self.source.graded}
         missing, cell_errors, done = {}, [], False
         for event in result.events:
@@ -116,7 +129,7 @@ class _Notebook:
             if event.get("done") is True:
                 done = True
             elif isinstance(event.get("error"), str) and type(event.get("cell")) is int:
-                cell_errors.append(f"solution cell {event['cell'] + 1}: {answer_calls._short(event['error'], 200)}")
+                cell_errors.append(f"answer cell {event['cell'] + 1}: {answer_calls._short(event['error'], 200)}")
             elif grade_id in outcomes and isinstance(event.get("missing"), str):
                 missing[grade_id] = answer_calls._short(event["missing"], 120)
             elif grade_id in outcomes and type(case) is int and 0 <= case < len(outcomes[grade_id]):
@@ -125,12 +138,15 @@ class _Notebook:
         for cell in self.source.graded:
             exercise = self.exercises[cell.grade_id]
             if cell.grade_id in missing:
-                check = CheckResult(exercise.name, FAILED, f"{missing[cell.grade_id]} in your solution cells.")
+                check = CheckResult(exercise.name, FAILED, f"{missing[cell.grade_id]} in your answer cells (the ones that said "
+                                                           f"YOUR CODE HERE).{elsewhere.get(cell.function, '')}")
             else:
                 check = exercise.judge(self.cases[cell.grade_id], outcomes[cell.grade_id])
             message = check.message
             if not check.passed and cell_errors:
-                message += " Your solution cells raised: " + "; ".join(cell_errors[:3]) + "."
+                message += " Your answer cells raised: " + "; ".join(cell_errors[:3]) + "."
+            if not check.passed and "name 'le' is not defined" in message:
+                message += " The grader runs your code without the course package `le`: use NumPy or PyTorch."
             if not check.passed and not done:
                 message += f" The process running your code did not finish: {_ending(result, self.limits)}."
             marks.append(Mark(student, self.source.name, cell.grade_id, cell.points if check.passed else 0.0, cell.points,
@@ -154,6 +170,9 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
             sandbox.check_not_exposed(course)
         except ValueError as exc:
             raise CourseError(str(exc)) from None
+    if sandboxed and seccomp.filter_program() is None:
+        print(f"warning: no seccomp filter for this machine ({platform.machine()}): student code may start processes, so the "
+              "per-process limits do not bound a whole submission", file=sys.stderr)
     seed = secrets.randbits(63) if seed is None else seed
     sources = [_Notebook(read_source(path), seed, i, limits) for i, path in enumerate(notebooks)]
 
@@ -175,27 +194,41 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     for n in regraded:
         results[n] = grade_one(*tasks[n])
     marks = [m for ms, _ in results for m in ms]
+    run = GradingRun(marks, seed, time.perf_counter() - start, sandboxed, len(regraded))
     _write_csv(course / GRADES_FILE, GRADE_COLUMNS, [astuple(m)[:5] for m in marks])
     _write_csv(course / FEEDBACK_FILE, tuple(f.name for f in fields(Mark)), [astuple(m) for m in marks])
-    return GradingRun(marks, seed, time.perf_counter() - start, sandboxed, len(regraded))
+    _write_csv(course / TOTALS_FILE, ("student_id", "score", "max_score"), [(s, *t) for s, t in run.totals().items()])
+    _write_atomically(course / RUN_FILE, json.dumps(dict(
+        assignment=assignment, seed=seed, seconds=round(run.seconds, 1), sandboxed=sandboxed,
+        seccomp=sandboxed and seccomp.filter_program() is not None, regraded_alone=len(regraded),
+        students=len(students), notebooks=[nb.source.name for nb in sources], limits=asdict(limits),
+        note="keep private: the exercises are public, so the seed reveals the cases; --seed reproduces this run"), indent=1) + "\n")
+    return run
 
 
 def _grade_submission(student: str, folder: Path, notebook: _Notebook, limits: sandbox.Limits,
                       sandboxed: bool) -> tuple[list[Mark], bool]:
     path = folder / notebook.source.name
-    if not (real_dir(folder.parent) and real_dir(folder)):
-        return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted (a symbolic link does not count)"), False
+    if folder.parent.is_symlink() or folder.is_symlink():
+        return notebook.zero(student, FAILED, f"the {folder.name}/ folder is a symbolic link; submit the notebooks themselves"), False
+    if not real_dir(folder):
+        return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted"), False
     if not os.path.lexists(path):
-        return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted"), False
+        others = sorted(p.name for p in folder.glob("*.ipynb") if p.name not in notebook.source.siblings)
+        hint = f" (found {', '.join(others[:3])}: rename it to {notebook.source.name} if it is this notebook)" if others else ""
+        return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted{hint}"), False
     try:
-        cells = solution_sources(read_submission(path), notebook.source.solution_ids)
+        nb = read_submission(path)
     except ValueError as exc:
         return notebook.zero(student, FAILED, f"{notebook.source.name} could not be read: {exc}"), False
+    cells = solution_sources(nb, notebook.source.solution_ids)
     if not cells:
-        return notebook.zero(student, NOT_ATTEMPTED, "no solution cells found (cells whose nbgrader grade_id is one of "
-                                                     f"{', '.join(notebook.source.solution_ids)})"), False
+        return notebook.zero(student, FAILED, "the answer cells (the ones that said YOUR CODE HERE) are missing from your "
+                                              "notebook, deleted or replaced: only those cells are graded"), False
+    elsewhere = {name: f" You defined {name} in another cell: the grader runs only the answer cells, so move it there."
+                 for name in defined_elsewhere(nb, notebook.source.solution_ids)}
     result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
-    return notebook.marks(student, result), _waited(result)
+    return notebook.marks(student, result, elsewhere), _waited(result)
 
 
 def _waited(result: sandbox.RunResult) -> bool:
@@ -212,10 +245,21 @@ def _waited(result: sandbox.RunResult) -> bool:
 
 
 def _write_csv(path: Path, header: tuple, rows: list) -> None:
-    """Write all at once (a temporary file, then a rename): a reader never sees half a file."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows([[_no_formula(v) for v in row] for row in rows])
+    _write_atomically(path, buffer.getvalue())
+
+
+def _no_formula(value):
+    """A text cell a spreadsheet would run as a formula (=, +, -, @ first) gets a leading apostrophe: ids and messages are not code."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file, then a rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+        f.write(text)
     os.replace(tmp, path)

@@ -235,3 +235,21 @@ def test_result_repr_is_readable_for_graders():
 def test_a_failure_on_the_visible_example_shows_its_inputs():
     result = check(lambda A, B: B @ A + 1)
     assert "The visible example's inputs: A=[[0.0, 0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 0.7]], B=[[1, 1], [1, 1], [1, 1], [1, 1]]." in result.message
+
+
+def test_a_helper_defined_in_another_cell_is_named_because_the_grader_runs_only_the_answer_cell():
+    namespace = {"__name__": "__main__"}
+    exec(compile("def helper(A, B):\n    return B @ A\n", "<cell 1>", "exec"), namespace)
+    exec(compile("def delta(A, B):\n    return helper(A, B)\n", "<cell 2>", "exec"), namespace)
+    result = check(namespace["delta"])
+    assert result.status == FAILED and "uses helper, defined in another cell" in result.message
+    exec(compile("def helper2(A, B):\n    return B @ A\ndef delta2(A, B):\n    return helper2(A, B)\n", "<cell 3>", "exec"), namespace)
+    assert check(namespace["delta2"]).passed
+
+
+def test_a_float32_answer_is_told_about_precision_not_about_copying_numbers():
+    ex = FunctionExercise("gb", reference=lambda n: n * 12 / 1e9, example=dict(n=7_000_000_000),
+                          random_case=lambda rng: dict(n=int(rng.integers(10**9, 10**11))), rtol=1e-9, hint="", solution="", why="")
+    result = ex.check(lambda n: torch.tensor(n * 12 / 1e9))
+    assert result.status == FAILED and "float32" in result.message and "close but not exact" in result.message
+    assert "only works for that example" not in result.message

@@ -202,11 +202,11 @@ def test_warnings_are_reported_not_penalised(graded):
     assert "numbers ahead" in graded["marks"]["honest_noisy"].message
 
 
-@pytest.mark.parametrize("student,reason", [("linked_notebook", "symbolic links"), ("linked_folder", "symbolic link"),
-                                            ("huge", "at most 32 MiB"), ("garbage", "no solution cells"),
-                                            ("not_json", "not valid JSON"), ("metadata_list", "no solution cells"),
-                                            ("grade_id_list", "no solution cells"), ("hard_link", "hard link"),
-                                            ("linked_student", "symbolic link")])
+@pytest.mark.parametrize("student,reason", [("linked_notebook", "symbolic links"), ("linked_folder", "is a symbolic link"),
+                                            ("huge", "at most 32 MiB"), ("garbage", "answer cells (the ones that said YOUR CODE HERE) are missing"),
+                                            ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
+                                            ("grade_id_list", "are missing"), ("hard_link", "hard link"),
+                                            ("linked_student", "is a symbolic link")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message

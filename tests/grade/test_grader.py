@@ -13,7 +13,7 @@ from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, grade
 
 def test_every_graded_cell_of_the_course_names_its_exercise_and_function():
     graded = [cell for path in NOTEBOOKS for cell in read_source(path).graded]
-    assert len(graded) == 9
+    assert all(read_source(path).graded for path in NOTEBOOKS), "every notebook has a graded exercise"
     from lora_edu.course import exercise_bank
     for cell in graded:
         assert callable(getattr(exercise_bank, cell.exercise)), cell
@@ -126,3 +126,28 @@ def test_the_seccomp_filter_is_built_for_the_machines_the_course_runs_on():
         program = seccomp.filter_program(machine)
         assert program and len(program) % 8 == 0 and len(program) // 8 < 64
     assert seccomp.filter_program("sparc") is None
+
+
+def test_feedback_names_a_function_defined_outside_the_answer_cell_and_a_misnamed_notebook(tmp_path):
+    import json
+
+    import nbformat
+
+    from lora_edu.grade.grader import RUN_FILE, TOTALS_FILE
+
+    make_course(tmp_path, NOTEBOOKS[:2])
+    folder = submit(tmp_path, "frank", NOTEBOOKS[:1], solutions={"ex00_lora_params": "# moved below\n"})
+    nb = nbformat.read(folder / NOTEBOOKS[0].name, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("def lora_params(d, k, r):\n    return r * (d + k)\n"))
+    nbformat.write(nb, folder / NOTEBOOKS[0].name)
+    (folder / "01_memory_cost-Copy1.ipynb").write_text("{}")
+    submit(tmp_path, "=cmd", NOTEBOOKS[:2], solved=True)
+    run = grade(tmp_path, "lora", seed=7)
+    marks = {(m.student_id, m.notebook[:2]): m for m in run.marks}
+    assert "You defined lora_params in another cell" in marks["frank", "00"].message
+    assert "found 01_memory_cost-Copy1.ipynb: rename it to 01_memory_cost.ipynb" in marks["frank", "01"].message
+    with open(tmp_path / TOTALS_FILE, newline="") as f:
+        totals = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
+    assert totals == {"frank": 0.0, "'=cmd": 2.0}, "a spreadsheet must not run a student id as a formula"
+    record = json.loads((tmp_path / RUN_FILE).read_text())
+    assert record["seed"] == 7 and record["sandboxed"] and record["seccomp"] and record["limits"]["cpu_seconds"] == 120

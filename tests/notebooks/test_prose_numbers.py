@@ -91,6 +91,8 @@ def test_00_start_here():
     assert "the ones the stored notebooks were executed with" not in text
     assert "read from the machine that runs this cell, each time it runs" in text
     assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
+    from lora_edu.course.exercises import CPU_SECONDS
+    assert f"The limit is {CPU_SECONDS:g} s of CPU time per call" in text  # what the grader and the check use
     # the exercises' hints name their convention: 00's is PEFT's (B out×r), 02's is row vectors (B k×r)
     assert "lora_B is d×r (out×r, the up-projection)" in exercise_bank.lora_param_count()._hint
     assert "B is k×r (applied first, the down-projection" in exercise_bank.delta_w()._hint
