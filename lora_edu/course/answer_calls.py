@@ -219,7 +219,11 @@ def decode(plain: Any) -> np.ndarray | None | str:
 
 
 def check_outcome(outcome: Any) -> dict:
-    """``outcome`` if it is a well-formed :func:`call` outcome (exact types), else ``ValueError``."""
+    """``outcome`` if it is a well-formed :func:`call` outcome (exact types), else ``ValueError``.
+
+    Its texts come back shortened (at most 300 characters, whitespace collapsed; at most 10 names and
+    notes): they end up in feedback files, and a forged outcome could be megabytes of newlines.
+    """
     keys = {"status", "answer", "error", "changed", "notes", "cpu_seconds"}
     if type(outcome) is not dict or set(outcome) != keys:
         raise ValueError("the record of the call is not an outcome")
@@ -233,4 +237,5 @@ def check_outcome(outcome: Any) -> dict:
         raise ValueError("cpu_seconds must be a number")
     if outcome["answer"] is not None:
         _exact(outcome["answer"], dict, "answer")
-    return outcome
+    return outcome | {"error": _short(outcome["error"]), "changed": [_short(c, 60) for c in outcome["changed"][:10]],
+                      "notes": [_short(n) for n in outcome["notes"][:10]]}

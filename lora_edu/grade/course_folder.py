@@ -117,7 +117,7 @@ def read_submission(path: Path) -> dict:
     hard link (nbgrader's collect copies files; a link could be the instructor's ``source/`` notebook).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
     except OSError as exc:
         raise ValueError(f"the notebook could not be opened ({exc.strerror}; symbolic links are not accepted)") from None
     with os.fdopen(fd, "rb") as f:

@@ -54,7 +54,8 @@ def main() -> None:
     from traitlets.config import Config
 
     config = Config()
-    config.HistoryManager.enabled = False  # nothing to keep: the sandbox's home is thrown away
+    config.HistoryManager.enabled = False  # nothing to keep, and its writer would be a thread (the sandbox allows none)
+    config.InteractiveShell.colors = "NoColor"  # tracebacks land in the grader's log as plain text
     shell = InteractiveShell.instance(config=config)
     # Before any student code runs: the inputs (torch, if they are tensors) and the notebook's imports the
     # student's code names, so that no limit can interrupt an import half-way and no call pays for one.
@@ -84,13 +85,13 @@ def main() -> None:
     for task in job["calls"]:
         fn = shell.user_ns.get(task["function"])
         if not callable(fn):
-            send(grade_id=task["grade_id"], missing=f"no function named {task['function']} was defined")
+            send(grade_id=task["grade_id"], missing=True)
             continue
         for index, case in enumerate(inputs[task["grade_id"]]):
             try:
                 outcome = answer_calls.call(fn, case, **limits)
             except BaseException as exc:  # the student's code broke the calling machinery itself
-                send(grade_id=task["grade_id"], missing=answer_calls._short(f"calling {task['function']} failed ({type(exc).__name__})"))
+                send(grade_id=task["grade_id"], missing=True, error=answer_calls._short(f"{type(exc).__name__}: {exc}"))
                 break
             send(grade_id=task["grade_id"], case=index, outcome=outcome)
             if outcome["status"] in (answer_calls.CPU_LIMIT, answer_calls.WALL_LIMIT):

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +97,9 @@ def _course_package_dirs() -> list[Path]:
     return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
 
 
-def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, limits: Limits) -> list[str]:
+def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
-           "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+           "--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
     for root in _bound_roots():
         if root.is_symlink():
             cmd += ["--symlink", os.readlink(root), str(root)]
@@ -117,6 +118,7 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, limits:
         cmd += ["--setenv", name, value]
     if seccomp_fd is not None:
         cmd += ["--seccomp", str(seccomp_fd)]
+    cmd += ["--info-fd", str(info_fd)]  # bubblewrap tells the student's process id there: the grader kills it by pidfd
     return cmd + [sys.executable, "-I", "-B", "/grader/runner.py", "/grader/job.json"]
 
 
@@ -159,7 +161,10 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
                 (tmp / "seccomp.bpf").write_bytes(program)
                 seccomp_fd = stack.enter_context(open(tmp / "seccomp.bpf", "rb")).fileno()
                 keep.append(seccomp_fd)
-            cmd, cwd, env = _bwrap_command(bwrap, script_dir, seccomp_fd, limits), None, {"PATH": "/usr/bin:/bin"}
+            info_read, info_write = os.pipe()
+            stack.callback(os.close, info_read)
+            keep.append(info_write)
+            cmd, cwd, env = _bwrap_command(bwrap, script_dir, seccomp_fd, info_write, limits), None, {"PATH": "/usr/bin:/bin"}
         else:
             home = tmp / "home"
             home.mkdir()
@@ -167,6 +172,9 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
             cwd, env = home, _environment(str(home))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 pass_fds=tuple(keep), preexec_fn=_set_limits(limits), start_new_session=True)
+        student = _StudentProcess(info_read) if sandboxed else None
+        if sandboxed:
+            os.close(info_write)
         timed_out = False
         try:
             proc.wait(timeout=limits.wall_seconds)
@@ -174,11 +182,43 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
             timed_out = True
         finally:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap's PID namespace takes the student's process with it
+                os.killpg(proc.pid, signal.SIGKILL)
+            if student is not None:  # it runs in its own session: killpg does not reach it, its pidfd does
+                student.kill()
             proc.wait()
         output.flush()
         report.flush()
         return _read_back(tmp, limits, proc.returncode, timed_out, sandboxed)
+
+
+class _StudentProcess:
+    """The sandboxed process, held by a pidfd from bubblewrap's ``--info-fd`` report, so it can be killed for sure.
+
+    Killing it (PID 1 of its namespace) ends the namespace. A pidfd names exactly that process, never a
+    later one that happens to get the same number.
+    """
+
+    def __init__(self, info_fd: int):
+        self.pidfd: int | None = None
+        self._reader = threading.Thread(target=self._read, args=(info_fd,), daemon=True)
+        self._reader.start()
+
+    def _read(self, info_fd: int) -> None:
+        data = b""
+        while b"}" not in data:
+            chunk = os.read(info_fd, 4096)
+            if not chunk:
+                return
+            data += chunk
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+            self.pidfd = os.pidfd_open(int(json.loads(data[: data.index(b"}") + 1])["child-pid"]))
+
+    def kill(self) -> None:
+        self._reader.join(timeout=5)
+        if self.pidfd is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            os.close(self.pidfd)
 
 
 def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool, sandboxed: bool) -> RunResult:

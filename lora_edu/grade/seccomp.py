@@ -1,9 +1,10 @@
-"""A seccomp filter for the sandbox: no new processes, no kernel keyrings, no new namespaces or mounts.
+"""A seccomp filter for the sandbox: no new processes or threads, keyrings, namespaces, mounts or shared memory.
 
 Why: resource limits (RLIMIT_CPU, RLIMIT_AS) are per process, so a submission that may fork can
 multiply them; the kernel's keyrings are shared with the host user and outlive the sandbox (a channel
 between students); a nested user namespace could mount a tmpfs without a size limit, and a memfd is
-memory outside the address-space limit. Threads stay allowed (NumPy and torch use them).
+memory outside the address-space limit, and so are System V shared memory segments; a new session
+would escape the grader's kill of the process group.
 
 The filter is classic BPF, written out here (no libseccomp needed) for x86-64 and AArch64, the
 machines the course runs on; bubblewrap loads it (``--seccomp FD``) just before it starts the runner.
@@ -28,12 +29,14 @@ _TABLES = {
                    deny=dict(fork=57, vfork=58, add_key=248, request_key=249, keyctl=250, unshare=272, setns=308,
                              mount=165, umount2=166, pivot_root=155, chroot=161, memfd_create=319, ptrace=101,
                              process_vm_readv=310, process_vm_writev=311, bpf=321, userfaultfd=323, perf_event_open=298,
-                             fsopen=430, fsmount=432, move_mount=429, open_tree=428)),
+                             fsopen=430, fsmount=432, move_mount=429, open_tree=428, setsid=112, setpgid=109,
+                             shmget=29, shmat=30, msgget=68, semget=64)),
     "aarch64": dict(arch=0xC00000B7, x32=False, clone=220, clone3=435,
                     deny=dict(add_key=217, request_key=218, keyctl=219, unshare=97, setns=268, mount=40, umount2=39,
                               pivot_root=41, chroot=51, memfd_create=279, ptrace=117, process_vm_readv=270,
                               process_vm_writev=271, bpf=280, userfaultfd=282, perf_event_open=241,
-                              fsopen=430, fsmount=432, move_mount=429, open_tree=428)),
+                              fsopen=430, fsmount=432, move_mount=429, open_tree=428, setsid=157, setpgid=154,
+                              shmget=194, shmat=196, msgget=186, semget=190)),
 }
 
 
@@ -41,8 +44,14 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def filter_program(machine: str | None = None) -> bytes | None:
-    """The filter as the bytes bubblewrap reads, or None where this machine has no table."""
+def filter_program(machine: str | None = None, *, threads: bool = False) -> bytes | None:
+    """The filter as the bytes bubblewrap reads, or None where this machine has no table.
+
+    ``threads=False`` (the grader's choice) refuses threads too: the course's answers need none (torch
+    and NumPy run on one thread there), and a submission's threads are not otherwise limited when the
+    grader runs as root (RLIMIT_NPROC does not apply to root), so a thread bomb could use up the host's
+    process IDs or starve other submissions of CPU.
+    """
     table = _TABLES.get(machine or platform.machine())
     if table is None:
         return None
@@ -82,5 +91,6 @@ def filter_program(machine: str | None = None) -> bytes | None:
         elif name == "clone_flags":
             out.append(_insn(_LD_W_ABS, 16))  # args[0], low 32 bits (little-endian)
         elif name == "jset_thread":
-            out.append(_insn(_JSET, _CLONE_THREAD, 0, 1))  # a thread: the ALLOW right after; else the EPERM after it
+            # a thread (if allowed): the ALLOW right after; else the EPERM after it
+            out.append(_insn(_JSET, _CLONE_THREAD if threads else 0, 0, 1))
     return b"".join(out)

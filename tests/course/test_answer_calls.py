@@ -56,7 +56,7 @@ def test_call_records_what_happened():
     assert call(lambda x: x + 1, {"x": 1}, cpu_seconds=1, wall_seconds=5)["status"] == RETURNED
     assert call(stub, {"x": 1}, cpu_seconds=1, wall_seconds=5)["status"] == STUB
     outcome = call(lambda x: x.__setitem__(0, 5), {"x": np.zeros(2)}, cpu_seconds=1, wall_seconds=5)
-    assert outcome["changed"] == ["x"] and check_outcome(outcome) is outcome
+    assert outcome["changed"] == ["x"] and check_outcome(outcome) == outcome
 
 
 def test_an_exit_inside_the_function_is_an_exception_not_the_end_of_the_check():
@@ -68,3 +68,11 @@ def test_an_exit_inside_the_function_is_an_exception_not_the_end_of_the_check():
 def test_check_outcome_refuses_malformed_records(bad):
     with pytest.raises(ValueError):
         check_outcome(bad)
+
+
+def test_check_outcome_shortens_what_would_go_into_feedback_files():
+    forged = dict(status="raised", answer=None, error="X: " + "line\r\n=1+1\n" * 10000, changed=["a"] * 100,
+                  notes=["n" * 10000], cpu_seconds=0.0)
+    clean = check_outcome(forged)
+    assert len(clean["error"]) <= 300 and "\n" not in clean["error"]
+    assert len(clean["changed"]) == 10 and len(clean["notes"][0]) <= 300

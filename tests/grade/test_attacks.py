@@ -22,7 +22,7 @@ from lora_edu.grade.grader import grade
 
 NB00 = [p for p in NOTEBOOKS if p.name.startswith("00_")]
 CELL = "ex00_lora_params"
-LIMITS = sandbox.Limits(cpu_seconds=60, wall_seconds=60, call_cpu_seconds=2, cell_cpu_seconds=8, call_wall_seconds=8)
+LIMITS = sandbox.Limits(cpu_seconds=60, wall_seconds=20, call_cpu_seconds=2, cell_cpu_seconds=8, call_wall_seconds=8)
 WRONG = "\ndef lora_params(d, k, r):\n    return 0\n"
 
 
@@ -32,7 +32,7 @@ def _public_answers() -> dict:
     return {(c["d"], c["k"], c["r"]): ex.reference(**c) for _, c in ex.cases(np.random.default_rng(ex.seed))}
 
 
-#: attack -> (solution cell, words the feedback must contain: what stopped it)
+#: attack -> (solution cell, words the feedback must contain, alternatives split by " | ": what stopped it)
 ATTACKS = {
     "replaces ex.check": ("ex0.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
                           "NameError"),
@@ -79,10 +79,11 @@ ATTACKS = {
     "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned')\n"
                                 "except OSError:\n    pass" + WRONG, "wrong values"),
     "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time"),
-    "loops forever at the top of the cell": ("while True:\n    pass" + WRONG, "CPU time"),
+    "loops forever at the top of the cell": ("while True:\n    pass" + WRONG, "CPU time | still running"),
     "sleeps forever": ("import time\ndef lora_params(d, k, r):\n    time.sleep(10**6)\n", "still running"),
     "exits the process": ("import os\nos._exit(0)", "did not finish"),
-    "kills its own process": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
+    # the student's process is PID 1 of its namespace, where a signal it sends itself does nothing
+    "kills its own process": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "no function named lora_params"),
     "exhausts memory": ("import numpy as np\nblocks = []\nwhile True:\n    blocks.append(np.empty(1 << 27))", "MemoryError"),
     "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)", "File too large"),
     "forges the report stream": ("import os, json\nfor case in range(6):\n"
@@ -103,6 +104,20 @@ ATTACKS = {
                                            "for fd in range(3, 64):\n    for line in bad:\n        try:\n"
                                            "            os.write(fd, line + b'\\n')\n        except OSError:\n            pass" + WRONG,
                                            "wrong values"),
+    "starts a swarm of threads": ("import threading, time\nfor _ in range(200):\n    threading.Thread(target=time.sleep, args=(30,)).start()" + WRONG,
+                                  "can't start new thread"),
+    "hoards System V shared memory": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                      "if libc.shmget(0, 1 << 30, 0o1600) == -1:\n    raise OSError(ctypes.get_errno(), 'shmget refused')" + WRONG,
+                                      "shmget refused"),
+    "outlives the grader (no death signal, no timers)": ("import ctypes, signal, time\nctypes.CDLL(None).prctl(1, 0)\n"
+                                                         "signal.setitimer(signal.ITIMER_REAL, 0)\nsignal.setitimer(signal.ITIMER_PROF, 0)\n"
+                                                         "time.sleep(987654)", "still running after 20 s"),
+    "forges huge and formula feedback": ("import os, json\nhuge = {'status': 'raised', 'answer': None, 'error': 'X: ' + 'line\\r\\n=1+1\\n' * 100000, "
+                                         "'changed': [], 'notes': [], 'cpu_seconds': 0.0}\n"
+                                         "lines = [json.dumps({'grade_id': 'ex00_lora_params_check', 'case': 0, 'outcome': huge}), "
+                                         "json.dumps({'grade_id': 'ex00_lora_params_check', 'missing': '=HYPERLINK(\"http://evil\")'})]\n"
+                                         "for fd in range(3, 64):\n    try:\n        os.write(fd, ('\\n'.join(lines) + '\\n').encode())\n"
+                                         "    except OSError:\n        pass\nos._exit(0)", "no function named lora_params"),
     "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "Operation not permitted"),
 }
 HONEST = {
@@ -165,6 +180,8 @@ def graded(tmp_path_factory):
     (course / "submitted" / "hard_link" / "lora").mkdir(parents=True)
     os.link(course / "source" / "lora" / NB00[0].name, course / "submitted" / "hard_link" / "lora" / NB00[0].name)
     (course / "submitted" / "linked_student").symlink_to(course / "submitted" / "victim")
+    (course / "submitted" / "fifo" / "lora").mkdir(parents=True)
+    os.mkfifo(course / "submitted" / "fifo" / "lora" / NB00[0].name)
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -172,7 +189,7 @@ def graded(tmp_path_factory):
     marks = {m.student_id: m for m in run.marks}
     with open(course / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p)]
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p)]
     return dict(run=run, marks=marks, names=names, rows=rows, course=course, listener=listener, leftovers=leftovers,
                 startup_after=sorted(startup.glob("*")) if startup.exists() else [], startup_before=startup_before,
                 victim_unchanged=victim_file.read_bytes() == victim_bytes)
@@ -189,13 +206,20 @@ def _cmdline(proc: Path) -> bytes:
 def test_attack_scores_zero_with_a_reason(graded, attack):
     mark = graded["marks"][graded["names"][attack]]
     assert mark.score == 0.0, mark
-    assert ATTACKS[attack][1] in mark.message, mark.message
+    assert any(reason in mark.message for reason in ATTACKS[attack][1].split(" | ")), mark.message
 
 
 @pytest.mark.parametrize("student", list(HONEST) + ["victim"])
 def test_honest_answers_get_full_marks(graded, student):
     mark = graded["marks"][student]
     assert mark.score == mark.max_score == 1.0, mark.message
+
+
+def test_forged_feedback_is_short_and_never_a_formula(graded):
+    with open(graded["course"] / "grades_feedback.csv", newline="") as f:
+        rows = list(csv.DictReader(f))  # the csv module refuses fields over 128 KiB
+    assert max(len(r["message"]) for r in rows) < 2000
+    assert not [r for r in rows if r["message"][:1] in "=+-@"]
 
 
 def test_warnings_are_reported_not_penalised(graded):
@@ -206,7 +230,7 @@ def test_warnings_are_reported_not_penalised(graded):
                                             ("huge", "at most 32 MiB"), ("garbage", "answer cells (the ones that said YOUR CODE HERE) are missing"),
                                             ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
                                             ("grade_id_list", "are missing"), ("hard_link", "hard link"),
-                                            ("linked_student", "is a symbolic link")])
+                                            ("linked_student", "is a symbolic link"), ("fifo", "not a regular file")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
@@ -226,7 +250,7 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 9
+    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 10
     assert {r["student_id"] for r in rows if float(r["score"]) > 0} == set(HONEST) | {"victim"}
 
 

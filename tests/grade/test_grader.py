@@ -90,7 +90,7 @@ def test_the_readme_states_the_limits_the_grader_uses():
 
     readme = (ROOT / "README.md").read_text()
     limits = sandbox.DEFAULT_LIMITS
-    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s a solution cell, {limits.cpu_seconds:g} s a\n  process",
+    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s an answer cell, {limits.cpu_seconds:g} s a\n  process",
                    f"{limits.call_wall_seconds:g} s a call, {limits.wall_seconds:g} s a process",
                    f"{limits.memory_bytes >> 30} GiB and files at {limits.file_bytes >> 20} MiB",
                    f"over {MAX_NOTEBOOK_BYTES >> 20} MiB"):
