@@ -38,6 +38,10 @@ GRADES_FILE, FEEDBACK_FILE, TOTALS_FILE, RUN_FILE = "grades.csv", "grades_feedba
 GRADE_COLUMNS = ("student_id", "notebook", "grade_id", "score", "max_score")
 
 
+class SandboxBroken(CourseError):
+    """The sandbox failed before any student code ran (a set-up problem, not a student's): stop, write nothing."""
+
+
 @dataclass(frozen=True)
 class Mark:
     """One graded cell of one student: the first five fields are grades.csv's columns."""
@@ -180,6 +184,8 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
         """The marks of one student's notebook, and whether its process hit a wall-clock limit."""
         try:
             return _grade_submission(student, folder, notebook, limits, sandboxed)
+        except SandboxBroken:
+            raise
         except Exception as exc:  # a bug of ours must cost one submission's marks, loudly, not the whole run's
             print(f"grader error on {student}/{notebook.source.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return notebook.zero(student, FAILED, f"the grader failed on this submission ({type(exc).__name__}); "
@@ -228,6 +234,9 @@ def _grade_submission(student: str, folder: Path, notebook: _Notebook, limits: s
     elsewhere = {name: f" You defined {name} in another cell: the grader runs only the answer cells, so move it there."
                  for name in defined_elsewhere(nb, notebook.source.solution_ids)}
     result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
+    if not any(event.get("ready") is True for event in result.events):
+        raise SandboxBroken(f"the sandbox could not run the grading script (exit code {result.returncode}); "
+                            f"nothing was graded. Its output ends with:\n{result.output_tail[-1500:]}")
     return notebook.marks(student, result, elsewhere), _waited(result)
 
 

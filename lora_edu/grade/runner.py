@@ -67,6 +67,7 @@ def main() -> None:
             exec(statement, shell.user_ns)
         else:
             shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
+    send(ready=True)  # set up, before any student code: without this line the sandbox itself is broken
     limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
     cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job["wall_seconds"])
     for index, source in enumerate(job["cells"]):

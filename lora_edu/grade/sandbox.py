@@ -100,6 +100,8 @@ def _course_package_dirs() -> list[Path]:
 def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
+    for writable in ("/tmp", "/home/student"):  # the only writable places, small, in memory, thrown away; mounted
+        cmd += ["--size", str(limits.scratch_bytes), "--tmpfs", writable]  # first, so a bind below /tmp (a venv there) stays
     for root in _bound_roots():
         if root.is_symlink():
             cmd += ["--symlink", os.readlink(root), str(root)]
@@ -111,8 +113,6 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd
     cmd += ["--proc", "/proc"]
     for device in ("null", "zero", "random", "urandom"):  # a few devices, not a writable /dev
         cmd += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
-    for writable in ("/tmp", "/home/student"):  # the only writable places, small, in memory, thrown away
-        cmd += ["--size", str(limits.scratch_bytes), "--tmpfs", writable]
     cmd += ["--ro-bind", str(script_dir), "/grader", "--remount-ro", "/", "--chdir", "/home/student", "--clearenv"]
     for name, value in _environment("/home/student").items():
         cmd += ["--setenv", name, value]

@@ -109,7 +109,7 @@ def test_a_submission_stopped_by_a_wall_clock_limit_is_graded_again_alone(tmp_pa
         calls.append(job)
         if len(calls) == 1:
             waited = dict(status=answer_calls.WALL_LIMIT, answer=None, error="", changed=[], notes=[], cpu_seconds=0.01)
-            return sandbox.RunResult([{"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}, {"done": True}],
+            return sandbox.RunResult([{"ready": True}, {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}, {"done": True}],
                                      "", 0, False, 0, True)
         return real_run(job, **kwargs)
 
@@ -151,3 +151,20 @@ def test_feedback_names_a_function_defined_outside_the_answer_cell_and_a_misname
     assert totals == {"frank": 0.0, "'=cmd": 2.0}, "a spreadsheet must not run a student id as a formula"
     record = json.loads((tmp_path / RUN_FILE).read_text())
     assert record["seed"] == 7 and record["sandboxed"] and record["seccomp"] and record["limits"]["cpu_seconds"] == 120
+
+
+def test_scratch_space_is_mounted_before_the_environment_so_a_venv_below_tmp_stays_visible(tmp_path):
+    cmd = sandbox._bwrap_command("bwrap", tmp_path, None, 9, sandbox.DEFAULT_LIMITS)
+    assert cmd.index("/tmp") < cmd.index("--ro-bind"), "a --tmpfs /tmp after the binds would hide a venv in /tmp (a fresh clone there)"
+
+
+def test_a_broken_sandbox_stops_the_run_instead_of_giving_everyone_zero(tmp_path, monkeypatch):
+    from lora_edu.grade.course_folder import CourseError
+    from lora_edu.grade.grader import GRADES_FILE
+
+    make_course(tmp_path, NOTEBOOKS[:1])
+    submit(tmp_path, "alice", NOTEBOOKS[:1], solved=True)
+    monkeypatch.setattr(sandbox, "run", lambda job, **kw: sandbox.RunResult([], "python: can't open file", 2, False, 0, True))
+    with pytest.raises(CourseError, match="(?s)the sandbox could not run the grading script.*can.t open file"):
+        grade(tmp_path, "lora")
+    assert not (tmp_path / GRADES_FILE).exists()
