@@ -39,7 +39,7 @@ GRADE_COLUMNS = ("student_id", "notebook", "grade_id", "score", "max_score")
 
 
 class SandboxBroken(CourseError):
-    """The sandbox failed before any student code ran (a set-up problem, not a student's): stop, write nothing."""
+    """The sandbox cannot run the grading script even without student code (a set-up problem): stop, write nothing."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     if sandboxed and seccomp.filter_program() is None:
         print(f"warning: no seccomp filter for this machine ({platform.machine()}): student code may start processes, so the "
               "per-process limits do not bound a whole submission", file=sys.stderr)
+    _preflight(limits, sandboxed)
     seed = secrets.randbits(63) if seed is None else seed
     sources = [_Notebook(read_source(path), seed, i, limits) for i, path in enumerate(notebooks)]
 
@@ -184,8 +185,6 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
         """The marks of one student's notebook, and whether its process hit a wall-clock limit."""
         try:
             return _grade_submission(student, folder, notebook, limits, sandboxed)
-        except SandboxBroken:
-            raise
         except Exception as exc:  # a bug of ours must cost one submission's marks, loudly, not the whole run's
             print(f"grader error on {student}/{notebook.source.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return notebook.zero(student, FAILED, f"the grader failed on this submission ({type(exc).__name__}); "
@@ -234,10 +233,22 @@ def _grade_submission(student: str, folder: Path, notebook: _Notebook, limits: s
     elsewhere = {name: f" You defined {name} in another cell: the grader runs only the answer cells, so move it there."
                  for name in defined_elsewhere(nb, notebook.source.solution_ids)}
     result = sandbox.run(notebook.job(cells), limits=limits, sandboxed=sandboxed)
-    if not any(event.get("ready") is True for event in result.events):
+    if not any(event.get("ready") is True for event in result.events):  # the sandbox worked before (preflight): a hiccup
+        print(f"grader: the sandbox for {student}/{notebook.source.name} stopped before its ready line "
+              f"(exit code {result.returncode}): {result.output_tail[-300:]}", file=sys.stderr)
+        return notebook.zero(student, FAILED, "the grader could not start the process for this notebook; "
+                                              "please tell your instructor (it says why on its console)"), False
+    return notebook.marks(student, result, elsewhere), _waited(result)
+
+
+def _preflight(limits: sandbox.Limits, sandboxed: bool) -> None:
+    """Run the sandbox once with no student code: if it cannot, stop before grading anyone (a set-up problem)."""
+    job = {"prelude": [], "cells": [], "calls": [], "cpu_seconds": limits.call_cpu_seconds,
+           "wall_seconds": limits.call_wall_seconds, "cell_cpu_seconds": limits.cell_cpu_seconds}
+    result = sandbox.run(job, limits=limits, sandboxed=sandboxed)
+    if [e for e in result.events if e.get("ready") is True or e.get("done") is True] != [{"ready": True}, {"done": True}]:
         raise SandboxBroken(f"the sandbox could not run the grading script (exit code {result.returncode}); "
                             f"nothing was graded. Its output ends with:\n{result.output_tail[-1500:]}")
-    return notebook.marks(student, result, elsewhere), _waited(result)
 
 
 def _waited(result: sandbox.RunResult) -> bool:

@@ -50,6 +50,10 @@ def main() -> None:
     def send(**event):
         report.write(json.dumps(event) + "\n")
 
+    # IPython copies a README into a new profile with chmod, which the sandbox refuses: write it first.
+    startup = os.path.join(os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython")), "profile_default", "startup")
+    os.makedirs(startup, exist_ok=True)
+    open(os.path.join(startup, "README"), "a").close()
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 

@@ -50,7 +50,7 @@ class Limits:
     call_wall_seconds: float = WALL_SECONDS  # a backstop for code that waits; CPU time is what judges an answer
     wall_seconds: float = 120.0       # then the process is killed (an honest notebook needs a few seconds)
     memory_bytes: int = 3 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
-    file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output included)
+    file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output is a pipe we drain)
     scratch_bytes: int = 64 << 20     # the size of each writable tmpfs in the sandbox (/tmp, its home)
     open_files: int = 256             # RLIMIT_NOFILE
     report_bytes: int = 16 << 20      # the most the grader reads back from its report
@@ -111,7 +111,7 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd
         if any(package.is_relative_to(r) for r in _bound_roots() if not r.is_symlink()):
             cmd += ["--tmpfs", str(package), "--remount-ro", str(package)]
     cmd += ["--proc", "/proc"]
-    for device in ("null", "zero", "random", "urandom"):  # a few devices, not a writable /dev
+    for device in ("null", "zero", "random", "urandom"):  # a few devices, not a writable /dev (no chmod: see seccomp)
         cmd += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
     cmd += ["--ro-bind", str(script_dir), "/grader", "--remount-ro", "/", "--chdir", "/home/student", "--clearenv"]
     for name, value in _environment("/home/student").items():
@@ -147,10 +147,13 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
         script_dir.mkdir()
         for source in SANDBOX_FILES:
             shutil.copy(source, script_dir / source.name)
-        output = stack.enter_context(open(tmp / "output", "wb"))
-        report = stack.enter_context(open(tmp / "report", "wb"))
-        (script_dir / "job.json").write_text(json.dumps(job | {"report_fd": report.fileno()}))
-        keep = [report.fileno()]
+        # Pipes, not files: the student's process could truncate, rewrite or lease a file it shares with us.
+        report = _Drain(limits.report_bytes, keep="head")
+        output = _Drain(4000, keep="tail")
+        stack.callback(report.close)
+        stack.callback(output.close)
+        (script_dir / "job.json").write_text(json.dumps(job | {"report_fd": report.write_fd}))
+        keep = [report.write_fd]
         if sandboxed:
             bwrap = bubblewrap()
             if bwrap is None:
@@ -170,8 +173,10 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
             home.mkdir()
             cmd = [sys.executable, "-I", "-B", str(script_dir / "runner.py"), str(script_dir / "job.json")]
             cwd, env = home, _environment(str(home))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=output.write_fd, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 pass_fds=tuple(keep), preexec_fn=_set_limits(limits), start_new_session=True)
+        report.start()
+        output.start()
         student = _StudentProcess(info_read) if sandboxed else None
         if sandboxed:
             os.close(info_write)
@@ -186,9 +191,7 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
             if student is not None:  # it runs in its own session: killpg does not reach it, its pidfd does
                 student.kill()
             proc.wait()
-        output.flush()
-        report.flush()
-        return _read_back(tmp, limits, proc.returncode, timed_out, sandboxed)
+        return _read_back(report.result(), output.result(), proc.returncode, timed_out, sandboxed)
 
 
 class _StudentProcess:
@@ -221,9 +224,38 @@ class _StudentProcess:
             os.close(self.pidfd)
 
 
-def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool, sandboxed: bool) -> RunResult:
-    with open(tmp / "report", "rb") as f:
-        raw = f.read(limits.report_bytes)
+class _Drain:
+    """A pipe the child writes and a thread here reads to its end, keeping the first or last ``limit`` bytes."""
+
+    def __init__(self, limit: int, keep: str):
+        self.read_fd, self.write_fd = os.pipe()
+        self.limit, self.keep, self.data = limit, keep, bytearray()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+
+    def start(self) -> None:
+        os.close(self.write_fd)  # the child has its copy; EOF comes when the child's copies are closed
+        self.write_fd = -1
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self.read_fd, 65536):
+            if self.keep == "head":
+                self.data += chunk[: max(0, self.limit - len(self.data))]
+            else:
+                self.data = (self.data + chunk)[-self.limit:]
+
+    def result(self) -> bytes:
+        self._thread.join(timeout=10)
+        return bytes(self.data)
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0 and not self._thread.is_alive():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _read_back(raw: bytes, output: bytes, returncode: int, timed_out: bool, sandboxed: bool) -> RunResult:
     events, unreadable = [], 0
     for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
@@ -235,8 +267,4 @@ def _read_back(tmp: Path, limits: Limits, returncode: int, timed_out: bool, sand
             events.append(event)
         else:
             unreadable += 1
-    with open(tmp / "output", "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - 4000))
-        tail = f.read().decode("utf-8", errors="replace")
-    return RunResult(events, tail, returncode, timed_out, unreadable, sandboxed)
+    return RunResult(events, output.decode("utf-8", errors="replace"), returncode, timed_out, unreadable, sandboxed)

@@ -4,7 +4,9 @@ Why: resource limits (RLIMIT_CPU, RLIMIT_AS) are per process, so a submission th
 multiply them; the kernel's keyrings are shared with the host user and outlive the sandbox (a channel
 between students); a nested user namespace could mount a tmpfs without a size limit, and a memfd is
 memory outside the address-space limit, and so are System V shared memory segments; a new session
-would escape the grader's kill of the process group.
+would escape the grader's kill of the process group; io_uring's kernel workers are threads the filter
+could not otherwise count; and the sandbox's user owns, outside, what the grader's user owns (root:
+the host's /dev/null it is given), so changing modes, owners or extended attributes is refused too.
 
 The filter is classic BPF, written out here (no libseccomp needed) for x86-64 and AArch64, the
 machines the course runs on; bubblewrap loads it (``--seccomp FD``) just before it starts the runner.
@@ -30,13 +32,18 @@ _TABLES = {
                              mount=165, umount2=166, pivot_root=155, chroot=161, memfd_create=319, ptrace=101,
                              process_vm_readv=310, process_vm_writev=311, bpf=321, userfaultfd=323, perf_event_open=298,
                              fsopen=430, fsmount=432, move_mount=429, open_tree=428, setsid=112, setpgid=109,
-                             shmget=29, shmat=30, msgget=68, semget=64)),
+                             shmget=29, shmat=30, msgget=68, semget=64, io_uring_setup=425, io_uring_enter=426,
+                             io_uring_register=427, chmod=90, fchmod=91, chown=92, fchown=93, lchown=94, fchmodat=268,
+                             fchownat=260, fchmodat2=452, setxattr=188, lsetxattr=189, fsetxattr=190, removexattr=197,
+                             lremovexattr=198, fremovexattr=199)),
     "aarch64": dict(arch=0xC00000B7, x32=False, clone=220, clone3=435,
                     deny=dict(add_key=217, request_key=218, keyctl=219, unshare=97, setns=268, mount=40, umount2=39,
                               pivot_root=41, chroot=51, memfd_create=279, ptrace=117, process_vm_readv=270,
                               process_vm_writev=271, bpf=280, userfaultfd=282, perf_event_open=241,
                               fsopen=430, fsmount=432, move_mount=429, open_tree=428, setsid=157, setpgid=154,
-                              shmget=194, shmat=196, msgget=186, semget=190)),
+                              shmget=194, shmat=196, msgget=186, semget=190, io_uring_setup=425, io_uring_enter=426,
+                              io_uring_register=427, fchmod=52, fchmodat=53, fchownat=54, fchown=55, fchmodat2=452,
+                              setxattr=5, lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15, fremovexattr=16)),
 }
 
 

@@ -85,7 +85,7 @@ ATTACKS = {
     # the student's process is PID 1 of its namespace, where a signal it sends itself does nothing
     "kills its own process": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "no function named lora_params"),
     "exhausts memory": ("import numpy as np\nblocks = []\nwhile True:\n    blocks.append(np.empty(1 << 27))", "MemoryError"),
-    "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)", "File too large"),
+    "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)", "no function named lora_params"),  # a pipe the grader drains, keeping the tail
     "forges the report stream": ("import os, json\nfor case in range(6):\n"
                                  "    line = json.dumps({'grade_id': 'ex00_lora_params_check', 'case': case, 'outcome': "
                                  "{'status': 'returned', 'passed': True, 'score': 1.0}}) + '\\n'\n"
@@ -118,6 +118,15 @@ ATTACKS = {
                                          "json.dumps({'grade_id': 'ex00_lora_params_check', 'missing': '=HYPERLINK(\"http://evil\")'})]\n"
                                          "for fd in range(3, 64):\n    try:\n        os.write(fd, ('\\n'.join(lines) + '\\n').encode())\n"
                                          "    except OSError:\n        pass\nos._exit(0)", "no function named lora_params"),
+    "truncates the report it writes to": ("import json, os\nfd = json.load(open('/grader/job.json'))['report_fd']\n"
+                                          "os.ftruncate(fd, 0)\nos._exit(0)", "Invalid argument"),
+    "changes the host's device files": ("import os\nos.chmod('/dev/null', 0o666)" + WRONG, "Operation not permitted"),
+    "starts io_uring kernel workers": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nparams = ctypes.create_string_buffer(120)\n"
+                                       "if libc.syscall(425, 8, params) == -1:\n    raise OSError(ctypes.get_errno(), 'io_uring refused')" + WRONG,
+                                       "io_uring refused"),
+    "leases the files the grader reads back": ("import fcntl, json, os\nfd = json.load(open('/grader/job.json'))['report_fd']\n"
+                                               "for f in (1, fd):\n    try:\n        fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
+                                               "    except OSError as e:\n        raise OSError(e.errno, 'lease refused')" + WRONG, "lease refused"),
     "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "Operation not permitted"),
 }
 HONEST = {
