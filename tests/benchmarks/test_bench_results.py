@@ -44,4 +44,4 @@ def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30(
     assert result["students"] == 30 and result["notebooks"] == len(course_map.COURSE_MAP)
     assert len(result["raw_s"]) == result["repeats"] >= 3
     assert result["seconds"]["min"] == min(result["raw_s"]) and result["seconds"]["median"] == statistics.median(result["raw_s"])
-    assert result["machine"]["cores"] == 2 and 75 <= result["seconds"]["median"] <= 105  # the README's "about a minute and a half on two cores"
+    assert result["machine"]["cores"] == 2 and 60 <= result["seconds"]["median"] <= 90  # the README: "a little over a minute on two cores"
