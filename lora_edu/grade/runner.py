@@ -7,8 +7,9 @@ Everything here is untrusted once the student's first cell has run: the student 
 it. That is fine, because only plain data leaves this process, and the grader checks every value
 of it against references computed in its own process.
 
-Protocol: a job (JSON) in the read-only file named on the command line; one JSON line per event on the file descriptor the job names; stdout and stderr
-are the student's (the grader keeps a capped tail of them for the feedback).
+Protocol: a job (JSON) in the read-only file named on the command line; one JSON line per event on
+the pipe whose file descriptor the job names ("ready" once set up, before any student code; "done" at
+the end); stdout and stderr are the student's (the grader keeps their last 4000 bytes).
 """
 import json
 import os
@@ -17,17 +18,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import answer_calls  # noqa: E402  (the copy beside this file)
-
-
-class _LazyImport:
-    """A name from the notebook's imports that imports on first use: torch costs a second or two per process."""
-
-    def __init__(self, namespace: dict, name: str, statement: str):
-        self._namespace, self._name, self._statement = namespace, name, statement
-
-    def __getattr__(self, attribute: str):
-        exec(self._statement, self._namespace)  # rebinds the name to the real module
-        return getattr(self._namespace[self._name], attribute)
 
 
 def _input(plain: dict):
@@ -66,11 +56,9 @@ def main() -> None:
     inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]
               for task in job["calls"]}
     code = "\n".join(job["cells"])
-    for name, statement in job["prelude"]:
+    for name, statement in job["prelude"]:  # a name the code never mentions is never used: torch costs seconds to import
         if re.search(rf"\b{re.escape(name)}\b", code):
             exec(statement, shell.user_ns)
-        else:
-            shell.user_ns[name] = _LazyImport(shell.user_ns, name, statement)
     send(ready=True)  # set up, before any student code: without this line the sandbox itself is broken
     limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
     cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job["wall_seconds"])

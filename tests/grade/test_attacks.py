@@ -85,7 +85,8 @@ ATTACKS = {
     # the student's process is PID 1 of its namespace, where a signal it sends itself does nothing
     "kills its own process": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "no function named lora_params"),
     "exhausts memory": ("import numpy as np\nblocks = []\nwhile True:\n    blocks.append(np.empty(1 << 27))", "MemoryError"),
-    "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)", "no function named lora_params"),  # a pipe the grader drains, keeping the tail
+    "floods stdout": ("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)",
+                      "no function named lora_params"),  # stdout is a pipe the grader drains, keeping the tail
     "forges the report stream": ("import os, json\nfor case in range(6):\n"
                                  "    line = json.dumps({'grade_id': 'ex00_lora_params_check', 'case': case, 'outcome': "
                                  "{'status': 'returned', 'passed': True, 'score': 1.0}}) + '\\n'\n"

@@ -112,7 +112,7 @@ def test_a_submission_stopped_by_a_wall_clock_limit_is_graded_again_alone(tmp_pa
         if len(calls) == 1:
             waited = dict(status=answer_calls.WALL_LIMIT, answer=None, error="", changed=[], notes=[], cpu_seconds=0.01)
             return sandbox.RunResult([{"ready": True}, {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}, {"done": True}],
-                                     "", 0, False, 0, True)
+                                     "", 0, False, True)
         return real_run(job, **kwargs)
 
     monkeypatch.setattr(sandbox, "run", starved_first)
@@ -166,7 +166,7 @@ def test_a_broken_sandbox_stops_the_run_instead_of_giving_everyone_zero(tmp_path
 
     make_course(tmp_path, NOTEBOOKS[:1])
     submit(tmp_path, "alice", NOTEBOOKS[:1], solved=True)
-    monkeypatch.setattr(sandbox, "run", lambda job, **kw: sandbox.RunResult([], "python: can't open file", 2, False, 0, True))
+    monkeypatch.setattr(sandbox, "run", lambda job, **kw: sandbox.RunResult([], "python: can't open file", 2, False, True))
     with pytest.raises(CourseError, match="(?s)the sandbox could not run the grading script.*can.t open file"):
         grade(tmp_path, "lora")
     assert not (tmp_path / GRADES_FILE).exists()
