@@ -205,29 +205,29 @@ class ValueExercise(_Exercise):
         return CheckResult(self.name, PASSED, f"correct. {self.why}", 1, 1)
 
 
-def _course_names_used(fn: Any) -> list[str]:
-    """Global names ``fn`` reads that come from the course package (``le``, or a function imported from it)."""
+def _globals_read(fn: Any) -> list[tuple[str, Any, types.CodeType]]:
+    """(name, object, fn's code) for each global name ``fn`` reads that its module defines or imports."""
     code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
     if code is None or not isinstance(namespace, dict):
         return []
+    return [(name, namespace[name], code) for name in code.co_names if name in namespace]
 
+
+def _course_names_used(fn: Any) -> list[str]:
+    """Global names ``fn`` reads that come from the course package (``le``, or a function imported from it)."""
     def from_course(obj: Any) -> bool:
         module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
         return isinstance(module, str) and module.split(".")[0] == "lora_edu"
 
-    return [name for name in code.co_names if name in namespace and from_course(namespace[name])]
+    return [name for name, obj, _ in _globals_read(fn) if from_course(obj)]
 
 
 def _helpers_from_other_cells(fn: Any) -> list[str]:
     """Functions and classes ``fn`` reads that were defined in another notebook cell (the grader runs only the answer cell)."""
-    code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
-    if code is None or not isinstance(namespace, dict):
-        return []
     found = []
-    for name in code.co_names:
-        obj = namespace.get(name)
-        if getattr(obj, "__module__", None) != namespace.get("__name__"):
-            continue  # imported (NumPy, torch, ...) or a builtin: the grader has those
+    for name, obj, code in _globals_read(fn):
+        if getattr(obj, "__module__", None) != fn.__globals__.get("__name__"):
+            continue  # imported (NumPy, torch, ...): the grader has those
         helper_code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
         if helper_code is not None and helper_code.co_filename != code.co_filename:
             found.append(name)

@@ -143,23 +143,24 @@ def _grade_id(cell: dict) -> str | None:
     return grade_id if type(grade_id) is str else None
 
 
+def _code_cells(nb: dict, solution_ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The sources of a submission's code cells: (answer cells, the others), each in notebook order."""
+    wanted, answers, others = set(solution_ids), [], []
+    for cell in nb["cells"]:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code" and _source(cell) is not None:
+            (answers if _grade_id(cell) in wanted else others).append(_source(cell))
+    return answers, others
+
+
 def solution_sources(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
     """The code of the student's solution cells (the ones the source marks as solutions), in notebook order."""
-    wanted = set(solution_ids)
-    return [_source(cell) for cell in nb["cells"]
-            if isinstance(cell, dict) and cell.get("cell_type") == "code" and _grade_id(cell) in wanted
-            and _source(cell) is not None]
+    return _code_cells(nb, solution_ids)[0]
 
 
 def defined_elsewhere(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
     """Names of functions a submission defines in cells that are not answer cells (read, never run): for the feedback."""
-    wanted, names = set(solution_ids), []
-    for cell in nb["cells"]:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or _grade_id(cell) in wanted:
-            continue
-        tree = _parse(_source(cell) or "")
-        names += [node.name for node in (tree.body if tree else []) if isinstance(node, ast.FunctionDef)]
-    return names
+    trees = [_parse(source) for source in _code_cells(nb, solution_ids)[1]]
+    return [node.name for tree in trees if tree for node in tree.body if isinstance(node, ast.FunctionDef)]
 
 
 def real_dir(path: Path) -> bool:
