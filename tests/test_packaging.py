@@ -56,7 +56,7 @@ def test_dependencies_are_the_run_time_packages_only():
     runtime = pip_requirements("")
     assert "torch" in runtime and "jupyterlab" not in runtime
     assert not set(runtime) & set(pip_requirements("dev")), "a test tool among the run-time dependencies"
-    assert set(pip_requirements("lab")) == {"jupyterlab"}
+    assert set(pip_requirements("lab")) == {"jupyterlab", "jupyterlab-rise"}
 
 
 def test_conda_asks_for_pyprojects_run_time_packages_and_lab():
