@@ -36,7 +36,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 #: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
 _LAZY = {
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing")},
+       ("lora", "adapters", "peft_tools", "pitfalls", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing")},
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},
@@ -44,6 +44,8 @@ _LAZY = {
     **{name: f"lora_edu.core.lora:{name}" for name in
        ("LoRALinear", "add_lora", "merge_lora", "count_parameters", "print_trainable_parameters")},
     **{name: f"lora_edu.course.exercises:{name}" for name in ("CheckResult", "FunctionExercise", "ValueExercise")},
+    "nf4": "lora_edu.core.nf4",  # notebook 08: QLoRA's NF4
+    **{name: f"lora_edu.core.nf4:{name}" for name in ("nf4_quantize", "nf4_dequantize")},
     "check_environment": "lora_edu.course.env_check:check_environment",
     "seed_everything": "lora_edu.course.seeding:seed_everything",
 }
