@@ -36,7 +36,8 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 #: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
 _LAZY = {
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "pitfalls", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing")},
+       ("lora", "adapters", "peft_tools", "pitfalls", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing",
+        "sharding")},
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},
