@@ -206,3 +206,37 @@ def lora_qv_trainable() -> FunctionExercise:
         why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line, a training "
             "log with alpaca-lora's finetune.py settings.",
     )
+
+#: Notebook 06's bug hunt: nn.Linear's merge applied to a Conv1D weight (pitfall 1). Shown, run and fixed there.
+BUGGY_MERGE_CONV1D = '''def merge_conv1d_buggy(W, A, B, scaling):
+    """Merge LoRA into a GPT-2 Conv1D weight W. A is r×in (lora_A), B is out×r (lora_B)."""
+    return W + scaling * (B @ A)
+'''
+
+
+def _conv1d_case(rng: np.random.Generator, square: bool | None = None) -> dict:
+    """A Conv1D weight W (in×out, GPT-2's layout), lora_A (r×in), lora_B (out×r) and a scaling; square half the time."""
+    import torch
+
+    d_in, d_out, r = (int(v) for v in (rng.integers(2, 10), rng.integers(2, 10), rng.integers(1, 4)))
+    if square if square is not None else rng.random() < 0.5:
+        d_out = d_in
+    t = lambda *shape: torch.tensor(rng.normal(size=shape))  # noqa: E731
+    return dict(W=t(d_in, d_out), A=t(r, d_in), B=t(d_out, r), scaling=float(rng.uniform(0.25, 4)))
+
+
+def merge_conv1d() -> FunctionExercise:
+    """06, bug hunt: the merge of a LoRA into a transformers Conv1D weight, which is stored in×out."""
+    return FunctionExercise(
+        "merge_conv1d",
+        reference=lambda W, A, B, scaling: W + scaling * (B @ A).T,
+        example=_conv1d_case(np.random.default_rng(61), square=True),
+        random_case=_conv1d_case,
+        hint="A Conv1D computes x·W + b: its W is in×out, the transpose of nn.Linear's out×in. B·A is out×in "
+             "(nn.Linear's layout), so it must be turned into W's layout before it is added. "
+             "On a square layer the buggy sum raises no error: compare the shapes of W and B·A on a non-square one.",
+        solution="def merge_conv1d(W, A, B, scaling):\n    return W + scaling * (B @ A).T",
+        why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(lora_B @ lora_A, fan_in_fan_out) in "
+            "peft/tuners/lora/layer.py). Without it a square layer such as GPT-2's attention c_proj merges "
+            "without an error and computes something else.",
+    )
