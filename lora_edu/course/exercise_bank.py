@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lora_edu.course.exercises import FunctionExercise
+from lora_edu.course.exercises import CriterionExercise, FunctionExercise, PredictExercise
 
 # ---------------------------------------------------------------- notebook 00
 
@@ -24,6 +24,24 @@ def lora_param_count() -> FunctionExercise:
              "and B = lora_B is d×r (out×r, the up-projection). Count the entries of each and add them.",
         solution="def lora_params(d, k, r):\n    return r * (d + k)",
         why="At d = k = 4096 and r = 8 that is 65,536 numbers instead of 16,777,216: this is LoRA's whole saving.",
+    )
+
+
+def predict_trainable() -> PredictExercise:
+    """00, predict first: trainable parameters after add_lora(r=4) on fc1 and fc2 of the digits MLP."""
+    def compute():
+        from lora_edu.core.digits_task import MLP
+        from lora_edu.core.lora import add_lora, count_parameters
+
+        return count_parameters(add_lora(MLP(), ["fc1", "fc2"], r=4, alpha=8))[0]
+
+    return PredictExercise(
+        "predict_trainable",
+        compute,
+        hint="fc1 is 64 → 128 (in 64, out 128) and fc2 is 128 → 128. Each wrapped layer trains A (r×in) and B (out×r) "
+             "and nothing else: its weight and its bias are frozen, and so is the unwrapped head.",
+        solution="def predict_trainable():\n    return 4 * (64 + 128) + 4 * (128 + 128)   # fc1's A and B, then fc2's",
+        why="Only A and B train: r·(in + out) per wrapped layer, 768 + 1,024. Biases and the head stay frozen.",
     )
 
 
@@ -74,6 +92,34 @@ def delta_w() -> FunctionExercise:
     )
 
 
+BUGGY_TORCH_STYLE = '''def torch_style_output(x, W, A, B):
+    """y = x·(W + B·A) of notebooks 02–03 (row vectors: W k×d, B k×r down, A r×d up), computed PyTorch's way."""
+    weight = W           # nn.Linear's weight, out×in
+    lora_A = B.T         # r×in: the down-projection
+    lora_B = A.T         # out×r: the up-projection
+    return x @ weight.T + x @ lora_A.T @ lora_B.T
+'''
+
+
+def torch_style_output() -> FunctionExercise:
+    """02, bug hunt: the row-vector example mapped onto nn.Linear's convention, with the base weight not transposed."""
+    from lora_edu.core.worked_example import example
+
+    ex = example()
+    return FunctionExercise(
+        "torch_style_output",
+        reference=lambda x, W, A, B: x @ (W + B @ A),
+        example=dict(x=ex["x"], W=ex["W"], A=ex["A"], B=ex["B"]),
+        random_case=lambda rng: {k: v for k, v in _step_case(rng).items() if k != "y_true"},
+        hint="Check each matrix's shape against what it stands for. nn.Linear stores its weight out×in and computes "
+             "x·weightᵀ; the row-vector W is k×d, that is in×out. lora_A (r×in) and lora_B (out×r) are right.",
+        solution=("def torch_style_output(x, W, A, B):\n    weight = W.T          # out×in: the row-vector W is in×out\n"
+                  "    lora_A, lora_B = B.T, A.T\n    return x @ weight.T + x @ lora_A.T @ lora_B.T"),
+        why="nn.Linear's weight is the transpose of the row-vector W. On a square W the wrong one runs and gives "
+            "wrong numbers; only a non-square case makes the shapes complain.",
+    )
+
+
 def grad_b() -> FunctionExercise:
     """03: ∇B = G·Aᵀ with G = xᵀ(y − y_true)."""
     from lora_edu.core.worked_example import example, gradients
@@ -118,6 +164,29 @@ def one_step() -> FunctionExercise:
     )
 
 
+def predict_alpha_doubling() -> PredictExercise:
+    """03, predict first: the factor by which doubling α grows the first change of W_eff, under SGD and under Adam."""
+    def compute():
+        from lora_edu.core import worked_example as we
+
+        ex = we.example()
+        A0, B0 = we.lora_init(*ex["W"].shape, ex["A"].shape[0], zero="A")
+        args = (ex["x"], ex["W"], A0, B0, ex["y_true"])
+        change = {opt: [we.first_step_change(*args, s, opt, lr) for s in (1.0, 2.0)]
+                  for opt, lr in (("sgd", we.LEARNING_RATE), ("adam", 0.01))}
+        return [change["sgd"][1] / change["sgd"][0], change["adam"][1] / change["adam"][0]]
+
+    return PredictExercise(
+        "predict_alpha_doubling",
+        compute,
+        rtol=1e-3,
+        hint="Under SGD, s enters twice: once in the gradient (∇A = s·Bᵀ·G), once when the step enters W_eff through "
+             "s·B·A. Adam's first step is lr·∇/(|∇| + ε) ≈ lr·sign(∇): the gradient's size drops out.",
+        solution="def predict_alpha_doubling():\n    return [4, 2]   # SGD: like s², Adam: like s",
+        why="SGD's first change grows like s², Adam's like s: the next cell measures both.",
+    )
+
+
 # ---------------------------------------------------------------- notebook 05
 
 
@@ -128,6 +197,11 @@ def _layer_case(rng: np.random.Generator) -> dict:
     d_in, d_out, r, n = (int(v) for v in (rng.integers(2, 12), rng.integers(2, 12), rng.integers(1, 5), rng.integers(1, 6)))
     t = lambda *shape: torch.tensor(rng.normal(size=shape))  # noqa: E731
     return dict(x=t(n, d_in), W=t(d_out, d_in), b=t(d_out), A=t(r, d_in), B=t(d_out, r), scaling=float(rng.uniform(0.25, 4)))
+
+
+def _as_numpy(value) -> np.ndarray:
+    """A tensor (or array) as a NumPy array, for references that stack results."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
 def lora_forward() -> FunctionExercise:
@@ -164,6 +238,62 @@ def merge_weight() -> FunctionExercise:
     )
 
 
+BUGGY_MERGE = '''class LoRALayer:
+    """A frozen linear layer (W out×in, b) plus scaling·B·A: A (r×in) down, B (out×r) up."""
+
+    def __init__(self, W, b, A, B, scaling):
+        self.W, self.b, self.A, self.B, self.scaling = W, b, A, B, scaling
+        self.merged = False
+
+    def merge(self):
+        """Fold scaling·B·A into W, so that inference is one plain matmul."""
+        self.W = self.W + self.scaling * (self.B @ self.A)
+        self.merged = True
+
+    def __call__(self, x):
+        y = x @ self.W.T + self.b
+        return y + self.scaling * (x @ self.A.T) @ self.B.T
+
+
+def outputs_around_merge(x, W, b, A, B, scaling):
+    """The layer's output before merge() and after it, stacked: the two must be equal."""
+    layer = LoRALayer(W, b, A, B, scaling)
+    before = layer(x)
+    layer.merge()
+    return torch.stack([before, layer(x)])
+'''
+
+
+def outputs_around_merge() -> FunctionExercise:
+    """05, bug hunt: a LoRA layer whose forward adds the adapter again after merging (ΔW counted twice)."""
+    rng = np.random.default_rng(7)
+
+    def reference(x, W, b, A, B, scaling):
+        y = x @ W.T + b + scaling * (x @ A.T) @ B.T
+        return np.stack([_as_numpy(y), _as_numpy(y)])
+
+    return FunctionExercise(
+        "outputs_around_merge",
+        reference=reference,
+        example=_layer_case(rng) | dict(scaling=2.0),
+        random_case=_layer_case,
+        hint="Compare the two halves of the output: before merging they are right. What does merge() change, and "
+             "does __call__ know about it? (The layer has a flag for exactly this.)",
+        solution=("def outputs_around_merge(x, W, b, A, B, scaling):\n    import torch\n\n    class LoRALayer:\n"
+                  "        def __init__(self, W, b, A, B, scaling):\n"
+                  "            self.W, self.b, self.A, self.B, self.scaling = W, b, A, B, scaling\n"
+                  "            self.merged = False\n\n        def merge(self):\n"
+                  "            self.W = self.W + self.scaling * (self.B @ self.A)\n            self.merged = True\n\n"
+                  "        def __call__(self, x):\n            y = x @ self.W.T + self.b\n"
+                  "            if self.merged:          # ΔW is inside W now: adding the adapter again counts it twice\n"
+                  "                return y\n            return y + self.scaling * (x @ self.A.T) @ self.B.T\n\n"
+                  "    layer = LoRALayer(W, b, A, B, scaling)\n    before = layer(x)\n    layer.merge()\n"
+                  "    return torch.stack([before, layer(x)])"),
+        why="A merged layer must skip the adapter path: that is what LoRALinear's `merged` flag does, and why merging "
+            "twice is an error there.",
+    )
+
+
 # ---------------------------------------------------------------- notebook 04
 
 
@@ -189,6 +319,73 @@ def smallest_rank() -> FunctionExercise:
     )
 
 
+#: the open task of notebook 04: Adam steps the checker trains for, and how close to the budget's best loss is enough
+PLAN_STEPS, PLAN_TOLERANCE = 150, 0.01
+
+
+def _hidden_target(d: int, k: int, budget: int) -> np.ndarray:
+    """The target ΔW* the checker fits for one case: drawn from the case itself, never shown to the learner's function.
+
+    Singular values decay as decayⁱ with a decay between 0.7 and 0.95, ‖ΔW*‖_F = 1 (a start loss of ½).
+    """
+    from lora_edu.core.lowrank import structured_update
+
+    rng = np.random.default_rng([d, k, budget, 4])
+    target = structured_update(d, k, decay=float(rng.uniform(0.7, 0.95)), seed=int(rng.integers(2**31)))
+    return target / np.linalg.norm(target)
+
+
+def _plan_problem(plan: np.ndarray, d: int, k: int, budget: int) -> str | None:
+    """What is wrong with ``plan`` = [r, α, lr] for a d×k target under ``budget``; None when it fits well enough."""
+    from lora_edu.core.lowrank import TruncatedSVD
+    from lora_edu.core.rank_experiments import fit_lora_factors
+
+    if plan.shape != (3,):
+        return f"return three numbers [r, alpha, lr], got an answer of shape {plan.shape}."
+    r, alpha, lr = (float(v) for v in plan)
+    if r != round(r) or not 1 <= r <= min(d, k):
+        return f"the rank r must be a whole number from 1 to min(d, k) = {min(d, k)}, got {r:g}."
+    r, r_max = int(r), min(budget // (d + k), min(d, k))
+    if r * (d + k) > budget:
+        return f"rank {r} trains r·(d + k) = {r * (d + k):,} numbers, over the budget of {budget:,} (d = {d}, k = {k})."
+    if not (alpha > 0 and 0 < lr <= 1):
+        return f"alpha must be positive and lr in (0, 1], got alpha = {alpha:g}, lr = {lr:g}."
+    target = _hidden_target(d, k, budget)
+    loss = fit_lora_factors(target, r, alpha / r, "adam", lr, PLAN_STEPS)["loss"][-1]
+    best = 0.5 * TruncatedSVD(target).relative_error(r_max) ** 2
+    if not np.isfinite(loss):
+        return f"with r = {r}, alpha = {alpha:g}, lr = {lr:g} the fit diverged (the loss blew up): lower the learning rate."
+    if loss > best + PLAN_TOLERANCE:
+        advice = (f"Rank {r_max} also fits in the budget and can get closer." if r < r_max else
+                  "The fit has not converged in 150 steps: a larger learning rate gets there sooner.")
+        return (f"with r = {r}, alpha = {alpha:g}, lr = {lr:g} the loss after {PLAN_STEPS} Adam steps is {loss:.4f}; the best "
+                f"the budget allows (Eckart–Young at rank {r_max}) is {best:.4f}, and the target is within "
+                f"{PLAN_TOLERANCE} of it. {advice}")
+    return None
+
+
+def lora_plan() -> CriterionExercise:
+    """04, open task: choose r, α and Adam's learning rate to fit a hidden target ΔW* within a parameter budget."""
+    def case(rng):
+        d, k = int(rng.integers(16, 97)), int(rng.integers(16, 97))
+        r_max = int(rng.integers(1, min(d, k) // 2 + 1))
+        return dict(d=d, k=k, budget=r_max * (d + k) + int(rng.integers(0, d + k)))
+
+    return CriterionExercise(
+        "lora_plan",
+        criterion=_plan_problem,
+        example=dict(d=64, k=48, budget=1000),
+        random_case=case,
+        hidden_cases=3,
+        hint="The budget caps r·(d + k), so the largest affordable rank is budget // (d + k) (and at most min(d, k)); "
+             "its Eckart–Young error is the best any plan can do. Then the step size: the table above shows Adam at "
+             "lr 0.003 close to the floor after 150 steps on a 64×64 target; a few times larger is safer on other targets.",
+        solution="def lora_plan(d, k, budget):\n    r = min(budget // (d + k), d, k)\n    return [r, 16, 0.02]",
+        why="Under a budget, spend it on rank (the Eckart–Young floor falls with r) and pick a step size that converges; "
+            "with Adam, α and the learning rate play similar roles (Hu et al. 2021, §4.1).",
+    )
+
+
 # ---------------------------------------------------------------- notebook 06
 
 
@@ -206,6 +403,7 @@ def lora_qv_trainable() -> FunctionExercise:
         why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line, a training "
             "log with alpaca-lora's finetune.py settings.",
     )
+
 
 #: Notebook 06's bug hunt: nn.Linear's merge applied to a Conv1D weight (pitfall 1). Shown, run and fixed there.
 BUGGY_MERGE_CONV1D = '''def merge_conv1d_buggy(W, A, B, scaling):

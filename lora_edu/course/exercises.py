@@ -302,7 +302,11 @@ class FunctionExercise(_Exercise):
         n = len(outcomes)
         notes = sorted({note for outcome in outcomes for note in outcome["notes"]})
         extra = f" (Your function also reported {'; '.join(notes[:2])}: warnings never cost marks.)" if notes else ""
-        return CheckResult(self.name, PASSED, f"correct on the visible example and {n - 1} hidden cases. {self.why}{extra}", n, n)
+        return CheckResult(self.name, PASSED, f"{self._verdict(n)}. {self.why}{extra}", n, n)
+
+    def _verdict(self, n_cases: int) -> str:
+        """The first words of a pass."""
+        return f"correct on the visible example and {n_cases - 1} hidden cases"
 
     def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
         """Raise :class:`_Feedback` if ``outcome`` (an :func:`answer_calls.call` record) is not right for ``inputs``.
@@ -340,8 +344,12 @@ class FunctionExercise(_Exercise):
                 f"your function changed its input {', '.join(outcome['changed'])} in place {where}; inputs are frozen "
                 "(like LoRA's base weight). Compute a new array instead of modifying the argument (avoid +=, [...] =, .add_()).",
             )
+        self._judge_answer(n_done, where, inputs, outcome["answer"])
+
+    def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
+        """Raise :class:`_Feedback` if the returned value (``plain``, as :func:`answer_calls.encode` wrote it) is wrong."""
         try:
-            _compare(self.reference(**inputs), _read_answer(outcome["answer"], where), rtol=self.rtol, atol=self.atol, where=where)
+            _compare(self.reference(**inputs), _read_answer(plain, where), rtol=self.rtol, atol=self.atol, where=where)
         except _Feedback as fb:
             if n_done > 0 and fb.status == FAILED and not fb.rounding:
                 shapes = ", ".join(f"{k}{tuple(np.shape(_as_array(v)))}" for k, v in inputs.items() if np.ndim(_as_array(v)))
@@ -350,3 +358,79 @@ class FunctionExercise(_Exercise):
                     "it only works for that example. Compute the answer from the inputs, not from numbers you copied."
                 )
             raise
+
+
+class PredictExercise(FunctionExercise):
+    """Predict first: the learner commits a number (or a few) *before* the cell that computes it.
+
+    The answer is a function with no arguments, ``def predict_…(): return …``, so the grader can call
+    it in its sandbox like any other answer; it is judged against ``compute()``, the value the course
+    computes (in the trusted process, once, lazily). There are no hidden cases: nothing varies.
+    ``rtol`` defaults to 0.1%: a prediction of 4 for a computed 3.9999999 is right.
+    """
+
+    WHERE = "for your prediction"
+
+    def __init__(self, name: str, compute: Callable[[], Any], *, rtol: float = 1e-3, atol: float = 1e-9, **kwargs):
+        cache: list = []
+
+        def reference():
+            if not cache:
+                cache.append(compute())
+            return cache[0]
+
+        super().__init__(name, reference=reference, example={}, random_case=lambda rng: {}, hidden_cases=0,
+                         rtol=rtol, atol=atol, **kwargs)
+
+    def cases(self, rng: np.random.Generator) -> list[tuple[str, dict]]:
+        return [(self.WHERE, {})]
+
+    def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
+        """As for any function, without the "visible example's inputs" note: a prediction has none."""
+        self._judge_case(n_done, where, inputs, outcome)
+
+    def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
+        """Whole numbers are fine for a prediction (4 for 3.9999999); a wrong one is not told the answer."""
+        got = _read_answer(plain, where)
+        if got is not None and got.dtype != np.bool_:
+            got = got.astype(np.float64)
+        try:
+            _compare(self.reference(), got, rtol=self.rtol, atol=self.atol, where=where)
+        except _Feedback as fb:
+            if fb.status == FAILED and fb.message.startswith("wrong values"):
+                fb.message = (f"your prediction {_fmt(got)} is not what the course computes (to {self.rtol:.1%}). "
+                              "Run the cells below: they compute it and show why; the exercise's hint() gives a nudge.")
+            raise
+
+    def _verdict(self, n_cases: int) -> str:
+        return "correct prediction"
+
+
+class CriterionExercise(FunctionExercise):
+    """An open task: any answer that meets a criterion passes, not one reference value.
+
+    ``criterion(answer, **inputs)`` gets the returned value as a NumPy array (already decoded and
+    checked to be finite numbers) and returns ``None`` when it is good enough, or a message saying
+    what fell short and by how much. It runs in the trusted process (the notebook's or the
+    grader's), so it may train a model on data the learner's function never sees. It must be a pure
+    function of its arguments: the grader judges several students at once, in threads.
+    """
+
+    def __init__(self, name: str, criterion: Callable[..., str | None], example: dict,
+                 random_case: Callable[[np.random.Generator], dict], **kwargs):
+        super().__init__(name, reference=None, example=example, random_case=random_case, **kwargs)
+        self.criterion = criterion
+
+    def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
+        answer = _read_answer(plain, where)
+        if answer is None:
+            raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.")
+        values = answer.astype(np.float64)
+        if not np.all(np.isfinite(values)):
+            raise _Feedback(FAILED, f"the answer {where} contains NaN or inf.")
+        problem = self.criterion(values, **inputs)
+        if problem:
+            raise _Feedback(FAILED, f"{where}: {problem}")
+
+    def _verdict(self, n_cases: int) -> str:
+        return f"meets the target on the visible example and {n_cases - 1} hidden cases"
