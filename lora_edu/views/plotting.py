@@ -1,4 +1,4 @@
-"""Small plotting helpers shared by the notebooks: matrices as annotated heatmaps, and the LoRA picture."""
+"""Small plotting helpers shared by the notebooks: matrices as annotated heatmaps, the LoRA picture, LoRA's count against r."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -96,4 +96,30 @@ def lora_diagram(convention: str = "peft", r_label: str = "r"):
     ax.text(4.5, 0.25, formula, ha="center", va="center", fontsize=9.5)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value, not again by the inline backend at the cell's end
+    return fig
+
+
+def lora_count_figure(d: int = 4096, k: int = 4096, r: int = 8, max_r: int = 256):
+    """LoRA's trainable numbers r·(d + k) for one d×k weight against the rank, beside the full d·k: notebook 00's slider, still.
+
+    The slider of notebook 00 prints the count at one r; this draws every r up to ``max_r`` at once
+    (log scale: the gap to d·k is orders of magnitude) and marks ``r``, so a reader who cannot move
+    the slider (GitHub) sees the same numbers.
+    """
+    for name, value in (("d", d), ("k", k), ("r", r), ("max_r", max_r)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if r > max_r:
+        raise ValueError(f"r = {r} is beyond the drawn range max_r = {max_r}; raise max_r or lower r.")
+    ranks = np.arange(1, max_r + 1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.0), dpi=100)
+    ax.semilogy(ranks, ranks * (d + k), label="LoRA: r·(d + k)")
+    ax.axhline(d * k, color="0.3", ls="--", label=f"full update: d·k = {d * k:,}")
+    ax.plot([r], [r * (d + k)], "o", color="#C44E52")
+    ax.annotate(f"r = {r}: {r * (d + k):,} ({r * (d + k) / (d * k):.2%} of d·k)", (r, r * (d + k)),
+                textcoords="offset points", xytext=(8, -14), fontsize=9)
+    ax.set(xlabel="rank r", ylabel="trainable numbers (log scale)", title=f"One {d}×{k} weight: what LoRA trains at rank r")
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
     return fig

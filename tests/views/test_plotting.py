@@ -46,3 +46,16 @@ def test_lora_diagram_names_down_up_and_zero_in_each_convention():
 def test_lora_diagram_rejects_an_unknown_convention_naming_the_choices():
     with pytest.raises(ValueError, match=r"choose one of \['peft', 'row'\]"):
         lora_diagram("column")
+
+
+def test_the_count_figure_draws_notebook_00s_slider_still():
+    from lora_edu.views.plotting import lora_count_figure
+
+    fig = lora_count_figure(4096, 4096, r=8, max_r=256)
+    ax = fig.axes[0]
+    line = ax.lines[0]
+    assert line.get_xdata()[-1] == 256 and line.get_ydata()[7] == 8 * 8192
+    assert any("r = 8: 65,536 (0.39% of d·k)" == t.get_text() for t in ax.texts)
+    for bad in (dict(r=0), dict(r=300), dict(d=2.5)):
+        with pytest.raises(ValueError):
+            lora_count_figure(**bad)
