@@ -36,17 +36,21 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 #: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
 _LAZY = {
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "pitfalls", "memory", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing",
+       ("lora", "adapters", "peft_tools", "pitfalls", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing",
         "sharding")},
+    **{name: f"lora_edu.core.{name}" for name in ("smollm2", "chat_task")},  # notebook 07: a real model, offline
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},
     "data": "lora_edu.data",
+    "memory": "lora_edu.memory",  # lora_edu.core.memory's names, plus the command line (python -m lora_edu.memory)
     **{name: f"lora_edu.core.lora:{name}" for name in
        ("LoRALinear", "add_lora", "merge_lora", "count_parameters", "print_trainable_parameters")},
     **{name: f"lora_edu.course.exercises:{name}" for name in ("CheckResult", "FunctionExercise", "ValueExercise")},
     "nf4": "lora_edu.core.nf4",  # notebook 08: QLoRA's NF4
     **{name: f"lora_edu.core.nf4:{name}" for name in ("nf4_quantize", "nf4_dequantize")},
+    "variants": "lora_edu.core.variants",  # notebook 08: LoRA+ groups, mixed-adapter batches
+    **{name: f"lora_edu.core.variants:{name}" for name in ("loraplus_param_groups", "mixed_batch_forward")},
     "check_environment": "lora_edu.course.env_check:check_environment",
     "seed_everything": "lora_edu.course.seeding:seed_everything",
 }

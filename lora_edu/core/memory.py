@@ -23,8 +23,10 @@ The measured comparison is in ``lora_edu/data/memory_measurements.json`` (notebo
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 GB, GiB = 10**9, 2**30
@@ -32,24 +34,57 @@ CUBLAS_WORKSPACE = 64 * 2**20  # measured: memory_allocated() grows by 64 MiB at
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 METHODS = ("full", "lora", "inference")
+QUANTIZATIONS = (None, "nf4")
+OPTIMIZERS = ("adamw", "adamw_8bit")
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+NF4_BLOCK = 64          # bitsandbytes' 4-bit block: one absmax scale per 64 weights (QLoRA §3)
+DQ_BLOCK = 256          # double quantization: the 8-bit absmax scales in blocks of 256, one fp32 scale each
+ADAM8_BLOCK = 256       # bitsandbytes' blockwise 8-bit optimizer state: one fp32 absmax per 256 values
+ADAM8_MIN_SIZE = 4096   # ... for tensors of at least 4096 values; smaller ones keep fp32 state (min_8bit_size)
 
-PRESETS: dict[str, dict[str, int]] = {
+#: Architectures, each written once from its config.json on the Hugging Face Hub (the model card's
+#: "Files" tab; the test builds each with transformers on the meta device and compares the counts).
+PRESETS: dict[str, dict] = {
+    # LLaMA-1 (arXiv:2302.13971, Table 2; huggyllama/llama-7b, -13b, -65b config.json).
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000),
     "llama-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40, vocab_size=32000),
+    "llama-65b": dict(hidden_size=8192, intermediate_size=22016, num_hidden_layers=80, num_attention_heads=64, vocab_size=32000),
+    # meta-llama/Llama-2-70b-hf config.json: grouped-query attention, 8 key/value heads.
     "llama-2-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                         num_key_value_heads=8, vocab_size=32000),
-    # The sizes measured on a GPU (benchmarks/measure_memory.py).
+    # meta-llama/Meta-Llama-3-8B config.json: GQA, a 128,256-token vocabulary, untied head.
+    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256),
+    # mistralai/Mistral-7B-v0.1 config.json.
+    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=32000),
+    # Qwen/Qwen2.5-7B config.json (Qwen2 architecture: biases on q, k and v, none on o).
+    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, vocab_size=152064, qkv_bias=True),
+    # meta-llama/Llama-3.2-1B config.json: GQA, the 128k vocabulary, tied embeddings (measured on the GPU).
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    # The sizes measured on a GPU (benchmarks/measure_memory.py): LLaMA shapes of 60 M to 3.4 B parameters.
     "llama-60m": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, vocab_size=32000),
     "llama-130m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12, vocab_size=32000),
     "llama-370m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16, vocab_size=32000),
     "llama-1.3b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, vocab_size=32000),
     "llama-3.4b": dict(hidden_size=3200, intermediate_size=8640, num_hidden_layers=26, num_attention_heads=32, vocab_size=32000),
 }
-
+#: Where each real preset's numbers come from (shown by the command line and notebook 01).
+PRESET_SOURCES = {
+    "llama-7b": "huggyllama/llama-7b config.json; arXiv:2302.13971 Table 2",
+    "llama-13b": "huggyllama/llama-13b config.json; arXiv:2302.13971 Table 2",
+    "llama-65b": "huggyllama/llama-65b config.json; arXiv:2302.13971 Table 2",
+    "llama-2-70b": "meta-llama/Llama-2-70b-hf config.json",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B config.json",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1 config.json",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B config.json",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B config.json",
+}
 
 #: The sizes measured on a GPU by benchmarks/measure_memory.py (keys of PRESETS).
-MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama-3.4b")
+MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama-3.4b", "llama-3.2-1b")
 
 #: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
 #: its models from these same settings, so the measurement and the prediction cannot drift apart.
@@ -59,12 +94,34 @@ MEASURED_CASES = {
     "lora_qv": dict(method="lora", weight_dtype="bf16", lora_r=8, lora_targets=("q_proj", "v_proj")),
     "lora_all": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES),
     "infer_bf16": dict(method="inference", weight_dtype="bf16"),
+    # Calculator v2 (issue 16): checkpointing, the QLoRA recipe, gradients kept, 8-bit AdamW.
+    "full_bf16_ckpt": dict(method="full", weight_dtype="bf16", gradient_checkpointing=True),
+    "lora_qv_ckpt": dict(method="lora", weight_dtype="bf16", lora_r=8, lora_targets=("q_proj", "v_proj"),
+                         gradient_checkpointing=True),
+    "lora_all_ckpt": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
+                          gradient_checkpointing=True),
+    "qlora": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES, quantization="nf4",
+                  gradient_checkpointing=True),
+    "qlora_dq": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES, quantization="nf4",
+                     double_quant=True, gradient_checkpointing=True),
+    "qlora_dq_no_ckpt": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
+                             quantization="nf4", double_quant=True),
+    "full_bf16_keep_grads": dict(method="full", weight_dtype="bf16", set_to_none=False),
+    "lora_all_keep_grads": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
+                                set_to_none=False),
+    "full_bf16_adamw8bit": dict(method="full", weight_dtype="bf16", optimizer="adamw_8bit"),
+    "lora_all_adamw8bit": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
+                               optimizer="adamw_8bit"),
 }
 
 
 @dataclass(frozen=True)
 class Arch:
-    """A LLaMA-style decoder: RMSNorm, attention with q/k/v/o projections, a SwiGLU MLP, untied head."""
+    """A LLaMA-style decoder: RMSNorm, attention with q/k/v/o projections, a SwiGLU MLP.
+
+    Mistral and Qwen2 are this shape too; Qwen2 adds biases to q, k and v (``qkv_bias``), and a
+    LLaMA config's ``attention_bias`` puts one on o as well (``o_bias``).
+    """
 
     hidden_size: int
     intermediate_size: int
@@ -73,6 +130,8 @@ class Arch:
     vocab_size: int
     num_key_value_heads: int | None = None
     tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
 
     def __post_init__(self):
         for f in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
@@ -84,6 +143,9 @@ class Arch:
         kv = self.kv_heads
         if isinstance(kv, bool) or not isinstance(kv, int) or kv <= 0 or self.num_attention_heads % kv:
             raise ValueError(f"num_key_value_heads must be a positive divisor of num_attention_heads, got {kv!r}.")
+        for f in ("tie_word_embeddings", "qkv_bias", "o_bias"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"{f} must be True or False, got {getattr(self, f)!r}.")
 
     @property
     def kv_heads(self) -> int:
@@ -94,22 +156,65 @@ class Arch:
         return self.hidden_size // self.num_attention_heads * self.kv_heads
 
 
+#: config.json's model_type values this calculator reads, and the biases each architecture has.
+CONFIG_TYPES = {"llama": {}, "mistral": {}, "qwen2": {"qkv_bias": True}}
+
+
+def arch_from_config(config: Any) -> Arch:
+    """An :class:`Arch` from a transformers config, a config.json's dict, or a path to config.json (or its folder).
+
+    Why a path: ``python -m lora_edu.memory --model path/to/config.json`` answers for any local
+    model without downloading it. Only LLaMA-shaped model types are read (``CONFIG_TYPES``); a
+    config whose ``head_dim`` differs from hidden_size / heads is refused rather than miscounted.
+    """
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        path = path / "config.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"no config.json at {str(path)!r}; pass a preset ({', '.join(sorted(PRESETS))}) or a config.json path.")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}).") from None
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    model_type = get("model_type")
+    if model_type is not None and model_type not in CONFIG_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not LLaMA-shaped; this calculator reads {sorted(CONFIG_TYPES)}.")
+    names = [f.name for f in fields(Arch)]
+    missing = [n for n in names[:5] if get(n) is None]
+    if missing:
+        raise ValueError(f"the config lacks {missing}; it needs {names[:5]}.")
+    head_dim = get("head_dim")
+    if head_dim not in (None, get("hidden_size") // get("num_attention_heads")):
+        raise ValueError(f"head_dim {head_dim} differs from hidden_size / num_attention_heads; this calculator assumes they are equal.")
+    values = {n: get(n) for n in names[:6] if get(n) is not None}
+    values["tie_word_embeddings"] = bool(get("tie_word_embeddings", False))
+    values.update(CONFIG_TYPES.get(model_type, {}))
+    if get("attention_bias"):  # LlamaConfig: a bias on q, k, v and o
+        values.update(qkv_bias=True, o_bias=True)
+    return Arch(**values)
+
+
 def resolve_arch(arch: Any) -> Arch:
-    """Accept an :class:`Arch`, a dict, a preset name (``"llama-7b"``) or a transformers config."""
+    """Accept an :class:`Arch`, a dict of sizes, a preset name (``"llama-7b"``), a config.json path or a transformers config."""
     if isinstance(arch, Arch):
         return arch
+    if isinstance(arch, Path) or (isinstance(arch, str) and (arch.endswith(".json") or "/" in arch or Path(arch).is_dir())):
+        return arch_from_config(arch)
     if isinstance(arch, str):
         if arch not in PRESETS:
-            raise ValueError(f"unknown preset {arch!r}; choose one of {sorted(PRESETS)} or pass a dict of sizes.")
+            raise ValueError(f"unknown preset {arch!r}; choose one of {sorted(PRESETS)}, a config.json path, or pass a dict of sizes.")
         return Arch(**PRESETS[arch])
     names = [f.name for f in fields(Arch)]
     if isinstance(arch, dict):
+        if "model_type" in arch:
+            return arch_from_config(arch)
         missing = [n for n in names[:5] if n not in arch]
         if missing:
             raise ValueError(f"architecture dict lacks {missing}; it needs {names[:5]}.")
         return Arch(**{n: arch[n] for n in names if n in arch})
     if all(hasattr(arch, n) for n in names[:5]):  # a transformers config, or anything shaped like one
-        return Arch(**{n: getattr(arch, n) for n in names if getattr(arch, n, None) is not None})
+        return arch_from_config(arch)
     raise TypeError(f"cannot read an architecture from {type(arch).__name__}; pass a preset name, a dict or a transformers config.")
 
 
@@ -122,17 +227,22 @@ def linear_shapes(arch: Any) -> dict[str, tuple[int, int]]:
 
 
 def parameter_counts(arch: Any) -> dict[str, int]:
-    """Exact parameter counts by part; ``total`` matches ``sum(p.numel())`` of the transformers model."""
+    """Exact parameter counts by part; ``total`` matches ``sum(p.numel())`` of the transformers model.
+
+    ``linear_in_blocks`` counts the block linears' weight matrices only (what 4-bit quantization
+    stores in NF4); their biases, where an architecture has them, are ``biases``.
+    """
     a = resolve_arch(arch)
     L, h, V = a.num_hidden_layers, a.hidden_size, a.vocab_size
     shapes = linear_shapes(a)
     attention = L * sum(i * o for n, (i, o) in shapes.items() if n in ("q_proj", "k_proj", "v_proj", "o_proj"))
     mlp = L * sum(i * o for n, (i, o) in shapes.items() if n in ("gate_proj", "up_proj", "down_proj"))
+    biases = L * ((h + 2 * a.kv_dim if a.qkv_bias else 0) + (h if a.o_bias else 0))
     norms = L * 2 * h + h
     embedding = V * h
     lm_head = 0 if a.tie_word_embeddings else V * h
-    return dict(embedding=embedding, attention=attention, mlp=mlp, norms=norms, lm_head=lm_head,
-                linear_in_blocks=attention + mlp, total=embedding + attention + mlp + norms + lm_head)
+    return dict(embedding=embedding, attention=attention, mlp=mlp, biases=biases, norms=norms, lm_head=lm_head,
+                linear_in_blocks=attention + mlp, total=embedding + attention + mlp + biases + norms + lm_head)
 
 
 def _check_targets(targets: Iterable[str]) -> tuple[str, ...]:
@@ -147,11 +257,42 @@ def _check_targets(targets: Iterable[str]) -> tuple[str, ...]:
 
 def lora_parameter_count(arch: Any, r: int, targets: Iterable[str] = ("q_proj", "v_proj")) -> int:
     """Trainable parameters of LoRA at rank r on the named modules of every block: r·(in+out) each."""
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"lora_r must be a positive integer, got {r!r}.")
+    return sum(trainable_tensor_sizes(arch, "lora", r, targets))
+
+
+def trainable_tensor_sizes(arch: Any, method: str, lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj")) -> list[int]:
+    """The number of values in each trainable tensor (the 8-bit optimizer treats small tensors apart)."""
     a = resolve_arch(arch)
-    shapes = linear_shapes(a)
-    return a.num_hidden_layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in _check_targets(targets))
+    L, h = a.num_hidden_layers, a.hidden_size
+    if method == "inference":
+        return []
+    if method == "lora":
+        if isinstance(lora_r, bool) or not isinstance(lora_r, int) or lora_r <= 0:
+            raise ValueError(f"lora_r must be a positive integer, got {lora_r!r}.")
+        shapes = linear_shapes(a)
+        return [n for _ in range(L) for t in _check_targets(lora_targets) for n in (lora_r * shapes[t][0], shapes[t][1] * lora_r)]
+    block = [i * o for i, o in linear_shapes(a).values()] + [h, h]
+    block += ([h, a.kv_dim, a.kv_dim] if a.qkv_bias else []) + ([h] if a.o_bias else [])
+    head = [] if a.tie_word_embeddings else [a.vocab_size * h]
+    return [a.vocab_size * h] + block * L + [h] + head
+
+
+def quantized_weight_bytes(arch: Any, double_quant: bool = False) -> int:
+    """Bytes of the block linears in bitsandbytes' 4-bit format: the packed weights and their scales.
+
+    Two 4-bit values a byte; one fp32 absmax scale per 64 weights and the 16-value NF4 code
+    (64 bytes) per matrix. Double quantization (QLoRA §3) stores the scales in 8 bits with one fp32
+    scale per 256 of them, a 256-value fp32 code and an fp32 offset. Checked byte for byte against
+    ``quant_state`` on a small model (tests/core/test_memory.py).
+    """
+    a = resolve_arch(arch)
+    total = 0
+    for i, o in linear_shapes(a).values():
+        n = i * o
+        blocks = -(-n // NF4_BLOCK)
+        scales = blocks + 4 * -(-blocks // DQ_BLOCK) + 4 + 4 * 256 if double_quant else 4 * blocks
+        total += -(-n // 2) + scales + 4 * 16
+    return a.num_hidden_layers * total
 
 
 @dataclass(frozen=True)
@@ -262,10 +403,36 @@ def activation_breakdown_per_token_layer(arch: Any, method: str, weight_dtype: s
                 adapter_down_outputs=down)
 
 
+def attention_matrix_bytes_per_token_layer(arch: Any, seq_len: int, activation_dtype: str) -> int:
+    """What SDPA's math kernel keeps beyond the fused kernels, per token and layer (0 where a fused kernel runs).
+
+    Why: on the GPU, fp32 attention with grouped-query heads (the QLoRA recipe upcasts the residual
+    stream to fp32) is served by neither FlashAttention (16-bit only) nor the memory-efficient kernel
+    (no GQA): PyTorch falls back to the math kernel, which keeps the softmax's probabilities, one fp32
+    number per head and key (``heads·seq_len``), and key and value repeated to every head.
+    Measured on Llama-3.2-1B's shape (benchmarks/measure_memory.py, ``qlora_dq_no_ckpt``).
+    """
+    a = resolve_arch(arch)
+    if _dtype_bytes(activation_dtype, "activation dtype") != 4 or a.kv_heads == a.num_attention_heads:
+        return 0
+    return 4 * a.num_attention_heads * seq_len + 4 * 2 * (a.hidden_size - a.kv_dim)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}.")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
 def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_size: int = 1, seq_len: int = 512,
              lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32",
              optimizer_dtype: str | None = None, master_weights: bool = False,
-             workspace: int = CUBLAS_WORKSPACE) -> MemoryEstimate:
+             workspace: int = CUBLAS_WORKSPACE, gradient_checkpointing: bool = False, quantization: str | None = None,
+             double_quant: bool = False, set_to_none: bool = True, optimizer: str = "adamw") -> MemoryEstimate:
     """Estimate the memory of one training step (or of inference) with AdamW, in bytes.
 
     ``method``: "full" (every parameter trains), "lora" (frozen base in ``weight_dtype``,
@@ -273,46 +440,112 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
     AdamW's two moments (default: the trainable parameters' own, as PyTorch does).
     ``master_weights``: keep an fp32 copy of trainable weights (classic fp16 mixed precision).
     ``workspace``: bytes the framework holds besides tensors (0 to leave it out).
+
+    Calculator v2, each measured on a GPU (``MEASURED_CASES``):
+
+    * ``gradient_checkpointing``: transformers' non-reentrant checkpointing of every decoder layer.
+      The forward pass keeps only each layer's input; the backward pass recomputes one layer at a
+      time, so its activations are alive for one layer only.
+    * ``quantization="nf4"`` with ``method="lora"``: the QLoRA recipe (``BitsAndBytesConfig(load_in_4bit,
+      nf4, bf16 compute)``, ``prepare_model_for_kbit_training``, ``get_peft_model``). The block linears
+      are stored in 4 bits with their scales (:func:`quantized_weight_bytes`, ``double_quant`` for
+      QLoRA's double quantization); ``prepare_model_for_kbit_training`` casts everything else
+      (embedding, head, norms) to fp32, so the residual stream, the activations and the logits are
+      fp32 too. With ``method="inference"``, the 4-bit model as loaded (no cast).
+    * ``set_to_none=False``: ``zero_grad(set_to_none=False)`` keeps the gradients' memory through
+      the next forward and backward pass.
+    * ``optimizer="adamw_8bit"``: bitsandbytes' AdamW8bit, two 8-bit moments with one fp32 scale per
+      256 values (fp32 moments for tensors under 4096 values), updated in place: no temporary.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}.")
+    _check_choice("method", method, METHODS)
+    _check_choice("quantization", quantization, QUANTIZATIONS)
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    for name, value in (("gradient_checkpointing", gradient_checkpointing), ("double_quant", double_quant),
+                        ("set_to_none", set_to_none), ("master_weights", master_weights)):
+        _check_flag(name, value)
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if quantization and method == "full":
+        raise ValueError("4-bit weights cannot be trained: quantization='nf4' needs method='lora' (QLoRA) or 'inference'.")
+    if double_quant and not quantization:
+        raise ValueError("double_quant quantizes the 4-bit scales: it needs quantization='nf4'.")
+    if optimizer == "adamw_8bit" and (optimizer_dtype or master_weights):
+        raise ValueError("optimizer='adamw_8bit' keeps its own 8-bit moments: leave optimizer_dtype=None and master_weights=False.")
     a = resolve_arch(arch)
     p = _dtype_bytes(weight_dtype, "weight_dtype")
     counts = parameter_counts(a)
     tokens = batch_size * seq_len
     logits_fp32 = 4 * tokens * a.vocab_size
 
-    if method == "lora":
-        q = _dtype_bytes(adapter_dtype, "adapter_dtype")
-        trainable = lora_parameter_count(a, lora_r, lora_targets)
-        train_bytes = q
-        weights = counts["total"] * p + trainable * q
+    sizes = trainable_tensor_sizes(a, method, lora_r, lora_targets)
+    trainable = sum(sizes)
+    if quantization:
+        rest = counts["total"] - counts["linear_in_blocks"]   # embedding, head, norms, biases
+        base = quantized_weight_bytes(a, double_quant) + rest * (4 if method == "lora" else p)
     else:
-        trainable = counts["total"] if method == "full" else 0
+        base = counts["total"] * p
+    if method == "lora":
+        train_bytes = _dtype_bytes(adapter_dtype, "adapter_dtype")
+        weights = base + trainable * train_bytes
+    else:
         train_bytes = p
-        weights = counts["total"] * p
+        weights = base
     if method == "inference":
         # No autograd: the peak is the weights plus the logits (and their fp32 copy in generation code).
         transient = tokens * a.vocab_size * p + tokens * (4 * a.hidden_size + 3 * a.intermediate_size) * p
         return MemoryEstimate(weights, 0, 0, 0, workspace, weights + workspace + transient, 0, counts["total"])
 
-    opt_bytes = _dtype_bytes(optimizer_dtype, "optimizer_dtype") if optimizer_dtype else train_bytes
+    if optimizer == "adamw_8bit":
+        opt_bytes = 0
+        optimizer_state = sum(2 * n + 8 * -(-n // ADAM8_BLOCK) + 2 * 256 * 4 if n >= ADAM8_MIN_SIZE else 8 * n for n in sizes)
+        step_temporary = 0                                                     # bitsandbytes updates in place
+    else:
+        opt_bytes = _dtype_bytes(optimizer_dtype, "optimizer_dtype") if optimizer_dtype else train_bytes
+        optimizer_state = trainable * 2 * opt_bytes + (trainable * 4 if master_weights else 0)
+        step_temporary = trainable * opt_bytes                                 # AdamW foreach: one temporary
     gradients = trainable * train_bytes
-    optimizer = trainable * 2 * opt_bytes + (trainable * 4 if master_weights else 0)
 
-    per_layer = activation_bytes_per_token_layer(a, method, weight_dtype, lora_r, lora_targets, adapter_dtype)
-    head = (4 * a.hidden_size + (2 * p * a.hidden_size if method == "full" else 0)) * tokens  # final norm (+ head input)
-    activations = tokens * per_layer * a.num_hidden_layers + head + logits_fp32  # log-softmax output, fp32
+    act_dtype = "fp32" if quantization else weight_dtype     # QLoRA: prepare_model_for_kbit_training's fp32 stream
+    pa = _dtype_bytes(act_dtype, "weight_dtype")
+    per_layer = (activation_bytes_per_token_layer(a, method, act_dtype, lora_r, lora_targets, adapter_dtype)
+                 + attention_matrix_bytes_per_token_layer(a, seq_len, act_dtype))
+    head = (4 * a.hidden_size + (2 * pa * a.hidden_size if method == "full" else 0)) * tokens  # final norm (+ head input)
+    checkpoints = a.num_hidden_layers * tokens * a.hidden_size * pa                           # each layer's input
+    blocks = checkpoints if gradient_checkpointing else tokens * per_layer * a.num_hidden_layers
+    activations = blocks + head + logits_fp32  # log-softmax output, fp32
 
-    # Transients on top of weights + optimizer state + saved activations:
-    logits_fwd = tokens * a.vocab_size * p + (logits_fp32 if p != 4 else 0)  # the logits, and their fp32 copy
-    loss_bwd = 2 * logits_fp32                                                # gradients over the vocabulary
-    peak_forward = weights + optimizer + activations + logits_fwd
-    peak_backward = weights + optimizer + activations + loss_bwd
-    peak_step = weights + gradients + optimizer + trainable * opt_bytes       # AdamW foreach: one temporary
-    peak = max(peak_forward, peak_backward, peak_step) + workspace
+    # Transients on top of weights + optimizer state + saved activations (+ gradients kept from the last step):
+    kept = 0 if set_to_none else gradients
+    logits_fwd = tokens * a.vocab_size * pa + (logits_fp32 if pa != 4 else 0)  # the logits, and their fp32 copy
+    loss_bwd = 2 * logits_fp32                                                 # gradients over the vocabulary
+    moments = [weights + optimizer_state + kept + activations + logits_fwd,   # end of the forward pass
+               weights + optimizer_state + kept + activations + loss_bwd,     # start of the backward pass
+               weights + gradients + optimizer_state + step_temporary]       # the optimizer step
+    if gradient_checkpointing:  # a layer recomputed late in the backward pass, every gradient already there
+        moments.append(weights + optimizer_state + gradients + checkpoints + tokens * (per_layer + 2 * a.hidden_size * pa))
+    peak = max(moments) + workspace
     total_params = counts["total"] + (trainable if method == "lora" else 0)
-    return MemoryEstimate(weights, gradients, optimizer, activations, workspace, peak, trainable, total_params)
+    return MemoryEstimate(weights, gradients, optimizer_state, activations, workspace, peak, trainable, total_params)
+
+
+def largest_batch(arch: Any, memory_bytes: int, limit: int = 4096, **settings) -> int:
+    """The largest batch size whose estimated peak fits in ``memory_bytes`` (0 if not even batch 1 does).
+
+    ``settings`` are :func:`estimate`'s (``method``, ``seq_len``, ...). The peak grows with the
+    batch, so a binary search over 1..``limit`` finds it in a dozen estimates.
+    """
+    if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, (int, float)) or memory_bytes <= 0:
+        raise ValueError(f"memory_bytes must be a positive number of bytes, got {memory_bytes!r}.")
+    if "batch_size" in settings:
+        raise ValueError("largest_batch chooses batch_size itself: leave it out of the settings.")
+    fits = lambda b: estimate(arch, batch_size=b, **settings).peak <= memory_bytes  # noqa: E731
+    if not fits(1):
+        return 0
+    lo, hi = 1, limit
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

@@ -91,9 +91,18 @@ def compare_with_measurements(measurements: dict | None = None) -> list[dict]:
     for run in measurements["runs"]:
         if run.get("oom"):
             continue
-        est = estimate(run["model"], batch_size=run["batch"], seq_len=measurements["seq_len"], **MEASURED_CASES[run["case"]])
-        row = dict(model=run["model"], case=run["case"], batch=run["batch"], measured_peak=run["peak"], predicted_peak=est.peak,
-                   rule_of_thumb=est.rule_of_thumb, params=run["params"], predicted_params=est.total_params)
+        case = MEASURED_CASES[run["case"]]
+        seq_len = run.get("seq_len", measurements["seq_len"])
+        est = estimate(run["model"], batch_size=run["batch"], seq_len=seq_len, **case)
+        row = dict(model=run["model"], case=run["case"], batch=run["batch"], seq_len=seq_len, measured_peak=run["peak"],
+                   predicted_peak=est.peak, rule_of_thumb=est.rule_of_thumb, method=case["method"],
+                   checkpointing=case.get("gradient_checkpointing", False), quantization=case.get("quantization"),
+                   double_quant=case.get("double_quant", False), set_to_none=case.get("set_to_none", True),
+                   optimizer=case.get("optimizer", "adamw"), trainable=run["trainable"], predicted_trainable=est.trainable_params)
+        if case.get("quantization"):  # bitsandbytes packs two 4-bit weights a byte: compare bytes, not numel
+            row.update(weight_bytes=run["weight_bytes"] + run["quant_state_bytes"], predicted_weight_bytes=est.weights)
+        else:
+            row.update(params=run["params"], predicted_params=est.total_params)
         if "static_after_step" in run:
             row.update(measured_static=run["static_after_step"], predicted_static=est.static)
         rows.append(row)
