@@ -39,6 +39,8 @@ _LAZY = {
        ("lora", "adapters", "peft_tools", "pitfalls", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing",
         "sharding")},
     **{name: f"lora_edu.core.{name}" for name in ("smollm2", "chat_task")},  # notebook 07: a real model, offline
+    **{name: f"lora_edu.core.{name}" for name in ("paper_analyses", "subspace")},  # notebook 09: the paper's analyses
+    "paper_views": "lora_edu.views.paper_views",
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},

@@ -438,3 +438,29 @@ def merge_conv1d() -> FunctionExercise:
             "peft/tuners/lora/layer.py). Without it a square layer such as GPT-2's attention c_proj merges "
             "without an error and computes something else.",
     )
+
+
+# ---------------------------------------------------------------- notebook 09
+
+
+def random_subspace_similarity() -> FunctionExercise:
+    """09, derive before the reveal: the paper's φ(i, j) for two subspaces drawn at random in ℝ^d, on average."""
+    from lora_edu.core.subspace import random_baseline
+
+    def case(rng):
+        d = int(rng.integers(2, 2000))
+        return dict(d=d, i=int(rng.integers(1, d + 1)), j=int(rng.integers(1, d + 1)))
+
+    return FunctionExercise(
+        "random_subspace_similarity",
+        reference=lambda d, i, j: random_baseline(d, i, j),
+        example=dict(d=128, i=8, j=64),
+        random_case=case,
+        hint="Take one unit vector u and a random j-dimensional subspace of ℝ^d. By symmetry each of the d coordinate "
+             "directions is equally likely to be 'in' it, so on average the subspace keeps j/d of ‖u‖² = 1. The top-i "
+             "subspace has i orthonormal vectors: add their squared projections, then divide by min(i, j) as φ does.",
+        solution="def random_similarity(d, i, j):\n    return i * j / d / min(i, j)   # = max(i, j) / d",
+        why="A measured φ means something only above this floor: 1/128 ≈ 0.008 for the top directions of notebook 09's "
+            "fc2 (128 inputs), but 0.5 for i = 8, j = 64, where a random 64-dimensional subspace already holds half "
+            "of every direction.",
+    )
