@@ -8,6 +8,10 @@ GPT-2's layers (``c_attn``, ``c_proj``, ``c_fc``) are transformers' ``Conv1D``: 
 whose weight is stored transposed, (in×out). A and B keep the shapes above either way (so adapter
 files look the same); only merging must transpose ΔW. PEFT calls this ``fan_in_fan_out=True``.
 
+Two variants live in the same class (notebook 08), as in PEFT: ``use_dora=True`` (DoRA,
+arXiv:2402.09353) and ``init="pissa"`` (PiSSA, arXiv:2404.02948). The base may also be a frozen
+4-bit :class:`~lora_edu.core.nf4.NF4Linear`, which makes the layer QLoRA's.
+
 Bad input raises :class:`LoRAConfigError` (a ValueError) or :class:`LoRAStateError` (a
 RuntimeError) with a message that names the fix, and always before anything is changed:
 a failed call leaves the model exactly as it was.
@@ -23,6 +27,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lora_edu.core.nf4 import NF4Linear
 
 
 class LoRAConfigError(ValueError):
@@ -46,6 +52,7 @@ def check_lora_settings(r, alpha, dropout) -> None:
 
 
 SUPPORTED = "nn.Linear or transformers' Conv1D (GPT-2's c_attn, c_proj, c_fc)"
+INITS = ("default", "pissa")
 
 
 def _conv1d_class() -> type | None:
@@ -64,14 +71,16 @@ def is_fan_in_fan_out(module: nn.Module) -> bool:
 
 
 def is_lora_target(module: nn.Module) -> bool:
-    """Whether :class:`LoRALinear` can wrap ``module``: an ``nn.Linear`` or a transformers ``Conv1D``."""
-    return isinstance(module, nn.Linear) or is_fan_in_fan_out(module)
+    """Whether :class:`LoRALinear` can wrap ``module``: an ``nn.Linear``, a transformers ``Conv1D`` or an ``NF4Linear``."""
+    return isinstance(module, (nn.Linear, NF4Linear)) or is_fan_in_fan_out(module)
 
 
 def in_out_features(module: nn.Module) -> tuple[int, int]:
     """(in, out) of an ``nn.Linear``, a ``Conv1D`` or a :class:`LoRALinear`, read from the weight's shape."""
     if isinstance(module, LoRALinear):
         module = module.base
+    if isinstance(module, NF4Linear):
+        return module.in_features, module.out_features
     d0, d1 = module.weight.shape
     return (d0, d1) if is_fan_in_fan_out(module) else (d1, d0)
 
@@ -87,7 +96,16 @@ class LoRALinear(nn.Module):
     *Gaussian*; PEFT offers that as ``init_lora_weights="gaussian"`` (std 1/r). Either way the
     zero sits on B, the matrix applied last: B then gets a non-zero gradient at the first step
     while A's gradient is zero (it is multiplied by B).
-    ``use_rslora=True`` scales by α/√r instead (rank-stabilised LoRA).
+    ``use_rslora=True`` scales by α/√r instead (rank-stabilised LoRA, arXiv:2312.03732).
+
+    ``use_dora=True`` (DoRA): the adapted weight W + s·B·A is split into a direction, its rows
+    divided by their norms, and a trainable magnitude ``lora_magnitude`` (one number per output
+    feature, starting at those norms, so the layer starts equal to ``base``). The norms are
+    treated as constants in the backward pass (DoRA §4.3, as PEFT does). See :meth:`enable_dora`.
+
+    ``init="pissa"`` (PiSSA): A and B start from the r principal singular directions of W,
+    B·A·s = U_r·S_r·V_rᵀ, and the base keeps the residual W − s·B·A, so the output is unchanged
+    but the base weight is *no longer the original* (as PEFT's ``init_lora_weights="pissa"``).
 
     A rank larger than min(in, out) gives a *warning*, not an error: ΔW (out×in) can never have
     rank above min(in, out), so the extra parameters add nothing, but the result is still
@@ -102,10 +120,15 @@ class LoRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, *, use_rslora: bool = False,
-                 fan_in_fan_out: bool | None = None):
+                 fan_in_fan_out: bool | None = None, use_dora: bool = False, init: str = "default"):
         super().__init__()
         check_lora_target(base, fan_in_fan_out)
         check_lora_settings(r, alpha, dropout)
+        if init not in INITS:
+            raise LoRAConfigError(f"init={init!r} is not one of {INITS}; use 'default' (A random, B zero) or 'pissa'.")
+        if init == "pissa" and isinstance(base, NF4Linear):
+            raise LoRAConfigError("PiSSA needs the float weight for its SVD; initialise on the float nn.Linear, "
+                                  "then quantize the residual base (as PEFT advises).")
         d_in, d_out = in_out_features(base)
         if r > min(d_in, d_out):
             warnings.warn(
@@ -116,13 +139,63 @@ class LoRALinear(nn.Module):
             p.requires_grad_(False)
         self.r, self.alpha, self.use_rslora = r, float(alpha), use_rslora
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, d_in, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(d_out, r, dtype=w.dtype, device=w.device))
-        if w.device.type != "meta":
+        dtype, device = (base.compute_dtype, base.quantized.codes.device) if isinstance(base, NF4Linear) else (base.weight.dtype, base.weight.device)
+        self.lora_A = nn.Parameter(torch.empty(r, d_in, dtype=dtype, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(d_out, r, dtype=dtype, device=device))
+        if device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
+        self.merged, self.init, self.use_dora = False, init, False
+        if init == "pissa":
+            self._pissa_init()
+        if use_dora:
+            self.enable_dora()
+
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight as (out×in), whatever its storage: transposed back for ``Conv1D``, dequantized for NF4."""
+        if isinstance(self.base, NF4Linear):
+            return self.base.dequantized_weight()
+        return self.base.weight.T if self.fan_in_fan_out else self.base.weight
+
+    @torch.no_grad()
+    def _pissa_init(self) -> None:
+        """PiSSA: A, B from the top-r singular triplets of W; the base keeps the residual W − s·B·A.
+
+        W = U·S·Vᵀ; with S_r the r largest singular values, B = U_r·√(S_r/s) (out×r) and
+        A = √(S_r/s)·V_rᵀ (r×in), so s·B·A is W's best rank-r approximation (Eckart–Young) and the
+        residual keeps the rest. The same steps as PEFT's ``pissa_init``, including the SVD in float32
+        for 16-bit weights; a float64 weight stays float64 (PEFT refuses one).
+        """
+        w = self.base_weight()
+        work = w.to(torch.promote_types(w.dtype, torch.float32))
+        U, S, Vh = torch.linalg.svd(work, full_matrices=False)
+        root = torch.sqrt(S[: self.r] / self.scaling)
+        B, A = U[:, : self.r] @ torch.diag(root), torch.diag(root) @ Vh[: self.r]
+        self.lora_A.copy_(A)
+        self.lora_B.copy_(B)
+        residual = (work - self.scaling * B @ A).to(w.dtype)
+        self.base.weight.copy_(residual.T if self.fan_in_fan_out else residual)
+
+    @torch.no_grad()
+    def enable_dora(self) -> None:
+        """Turn this layer into DoRA: add the trainable magnitude m = ‖W + s·B·A‖ per output row.
+
+        Starting m at the current norms keeps the output unchanged, also for an adapter that was
+        already trained. Refused on a merged layer: W would already hold s·B·A, and the norms,
+        hence m, would count ΔW twice.
+        """
+        if self.merged:
+            raise LoRAStateError("this layer is merged, so its base weight already holds ΔW and DoRA's magnitude would count it "
+                                 "twice; call unmerge() first, then enable_dora().")
+        if self.use_dora:
+            raise LoRAStateError("DoRA is already enabled on this layer (it has lora_magnitude); enable it once.")
+        norms = self._adapted_weight().norm(dim=1)
+        self.lora_magnitude = nn.Parameter(norms.to(self.lora_A.dtype))
+        self.use_dora = True
+
+    def _adapted_weight(self) -> torch.Tensor:
+        """W + s·B·A as (out×in), with B·A detached: DoRA's norms are constants for the gradient (DoRA §4.3)."""
+        return self.base_weight() + self.scaling * (self.lora_B @ self.lora_A).detach()
 
     @property
     def in_features(self) -> int:
@@ -135,10 +208,29 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
+        if self.use_dora:
+            return self._dora_forward(x)
         h = F.linear(self.dropout(x), self.lora_A)                    # (..., r): down to rank r
         # Scale B (out×r numbers) rather than the output (tokens×out numbers): the same result
         # as PEFT's (…)·scaling, one full pass over the output cheaper (benchmarks/).
         return self.base(x) + F.linear(h, self.lora_B * self.scaling)
+
+    def _dora_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(m/‖W + s·B·A‖)·(W + s·B·A)·x + bias, computed as PEFT does, without forming the new weight.
+
+        base(x) is used as it is and corrected by (m/n − 1)·W·x: with dropout in training, W·x is
+        recomputed on the dropped-out x, as PEFT does.
+        """
+        scale = self.lora_magnitude / self._adapted_weight().norm(dim=1).detach()  # m/n, one per output feature
+        xd = self.dropout(x)
+        result = self.base(x)
+        bias = getattr(self.base, "bias", None)
+        if self.training and not isinstance(self.dropout, nn.Identity):
+            plain = F.linear(xd, self.base_weight())
+        else:
+            plain = result if bias is None else result - bias
+        lora = F.linear(F.linear(xd, self.lora_A), self.lora_B) * self.scaling
+        return result + (scale - 1) * plain + scale * lora
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW = scaling·B·A, shaped like the base weight so that merging is ``weight += ΔW``.
@@ -151,31 +243,55 @@ class LoRALinear(nn.Module):
         return delta.T if self.fan_in_fan_out else delta
 
     def _checked_delta(self) -> torch.Tensor:
+        if isinstance(self.base, NF4Linear):
+            raise LoRAStateError("the base is 4-bit (NF4Linear): W + ΔW cannot be stored in NF4 without new rounding. "
+                                 "Dequantize into an nn.Linear (base.dequantized_weight()) and merge there.")
         delta = self.delta_weight().detach()
-        if not torch.isfinite(delta).all():
+        if not torch.isfinite(delta).all() or (self.use_dora and not torch.isfinite(self.lora_magnitude).all()):
             raise LoRAStateError("the adapter holds NaN or inf; merging would corrupt the base weight. Re-initialise or reload A and B.")
         return delta.to(self.base.weight.dtype)
+
+    @torch.no_grad()
+    def merged_weight(self) -> torch.Tensor:
+        """The base weight with the adapter folded in, in the base's layout: W + ΔW, or for DoRA (m/‖W + ΔW‖)·(W + ΔW)."""
+        delta = self._checked_delta()
+        merged = self.base.weight + delta
+        if self.use_dora:
+            rows = self._adapted_weight().norm(dim=1)
+            scale = (self.lora_magnitude / rows).to(merged.dtype)
+            merged = merged * (scale.unsqueeze(0) if self.fan_in_fan_out else scale.unsqueeze(1))
+        return merged
 
     @torch.no_grad()
     def merge(self) -> None:
         """Fold ΔW into the base weight, so inference costs one matmul. Undo with :meth:`unmerge`."""
         if self.merged:
             raise LoRAStateError("already merged; merging again would add ΔW twice. Call unmerge() first if you trained further.")
-        self.base.weight += self._checked_delta()
+        merged = self.merged_weight()
+        if self.use_dora:  # unmerging needs W back: keep it (PEFT keeps the norms instead)
+            self._unmerged = self.base.weight.detach().clone()
+            self.base.weight.copy_(merged)
+        else:
+            self.base.weight += self._checked_delta()
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract ΔW from the base weight again (restores it up to float rounding)."""
+        """Subtract ΔW from the base weight again (restores it up to float rounding; exactly for DoRA)."""
         if not self.merged:
             raise LoRAStateError("not merged, so there is nothing to unmerge; call merge() first.")
-        self.base.weight -= self._checked_delta()
+        if self.use_dora:
+            self.base.weight.copy_(self._unmerged)
+            del self._unmerged
+        else:
+            self.base.weight -= self._checked_delta()
         self.merged = False
 
     def extra_repr(self) -> str:
         layout = ", fan_in_fan_out=True" if self.fan_in_fan_out else ""
+        variant = (", use_dora=True" if self.use_dora else "") + (f", init={self.init!r}" if self.init != "default" else "")
         return (f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}"
-                f"{layout}, merged={self.merged}")
+                f"{layout}{variant}, merged={self.merged}")
 
 
 def check_lora_target(module: nn.Module, fan_in_fan_out: bool | None = None, name: str = "") -> None:
@@ -256,10 +372,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     layers = lora_layers(model)
     if not layers:
         raise LoRAStateError("this model has no LoRA layers to merge; add them with add_lora first.")
-    deltas = {n: (None if m.merged else m._checked_delta()) for n, m in layers.items()}
+    merged = {n: (None if m.merged else m.merged_weight()) for n, m in layers.items()}
     for name, layer in layers.items():
-        if deltas[name] is not None:
-            layer.base.weight += deltas[name]
+        if merged[name] is not None:
+            layer.base.weight.copy_(merged[name])
         _set_submodule(model, name, layer.base)
     return model
 
