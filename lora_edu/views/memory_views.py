@@ -125,6 +125,29 @@ def plot_predicted_vs_measured(ax, rows: list[dict]) -> None:
     ax.legend(fontsize=8)
 
 
+#: What the static picture beside notebook 01's calculator shows: the calculator's settings, by label.
+SNAPSHOT_SETTINGS = {
+    "full": dict(method="full"),
+    "LoRA": dict(method="lora"),
+    "LoRA +\ncheckpointing": dict(method="lora", gradient_checkpointing=True),
+    "QLoRA": dict(method="lora", quantization="nf4", double_quant=True, gradient_checkpointing=True),
+}
+
+
+def calculator_snapshot(model: str = "llama-3-8b", batch_size: int = 4, seq_len: int = 512,
+                        settings: dict[str, dict] | None = None, gpus: dict[str, float] = GPUS_GIB):
+    """A static figure of the calculator's bars for a few settings, so a reader without a live kernel
+    (GitHub, a PDF) sees what the widget shows. Returns the figure."""
+    settings = settings or SNAPSHOT_SETTINGS
+    estimates = {label: estimate(model, batch_size=batch_size, seq_len=seq_len, **kw) for label, kw in settings.items()}
+    fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=100)
+    stacked_bars(ax, estimates, gpus=gpus)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"{model}, batch {batch_size} × {seq_len} tokens (LoRA: r = 8 on q, v; bf16 base)", fontsize=9)
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.17)
+    return fig
+
+
 def memory_calculator():
     """The interactive calculator: pick a model and a method, see the stacked bar and a verdict.
 
@@ -148,6 +171,8 @@ def memory_calculator():
     seq = w.IntSlider(512, min=128, max=8192, step=128, description="sequence length", style=style)
     rank = w.IntSlider(8, min=1, max=256, description="LoRA rank r", style=style)
     targets = w.SelectMultiple(options=LINEAR_MODULES, value=("q_proj", "v_proj"), rows=7, description="LoRA targets", style=style)
+    ckpt = w.Checkbox(False, description="gradient checkpointing", style=style)
+    four_bit = w.Checkbox(False, description="4-bit base (QLoRA: NF4, double quant)", style=style)
     gpu = w.Dropdown(options=list(GPUS_GIB), value="24 GB", description="your GPU", style=style)
     verdict = w.HTML()
     out = w.Output()
@@ -159,6 +184,12 @@ def memory_calculator():
             return preset.value
         return dict(hidden_size=hidden.value, intermediate_size=inter.value, num_hidden_layers=layers.value,
                     num_attention_heads=heads.value, vocab_size=vocab.value)
+
+    def toggles():
+        settings = dict(quantization="nf4", double_quant=True) if four_bit.value else {}
+        if method.value != "inference":
+            settings["gradient_checkpointing"] = ckpt.value
+        return settings
 
     syncing = {"on": False}  # True while the code itself sets widgets, so they do not redraw five times
 
@@ -185,7 +216,7 @@ def memory_calculator():
     def update(change=None):
         try:
             est = estimate(arch(), method=method.value, weight_dtype=dtype.value, batch_size=batch.value, seq_len=seq.value,
-                           lora_r=rank.value, lora_targets=targets.value or ("q_proj",))
+                           lora_r=rank.value, lora_targets=targets.value or ("q_proj",), **toggles())
         except (ValueError, TypeError) as exc:  # custom sizes can be inconsistent: say so, keep the last picture
             verdict.value = f"<b style='color:#C44E52'>Cannot estimate: {exc}</b>"
             return
@@ -205,12 +236,13 @@ def memory_calculator():
     preset.observe(on_preset, names="value")
     for widget in (hidden, inter, layers, heads, vocab):
         widget.observe(on_size, names="value")
-    for widget in (method, dtype, batch, seq, rank, targets, gpu):
+    for widget in (method, dtype, batch, seq, rank, targets, ckpt, four_bit, gpu):
         widget.observe(update, names="value")
     update()
     sizes = w.VBox([hidden, inter, layers, heads, vocab])
-    controls = w.VBox([preset, sizes, method, dtype, batch, seq, rank, targets, gpu])
+    controls = w.VBox([preset, sizes, method, dtype, batch, seq, rank, targets, ckpt, four_bit, gpu])
     box = w.HBox([controls, w.VBox([verdict, out])])
     box.add_class("lora-edu-view")  # lets the browser test find the verdict and figure
-    box.update, box.verdict, box.controls = update, verdict, dict(preset=preset, method=method, batch=batch, seq=seq, rank=rank, gpu=gpu)
+    box.update, box.verdict, box.controls = update, verdict, dict(preset=preset, method=method, batch=batch, seq=seq, rank=rank, gpu=gpu,
+                                                                         checkpointing=ckpt, four_bit=four_bit)
     return box

@@ -272,3 +272,28 @@ def test_gpu_sizes_are_gib():
     assert "Does not fit" in calc.verdict.value
     calc.controls["gpu"].value = "80 GB"         # bf16 weights and moments (PyTorch's default): ≈ 67 GB
     assert "Fits" in calc.verdict.value and "80 GB card (80 GiB)" in calc.verdict.value
+
+
+def test_calculator_toggles_checkpointing_and_4_bit():
+    """Issue 16: the widget's checkpointing and 4-bit toggles reach estimate(); full + 4-bit says why it cannot be."""
+    calc = memory_views.memory_calculator()
+    calc.controls["batch"].value = 8
+    peaks = []
+    for ckpt, four_bit in ((False, False), (True, False), (True, True)):
+        calc.controls["checkpointing"].value, calc.controls["four_bit"].value = ckpt, four_bit
+        peaks.append(float(calc.verdict.value.split("Peak ≈ ")[1].split(" GB")[0]))
+        expected = estimate("llama-7b", method="lora", batch_size=8, gradient_checkpointing=ckpt,
+                            **(dict(quantization="nf4", double_quant=True) if four_bit else {}))
+        assert f"Peak ≈ {expected.peak / memory.GB:.1f} GB" in calc.verdict.value
+    assert peaks[0] > peaks[1] > peaks[2]
+    calc.controls["method"].value = "full"
+    assert "Cannot estimate: 4-bit weights cannot be trained" in calc.verdict.value
+
+
+def test_static_snapshot_beside_the_widget():
+    fig = memory_views.calculator_snapshot()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(memory_views.SNAPSHOT_SETTINGS)
+    tops = [sum(p.get_height() for p in ax.patches if abs(p.get_x() + p.get_width() / 2 - i) < 0.01) for i in range(4)]
+    for top, kw in zip(tops, memory_views.SNAPSHOT_SETTINGS.values()):
+        assert abs(top - estimate("llama-3-8b", batch_size=4, seq_len=512, **kw).peak / memory.GB) < 1e-6
