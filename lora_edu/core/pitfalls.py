@@ -66,6 +66,21 @@ def captured() -> Iterator[list[str]]:
             found.append(text)
 
 
+def sorted_sets(text: str) -> str:
+    """``text`` with every printed set of strings (``{'v_proj', 'q_proj'}``) in sorted order.
+
+    Why: PEFT's messages print Python sets, whose order of strings changes from one process to the
+    next (string hashing is randomised per process), and a stored notebook must print the same every run.
+    """
+    import re
+
+    def ordered(match: re.Match) -> str:
+        items = sorted(item.strip() for item in match.group(1).split(","))
+        return "{" + ", ".join(items) + "}"
+
+    return re.sub(r"\{('[^'{}]*'(?:, '[^'{}]*')*)\}", ordered, text)
+
+
 def linear_modules(model: nn.Module, block: str | None = None) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, type, weight shape) of every layer LoRA can adapt (``nn.Linear``, ``Conv1D``, ``Linear4bit``).
 

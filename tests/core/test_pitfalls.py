@@ -189,3 +189,8 @@ def test_load_nf4_leaves_progress_bars_as_they_were():
     before = hf_logging.is_progress_bar_enabled()
     P.load_nf4(P.tiny_llama())
     assert hf_logging.is_progress_bar_enabled() == before
+
+
+def test_sorted_sets_orders_printed_sets_of_strings_only():
+    assert P.sorted_sets("Target modules {'v_proj', 'q_proj'} not found; {'a'}; {1: 2}") == \
+        "Target modules {'q_proj', 'v_proj'} not found; {'a'}; {1: 2}"

@@ -337,3 +337,35 @@ def test_06_peft_comparison_and_committed_benchmarks():
     assert "costs nothing at inference" not in text
     for ref in ("arXiv:2106.09685", "arXiv:2305.14314", "arXiv:2404.02948", "arXiv:2406.01775", "autocast_adapter_dtype"):
         assert ref in text.split("## References")[1]
+
+
+def test_06_pitfalls():
+    """Issue 13, item 6: what the pitfalls' prose says about shapes, versions and the libraries' docstrings."""
+    import inspect
+    from importlib.metadata import version
+
+    import peft
+    from peft.tuners.lora import config as lora_config
+
+    from lora_edu.core import pitfalls
+
+    nb = json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())
+    text = " ".join(prose("06_peft_comparison.ipynb").split())
+    outputs = " ".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    shapes = {name: shape for name, _, shape in pitfalls.linear_modules(pitfalls.tiny_gpt2(), block=".h.0.")}
+    d = pitfalls.TINY_GPT2["n_embd"]
+    assert "(q, k and v in one layer: 64 in, 3·64 out)" in text and shapes["transformer.h.0.attn.c_attn"] == (d, 3 * d) == (64, 192)
+    assert "GPT-2's attention `c_proj`, 64×64" in text and shapes["transformer.h.0.attn.c_proj"] == (64, 64)
+    assert "PEFT 0.21 warns" in text and version("peft").startswith("0.21.")
+    assert "5.23's `activation_checkpointing_enable`" in text and version("transformers").startswith("5.23.")
+    code = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "(rank 2r:" in text and "converted adapter: r = 16" in outputs
+    assert 'LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa")' in code
+    # the quotes are the installed libraries' own words
+    squash = lambda s: " ".join(s.split())  # noqa: E731
+    assert '"the adapter will be frozen and can only be used for inference"' in text
+    assert "the adapter will be frozen and can only be used for inference" in squash(inspect.getsource(peft.PeftModel.from_pretrained))
+    for quote in ("(if the model is a PreTrainedModel, the output layer excluded)",
+                  "modules apart from adapter layers to be set as trainable and saved in the final checkpoint"):
+        assert quote in text and quote in squash(inspect.getsource(lora_config)), quote
+    assert "lm_head adapted: False" in outputs and "same logits: False" in outputs and "same logits: True" in outputs
