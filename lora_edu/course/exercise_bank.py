@@ -64,6 +64,26 @@ def training_state_gb() -> FunctionExercise:
     )
 
 
+def predict_lora_activations_gb() -> PredictExercise:
+    """01, predict first: LoRA's activations for LLaMA-7B at batch 8 × 2048, from their size at batch 1 × 512."""
+    def compute():
+        from lora_edu.core.memory import GB, estimate
+
+        return estimate("llama-7b", method="lora", batch_size=8, seq_len=2048).activations / GB
+
+    return PredictExercise(
+        "predict_lora_activations_gb",
+        compute,
+        rtol=1e-3,
+        hint="How many tokens is batch 8 × 2048, compared with 1 × 512? Then: does anything the forward pass keeps grow "
+             "faster than the number of tokens? (The GPU's attention kernel never stores the seq × seq score matrix.)",
+        solution="def predict_lora_activations_gb():\n    return 2.770 * (8 * 2048) / (1 * 512)   # linear in tokens: 32 times",
+        why="Activations grow linearly with batch × sequence (32 times the tokens, 32 times the memory): SDPA's fused "
+            "kernels keep q, k, v, the output and a log-sum-exp, never the seq × seq scores. At 8 × 2048 they are several "
+            "times LoRA's 13.5 GB of weights: LoRA shrinks gradients and optimizer state, not activations.",
+    )
+
+
 # ---------------------------------------------------------------- notebooks 02 and 03
 
 
