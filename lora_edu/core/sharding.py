@@ -44,10 +44,14 @@ logits; the workspace) is read from :func:`lora_edu.core.memory.estimate`, so no
 twice. ``batch_size`` is the batch *per GPU*: in data parallelism each GPU runs its own batch.
 The peak is the larger of two moments, as in ``memory``: the forward/backward moment (saved
 activations and logits plus the gathered layers and gradient buffers, counted together: a little
-pessimistic, since they peak at slightly different times) and the optimizer step.
+pessimistic, since they peak at slightly different times; with gradient checkpointing or
+``set_to_none=False`` it holds this GPU's gradient shards too) and the optimizer step.
+QLoRA's 4-bit weights are sharded as bytes spread evenly over their numbers (bitsandbytes packs
+them; FSDP2 over 4-bit weights has not been measured here).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -58,8 +62,8 @@ from lora_edu.core import memory
 SHARDINGS = ("fsdp", "ddp")
 DDP_BUCKET_CAP_MB = 25  # torch.nn.parallel.DistributedDataParallel's default bucket_cap_mb (MiB); sets the count of buckets, not their total
 
-#: The per-GPU batch at which :func:`_per_sample` reads the slope of memory.estimate's
-#: forward/backward moment: large enough for that moment to be the peak for any model.
+#: The per-GPU batch at which :func:`_forward_extra` reads the slope of memory.estimate's
+#: forward/backward moments: large enough for them to be the peak for any model.
 _LARGE_BATCH = 2**20
 
 
@@ -88,6 +92,8 @@ def model_params(arch: Any, lora_r: int | None = None, lora_targets=("q_proj", "
     shapes = memory.linear_shapes(a)
     layer = [ParamShape(f"{n}.weight", (o, i), "layer", False) for n, (i, o) in shapes.items()]
     layer += [ParamShape(f"{n}.weight", (h,), "layer", False) for n in ("input_layernorm", "post_attention_layernorm")]
+    biases = (("q_proj", "k_proj", "v_proj") if a.qkv_bias else ()) + (("o_proj",) if a.o_bias else ())
+    layer += [ParamShape(f"{n}.bias", (shapes[n][1],), "layer", False) for n in biases]  # Qwen2: q, k, v
     if lora_r is not None:
         for t in ((lora_targets,) if isinstance(lora_targets, str) else tuple(lora_targets)):
             i, o = shapes[t]
@@ -179,60 +185,75 @@ class _OneGpu:
     est: memory.MemoryEstimate
     params: list[ParamShape]
     layers: int
-    base_bytes: Fraction      # bytes of a base-model number (weights)
+    linear_bytes: Fraction    # bytes of a number of a block's linear layers (fractional for 4-bit weights)
+    other_bytes: Fraction     # bytes of a number of the embedding, head and norms
     adapter_bytes: Fraction   # bytes of an adapter number
     grad_bytes: Fraction      # bytes of a gradient, per trainable number
     optimizer_bytes: Fraction  # bytes of optimizer state, per trainable number
     base_trains: bool         # full fine-tuning: the base model's numbers train
-    forward_extra: int        # forward/backward moment minus weights and optimizer state (activations, logits, ...)
+    forward_extra: int        # the forward/backward moment minus weights, optimizer state and gradients
+    grads_in_forward: bool    # that moment holds the gradients (kept, or a checkpointed layer's recompute)
     step_temporary: int | None  # the optimizer step's temporaries; None where that moment is never the peak
 
 
-def _per_sample(kwargs: dict) -> tuple[memory.MemoryEstimate, int, int]:
-    """memory.estimate at a very large batch, and its forward/backward moment's growth per sample.
+def _accepts(name: str) -> bool:
+    return name in inspect.signature(memory.estimate).parameters
 
-    memory.estimate's peak is max(forward/backward moment, optimizer step) + workspace; the first
-    grows linearly with the batch (activations and logits are per sample), the second does not.
-    Reading the slope at a batch where the first dominates recovers that moment at any batch
-    without restating memory's formulas. The linearity is checked, so a change there is noticed.
+
+def _forward_extra(kwargs: dict, batch: int) -> int:
+    """memory.estimate's largest forward/backward moment at ``batch``, minus weights, optimizer state and gradients.
+
+    Those moments hold weights + optimizer state (+ the gradients, where kept or where a
+    checkpointed layer is recomputed) + what grows with the batch (activations, logits). With
+    ``set_to_none=False`` every one of them holds the gradients, so their maximum is
+    weights + optimizer + gradients + slope·batch: read the slope at batches so large that these
+    moments, not the optimizer step, are the peak. That recovers them at any batch without
+    restating memory's formulas; the linearity is checked, so a change there is noticed.
     """
+    probe = dict(kwargs, set_to_none=False) if _accepts("set_to_none") else kwargs
     b = _LARGE_BATCH
-    e1, e2, e3 = (memory.estimate(**kwargs, batch_size=k * b) for k in (1, 2, 3))
-    slope = (e2.peak - e1.peak) // b
-    if e3.peak - e2.peak != e2.peak - e1.peak or slope * b != e2.peak - e1.peak:  # pragma: no cover - guards a change in memory.py
-        raise AssertionError("memory.estimate's peak is no longer linear in batch_size at large batches; revisit sharding._per_sample.")
-    return e1, b, slope
+    e1, e2, e3 = (memory.estimate(**probe, batch_size=k * b) for k in (1, 2, 3))
+    slope, rem = divmod(e2.peak - e1.peak, b)
+    if rem or e3.peak - e2.peak != e2.peak - e1.peak:  # pragma: no cover - guards a change in memory.py
+        raise AssertionError("memory.estimate's peak is no longer linear in batch_size at large batches; revisit sharding._forward_extra.")
+    kept = e1.gradients if _accepts("set_to_none") else 0
+    return e1.peak - e1.workspace - e1.weights - e1.optimizer - kept - (b - batch) * slope
 
 
 def _one_gpu(arch: Any, **estimate_kwargs) -> _OneGpu:
-    """Everything per-GPU that does not depend on N: bytes per number and the two moments' parts."""
+    """Everything per GPU that does not depend on N: bytes per number and the moments' parts."""
     kwargs = dict(arch=arch, **estimate_kwargs)
     batch = kwargs.pop("batch_size", 1)
     est = memory.estimate(**kwargs, batch_size=batch)
     a = memory.resolve_arch(arch)
-    n_base = memory.parameter_counts(a)["total"]
-    n_adapters = est.total_params - n_base
-    lora_r = kwargs.get("lora_r", 8) if n_adapters else None
-    params = model_params(a, lora_r, kwargs.get("lora_targets", ("q_proj", "v_proj")))
+    counts = memory.parameter_counts(a)
+    n_adapters = est.total_params - counts["total"]
+    params = model_params(a, kwargs.get("lora_r", 8) if n_adapters else None, kwargs.get("lora_targets", ("q_proj", "v_proj")))
     if a.num_hidden_layers * sum(math.prod(p.shape) for p in params if p.adapter) != n_adapters:  # pragma: no cover
         raise AssertionError(f"sharding.model_params and memory.estimate disagree on the adapters' size for {kwargs}")
     t = est.trainable_params
     grad_b = Fraction(est.gradients, t) if t else Fraction(0)
     opt_b = Fraction(est.optimizer, t) if t else Fraction(0)
     adapter_b = grad_b  # memory: a gradient is kept in its parameter's dtype
-    base_b = Fraction(est.weights - n_adapters * adapter_b, n_base)
-    base_trains = t == n_base and n_adapters == 0
+    base = est.weights - n_adapters * adapter_b
+    n_linear, n_other = counts["linear_in_blocks"], counts["total"] - counts["linear_in_blocks"]
+    if kwargs.get("quantization"):  # 4-bit block linears (packed weights and scales, spread over their numbers)
+        linear_b = Fraction(memory.quantized_weight_bytes(a, kwargs.get("double_quant", False)), n_linear)
+        other_b = (base - n_linear * linear_b) / n_other
+    else:
+        linear_b = other_b = base / counts["total"]
+    base_trains = t == counts["total"] and n_adapters == 0
 
-    big, b, slope = _per_sample(kwargs)
-    ws = est.workspace
-    forward_extra = big.peak - ws - big.weights - big.optimizer - (b - batch) * slope
-    one_gpu_peak = est.peak - ws
-    forward = est.weights + est.optimizer + forward_extra
-    # If the step is not the peak on one GPU, it is not on any rank either: the step holds
-    # gradients + temporaries (at most their one-GPU sizes) where the forward moment holds
-    # forward_extra, which is larger, plus the gathered layers.
+    forward_extra = _forward_extra(kwargs, batch)
+    grads_in_forward = not kwargs.get("set_to_none", True) or bool(kwargs.get("gradient_checkpointing", False))
+    one_gpu_peak = est.peak - est.workspace
+    forward = est.weights + est.optimizer + (est.gradients if grads_in_forward else 0) + forward_extra
+    # If the step is not the peak on one GPU it is not on any rank either: it holds the gradients
+    # and temporaries (at most their one-GPU sizes) where the forward/backward moment holds
+    # forward_extra, at least as large, plus the gathered layers.
     step_temporary = one_gpu_peak - est.weights - est.gradients - est.optimizer if one_gpu_peak > forward else None
-    return _OneGpu(est, params, a.num_hidden_layers, base_b, adapter_b, grad_b, opt_b, base_trains, forward_extra, step_temporary)
+    return _OneGpu(est, params, a.num_hidden_layers, linear_b, other_b, adapter_b, grad_b, opt_b, base_trains,
+                   forward_extra, grads_in_forward, step_temporary)
 
 
 def _bytes(x: Fraction) -> int:
@@ -248,7 +269,7 @@ def _fsdp(g: _OneGpu, num_gpus: int, rank: int, prefetch: int) -> ShardedEstimat
     for p in g.params:
         copies = 1 if p.group == "root" else g.layers
         held, allocated = shard_numel(p.shape, N, rank)
-        size = g.adapter_bytes if p.adapter else g.base_bytes
+        size = g.adapter_bytes if p.adapter else g.linear_bytes if p.name.endswith("_proj.weight") else g.other_bytes
         trains = p.adapter or g.base_trains
         weights += copies * allocated * size
         unsharded[p.group] += allocated * N * size           # the all-gather output is the padded full size
@@ -262,7 +283,7 @@ def _fsdp(g: _OneGpu, num_gpus: int, rank: int, prefetch: int) -> ShardedEstimat
                 grad_buffers["layer"] += (math.prod(p.shape) + allocated * N) * g.grad_bytes
     gathered = unsharded["root"] + (1 + prefetch) * unsharded["layer"]
     buffers = grad_buffers["root"] + grad_buffers["layer"]
-    forward = weights + optimizer + gathered + buffers + g.forward_extra
+    forward = weights + optimizer + (gradients if g.grads_in_forward else 0) + gathered + buffers + g.forward_extra
     peak = forward
     if g.step_temporary is not None:
         share = Fraction(held_trainable, est.trainable_params) if est.trainable_params else Fraction(0)
@@ -297,18 +318,21 @@ def estimate(arch: Any, num_gpus: int, sharding: str = "fsdp", *, rank: int = 0,
 
 
 def gpus_needed(arch: Any, gpu_memory: int, sharding: str = "fsdp", *, max_gpus: int = 1024, **estimate_kwargs) -> int | None:
-    """The smallest number of GPUs whose every GPU's peak fits ``gpu_memory`` bytes; None if none up to ``max_gpus`` does.
+    """The smallest number of GPUs on which every GPU's peak fits ``gpu_memory`` bytes; None if none up to ``max_gpus`` does.
 
-    ``gpu_memory`` in bytes, e.g. ``le.memory_views.gpu_bytes("80 GB")`` (80 GiB). DDP never
-    lowers the memory per GPU, so it gives 1 or None. Under FSDP the shards shrink as 1/N but the
-    activations at the per-GPU batch, the gathered layers and the workspace do not: past some N
-    adding GPUs no longer helps, and None says so.
+    ``gpu_memory`` in bytes, e.g. ``le.memory_views.gpu_bytes("80 GB")`` (80 GiB). One GPU means
+    plain training (:func:`memory.estimate`, no engine); from two on, ``sharding``'s memory per GPU.
+    DDP never lowers the memory per GPU, so it gives 1 or None. Under FSDP the shards shrink as
+    1/N but the activations at the per-GPU batch, the gathered layers and the workspace do not:
+    past some N adding GPUs no longer helps, and None says so.
     """
     if isinstance(gpu_memory, bool) or not isinstance(gpu_memory, int) or gpu_memory <= 0:
         raise ValueError(f"gpu_memory must be a positive number of bytes, e.g. le.memory_views.gpu_bytes('80 GB'), got {gpu_memory!r}.")
     _check_gpus(max_gpus, sharding)
+    if memory.estimate(arch, **estimate_kwargs).peak <= gpu_memory:
+        return 1
     g = _one_gpu(arch, **estimate_kwargs)
-    for n in range(1, max_gpus + 1):
+    for n in range(2, max_gpus + 1):
         e = _fsdp(g, n, 0, 1) if sharding == "fsdp" else _ddp(g, n, 0, False)
         if e.peak <= gpu_memory:
             return n
