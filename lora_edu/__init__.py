@@ -8,7 +8,7 @@ lines, reused across notebooks, or worth a unit test lives here rather than in a
 Three kinds of module, three sub-packages:
 
 * ``lora_edu.core``: the mathematics and the models. LoRA layers and injection (``lora``),
-  adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model (``memory``),
+  adapter files (``adapters``), PEFT interop (``peft_tools``) and its pitfalls, reproduced (``pitfalls``), the memory model (``memory``),
   low-rank algebra (``lowrank``), the 4×4 worked example (``worked_example``) and the
   rotated-digits task (``digits_task``), FLOP counts and step timings (``timing``). No plotting, no widgets: usable from a script or a
   GPU benchmark.
