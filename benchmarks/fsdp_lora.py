@@ -37,8 +37,14 @@ TINY_CASES = {
                       lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
 }
 GPU_MODELS = ("llama-370m", "llama-1.3b")
-GPU_CASES = ("full_bf16", "lora_qv", "lora_all")
+GPU_CASES = ("full_bf16", "lora_qv", "lora_all", "full_bf16_ckpt", "lora_all_ckpt")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _supported(case: dict) -> bool:
+    """Cases this script can run as the calculator describes them: training, torch's AdamW, no 4-bit weights, set_to_none."""
+    keys = {"method", "weight_dtype", "adapter_dtype", "lora_r", "lora_targets", "gradient_checkpointing"}
+    return case["method"] != "inference" and set(case) <= keys
 
 
 def build(arch: dict, case: dict, device: torch.device, seq_len: int, lora_impl: str):
@@ -51,6 +57,11 @@ def build(arch: dict, case: dict, device: torch.device, seq_len: int, lora_impl:
     torch.manual_seed(0)
     with device:
         model = LlamaForCausalLM(config).to(DTYPES[case["weight_dtype"]])
+    if case.get("gradient_checkpointing"):
+        from measure_memory import _enable_checkpointing  # the single-GPU benchmark's way (this folder is on sys.path)
+
+        _enable_checkpointing(model)
+    model.train()
     if case["method"] == "lora":
         r, targets = case["lora_r"], list(case["lora_targets"])
         if lora_impl == "peft":
@@ -165,8 +176,11 @@ def main() -> None:
     batches = args.batches or ([1, 4] if cuda else [2])
     seq_len = args.seq_len or (512 if cuda else 8)
     unknown = [m for m in models if m != "tiny" and m not in PRESETS] + [c for c in case_names if c not in cases]
+    unknown += [c for c in case_names if c in cases and not _supported(cases[c])]
     if unknown:
-        parser.error(f"unknown model(s) or case(s) {unknown}; models: 'tiny' or {sorted(PRESETS)}; cases: {sorted(cases)}")
+        trainable = sorted(c for c, v in cases.items() if _supported(v))
+        parser.error(f"unknown or unsupported model(s) or case(s) {unknown}; models: 'tiny' or {sorted(PRESETS)}; "
+                     f"cases (training with torch's AdamW, no 4-bit weights): {trainable}")
     if "LOCAL_RANK" not in os.environ:
         parser.error("launch with torchrun, e.g. torchrun --nproc-per-node 2 benchmarks/fsdp_lora.py --device cpu --out x.json")
 
