@@ -323,16 +323,20 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alpha: float, dropout: float = 0.0,
-             *, use_rslora: bool = False, fan_in_fan_out: bool | None = None) -> nn.Module:
+             *, use_rslora: bool = False, fan_in_fan_out: bool | None = None, use_dora: bool = False,
+             init: str = "default") -> nn.Module:
     """Wrap the matching ``nn.Linear`` (or ``Conv1D``) modules in :class:`LoRALinear`, in place; freeze the rest.
 
     ``target_modules`` is a list of names or name suffixes (``["q_proj", "v_proj"]``) or a
     regex matched against the whole module name (``r".*\\.(q|v)_proj"``), as in PEFT.
     ``fan_in_fan_out`` is read from each layer's type (True for GPT-2's ``Conv1D``); pass it only
-    to assert that every target has that layout (see :class:`LoRALinear`).
+    to assert that every target has that layout (see :class:`LoRALinear`). ``use_dora`` and
+    ``init`` are passed to each :class:`LoRALinear` (DoRA, PiSSA).
     Every check runs before the first module is replaced.
     """
     check_lora_settings(r, alpha, dropout)
+    if init not in INITS:
+        raise LoRAConfigError(f"init={init!r} is not one of {INITS}; use 'default' (A random, B zero) or 'pissa'.")
     if not isinstance(target_modules, str):
         target_modules = list(target_modules)
         if not target_modules:
@@ -348,7 +352,7 @@ def add_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alph
         raise LoRAConfigError(f"target_modules {target_modules!r} matched no module. Linear layers in this model: {names}.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        new = [(n, LoRALinear(m, r, alpha, dropout, use_rslora=use_rslora)) for n, m in matches]
+        new = [(n, LoRALinear(m, r, alpha, dropout, use_rslora=use_rslora, use_dora=use_dora, init=init)) for n, m in matches]
     for w in {str(w.message): w for w in caught}.values():  # one warning per distinct message, not per layer
         warnings.warn(w.message, stacklevel=2)
     for p in model.parameters():

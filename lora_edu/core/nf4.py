@@ -71,6 +71,28 @@ def dynamic_code_book() -> torch.Tensor:
     return torch.tensor(sorted(data), dtype=torch.float32)
 
 
+def fp4_code_book() -> torch.Tensor:
+    """bitsandbytes' FP4 (1 sign, 2 exponent, 1 mantissa bit), sorted and scaled to [-1, 1]: the float alternative.
+
+    Magnitudes 2^e·(1 + m/2) for e = 1, 2, 3 and m = 0, 1 (2, 3, 4, 6, 8, 12), a subnormal 0.0625
+    and 0, divided by 12 (``get_4bit_type("fp4")``). ±0 are one value, so 15 distinct codes.
+    """
+    magnitudes = [0.0, 0.0625] + [2.0**e * (1 + m / 2) for e in (1, 2, 3) for m in (0, 1)]
+    values = sorted({v / 12 for v in magnitudes} | {-v / 12 for v in magnitudes})
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def int4_code_book() -> torch.Tensor:
+    """Symmetric 4-bit integers −7…7, scaled to [-1, 1] (bitsandbytes' ``get_4bit_type("int4")``): evenly spaced codes."""
+    return torch.arange(-7, 8, dtype=torch.float32) / 7
+
+
+def roundtrip(weight: torch.Tensor, code: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    """Block-wise absmax quantization of ``weight`` with any sorted ``code`` book, and back: what the weight becomes."""
+    indices, absmax = blockwise_absmax_quantize(weight.detach().reshape(-1), code, blocksize)
+    return (code[indices.long()].reshape(-1, blocksize) * absmax.unsqueeze(1)).reshape(weight.shape)
+
+
 def blockwise_absmax_quantize(flat: torch.Tensor, code: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the nearest code (``code`` sorted) for each number of ``flat``, and each block's absmax (float32).
 

@@ -118,3 +118,12 @@ def test_non_float_weight_is_refused(w, match):
         nf4.nf4_quantize(w)
     with pytest.raises(nf4.QuantizationError, match="NF4Tensor"):
         nf4.nf4_dequantize(torch.zeros(3))
+
+
+def test_fp4_and_int4_code_books_and_roundtrip_equal_bitsandbytes():
+    assert torch.equal(nf4.fp4_code_book(), BF.get_4bit_type("fp4", device="cpu").unique())
+    assert torch.equal(nf4.int4_code_book() * 7, torch.arange(-7.0, 8.0))  # bitsandbytes' own "int4" table fails to build in 0.50.2
+    w = torch.randn(64 * 50)
+    for kind, code in (("fp4", nf4.fp4_code_book()), ("nf4", nf4.nf4_code_book())):
+        packed, state = BF.quantize_4bit(w, blocksize=64, quant_type=kind)
+        assert torch.equal(nf4.roundtrip(w, code), BF.dequantize_4bit(packed, state).reshape(-1))

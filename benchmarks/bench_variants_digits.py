@@ -1,0 +1,39 @@
+"""The learning-rate sweep behind notebook 08's table: each LoRA variant on the rotated digits.
+
+Run from the repository root:  .venv/bin/python benchmarks/bench_variants_digits.py
+It writes lora_edu/data/variants_digits.json (accuracies, extra parameters, median CPU step
+times). Accuracies are deterministic (float64, one thread, fixed seeds): the notebook re-runs
+each method's best learning rate and checks it gets the stored accuracy. Step times are CPU
+times on the machine named in the file, and vary with it.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from lora_edu.core import digits_task, variant_runs
+from lora_edu.course.seeding import seed_everything
+
+LRS = (3e-3, 1e-2, 3e-2, 1e-1)
+EPOCHS = 15
+OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "variants_digits.json"
+
+
+def main() -> None:
+    seed_everything(0)
+    base = digits_task.pretrained_model()
+    data = digits_task.load_digits_task(rotate=True)
+    results = variant_runs.sweep(base, data, lrs=LRS, epochs=EPOCHS)
+    OUT.write_text(json.dumps(dict(
+        epochs=EPOCHS, r=4, lrs=list(LRS), loraplus_ratio=variant_runs.LORAPLUS_RATIO,
+        machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {torch.get_num_threads()} thread",
+        results=results), indent=1) + "\n")
+    for res in variant_runs.best_per_method(results):
+        print(res)
+
+
+if __name__ == "__main__":
+    main()
