@@ -398,8 +398,8 @@ def lora_plan() -> CriterionExercise:
         random_case=case,
         hidden_cases=3,
         hint="The budget caps r·(d + k), so the largest affordable rank is budget // (d + k) (and at most min(d, k)); "
-             "its Eckart–Young error is the best any plan can do. Then the step size: the table above shows Adam at "
-             "lr 0.003 close to the floor after 150 steps on a 64×64 target; a few times larger is safer on other targets.",
+             "its Eckart–Young error is the best any plan can do. Then the step size: the α experiment above (Adam, lr 0.003 "
+             "from le.rank_experiments.FIT_LR, α = 16) ends near its floor on one 64×64 target; other targets may need a larger lr.",
         solution="def lora_plan(d, k, budget):\n    r = min(budget // (d + k), d, k)\n    return [r, 16, 0.02]",
         why="Under a budget, spend it on rank (the Eckart–Young floor falls with r) and pick a step size that converges; "
             "with Adam, α and the learning rate play similar roles (Hu et al. 2021, §4.1).",
@@ -460,6 +460,36 @@ def merge_conv1d() -> FunctionExercise:
     )
 
 
+# ---------------------------------------------------------------- notebook 07
+
+
+def _q4_1_case(rng: np.random.Generator) -> dict:
+    """A random Q4_1 block: d > 0 and m as float16 bytes, then 16 bytes of two 4-bit codes each."""
+    d, m = np.float16(rng.uniform(1e-4, 0.05)), np.float16(rng.uniform(-0.4, 0.0))
+    codes = rng.integers(0, 256, size=16, dtype=np.uint8)
+    return dict(block=np.concatenate([np.array([d, m], dtype=np.float16).view(np.uint8), codes]))
+
+
+def dequantize_q4_1_block() -> FunctionExercise:
+    """07: one ggml Q4_1 block (20 bytes) → its 32 weights, d·q + m."""
+    from lora_edu.core.smollm2 import dequantize_q4_1
+
+    return FunctionExercise(
+        "dequantize_q4_1_block",
+        reference=lambda block: dequantize_q4_1(block)[0].astype(np.float64),
+        example=_q4_1_case(np.random.default_rng(7)),
+        random_case=_q4_1_case,
+        rtol=1e-6,
+        hint="block[:4].view(np.float16) gives d and m. Byte j of block[4:] holds weight j in its low 4 bits (b & 0x0F) "
+             "and weight j + 16 in its high 4 bits (b >> 4): concatenate the low halves, then the high halves. "
+             "Each weight is d·q + m.",
+        solution=("def dequantize_q4_1_block(block):\n    d, m = block[:4].view(np.float16).astype(np.float64)\n"
+                  "    codes = np.concatenate([block[4:] & 0x0F, block[4:] >> 4])\n    return d * codes + m"),
+        why="Five bits a weight (4 for the code, 32 shared bits of d and m per 32 weights): how the 98 MB file holds "
+            "a 135-million-parameter model. QLoRA trains adapters on such a 4-bit base (notebook 08).",
+    )
+
+
 # ---------------------------------------------------------------- notebook 09
 
 
@@ -483,4 +513,35 @@ def random_subspace_similarity() -> FunctionExercise:
         why="A measured φ means something only above this floor: 1/128 ≈ 0.008 for the top directions of notebook 09's "
             "fc2 (128 inputs), but 0.5 for i = 8, j = 64, where a random 64-dimensional subspace already holds half "
             "of every direction.",
+    )
+
+
+# ---------------------------------------------------------------- notebook 08
+
+
+def _nf4_block_case(rng: np.random.Generator) -> dict:
+    from lora_edu.core.nf4 import nf4_code_book
+
+    size = int(rng.choice([16, 32, 64]))
+    return dict(block=rng.normal(0, rng.uniform(0.01, 1.0), size=size), code=nf4_code_book().double().numpy())
+
+
+def nf4_block_codes() -> FunctionExercise:
+    """08: NF4-quantize one block: divide by its absmax, then the index of the nearest code book value."""
+    def reference(block, code):
+        scaled = block / np.abs(block).max()
+        return np.abs(scaled[:, None] - code[None, :]).argmin(axis=1)
+
+    return FunctionExercise(
+        "nf4_block_codes",
+        reference=reference,
+        example=_nf4_block_case(np.random.default_rng(8)),
+        random_case=_nf4_block_case,
+        hint="Divide the block by its largest absolute value, so it lies in [-1, 1]. For each number, the answer is the "
+             "position (0–15) of the code book value closest to it: np.abs(scaled[:, None] - code[None, :]) is a "
+             "table of all distances; argmin along the code axis picks the nearest.",
+        solution=("def nf4_block_codes(block, code):\n    scaled = block / np.abs(block).max()\n"
+                  "    return np.abs(scaled[:, None] - code[None, :]).argmin(axis=1)"),
+        why="Those indices, two to a byte, and one absmax per block are all that NF4 stores: 4 bits a weight plus "
+            "32/64 = 0.5 bits for the scale at blocksize 64 (0.127 with double quantization).",
     )
