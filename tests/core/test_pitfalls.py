@@ -194,3 +194,19 @@ def test_load_nf4_leaves_progress_bars_as_they_were():
 def test_sorted_sets_orders_printed_sets_of_strings_only():
     assert P.sorted_sets("Target modules {'v_proj', 'q_proj'} not found; {'a'}; {1: 2}") == \
         "Target modules {'q_proj', 'v_proj'} not found; {'a'}; {1: 2}"
+
+
+def test_exercise_6b_the_notebook_shows_the_banks_buggy_merge_and_the_check_rejects_it():
+    import json
+    from pathlib import Path
+
+    from lora_edu.course import exercise_bank as bank
+
+    cells = ["".join(c["source"]) for c in json.loads(
+        (Path(__file__).resolve().parents[2] / "notebooks" / "06_peft_comparison.ipynb").read_text())["cells"]]
+    assert any(c.startswith(bank.BUGGY_MERGE_CONV1D) for c in cells)
+    namespace = {}
+    exec(bank.BUGGY_MERGE_CONV1D, namespace)  # noqa: S102 - the course's own buggy example
+    result = bank.merge_conv1d().check(namespace["merge_conv1d_buggy"])
+    assert not result.passed and "on the visible example" in result.message   # square: no error, wrong values
+    assert bank.merge_conv1d().check(lambda W, A, B, scaling: W + scaling * (B @ A).T).passed
