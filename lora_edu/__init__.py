@@ -52,6 +52,7 @@ _LAZY = {
     "nf4": "lora_edu.core.nf4",  # notebook 08: QLoRA's NF4
     **{name: f"lora_edu.core.nf4:{name}" for name in ("nf4_quantize", "nf4_dequantize")},
     "variants": "lora_edu.core.variants",  # notebook 08: LoRA+ groups, mixed-adapter batches
+    "variant_runs": "lora_edu.core.variant_runs",  # notebook 08: the variants on the rotated digits
     **{name: f"lora_edu.core.variants:{name}" for name in ("loraplus_param_groups", "mixed_batch_forward")},
     "check_environment": "lora_edu.course.env_check:check_environment",
     "seed_everything": "lora_edu.course.seeding:seed_everything",

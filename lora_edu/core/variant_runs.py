@@ -19,7 +19,7 @@ from lora_edu.core.nf4 import NF4Linear
 from lora_edu.core.variants import loraplus_param_groups
 
 METHODS = ("LoRA", "rsLoRA", "DoRA", "PiSSA", "LoRA+", "QLoRA")
-#: LoRA+'s ratio ηB/ηA; PEFT's docstring asks for ≥ 1, and the LoRA+ paper's experiments use 2⁴ (its §5).
+#: LoRA+'s ratio ηB/ηA used in notebook 08 (PEFT's docstring asks for a ratio ≥ 1).
 LORAPLUS_RATIO = 16
 
 
