@@ -6,6 +6,7 @@ import sys
 import pytest
 from course_builder import NOTEBOOKS, make_course, submit
 
+from lora_edu.course import exercise_bank
 from lora_edu.grade import sandbox
 from lora_edu.grade.course_folder import read_source
 from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, grade
@@ -26,7 +27,8 @@ def test_solutions_score_full_marks_and_blanks_zero_on_every_notebook(tmp_path):
     submit(course, "blank")
     result = subprocess.run([sys.executable, "-m", "lora_edu.grade", str(course), "lora"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "solved  9 / 9" in result.stdout and "blank  0 / 9" in result.stdout and "bubblewrap sandbox" in result.stdout
+    n = sum(len(read_source(path).graded) for path in NOTEBOOKS)  # every graded cell of the course, each worth 1
+    assert f"solved  {n} / {n}" in result.stdout and f"blank  0 / {n}" in result.stdout and "bubblewrap sandbox" in result.stdout
     with open(course / FEEDBACK_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["status"] for r in rows if r["student_id"] == "blank"} == {"not attempted"}
@@ -150,7 +152,8 @@ def test_feedback_names_a_function_defined_outside_the_answer_cell_and_a_misname
     assert "found 01_memory_cost-Copy1.ipynb: rename it to 01_memory_cost.ipynb" in marks["frank", "01"].message
     with open(tmp_path / TOTALS_FILE, newline="") as f:
         totals = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
-    assert totals == {"frank": 0.0, "'=cmd": 2.0}, "a spreadsheet must not run a student id as a formula"
+    both = sum(len(read_source(path).graded) for path in NOTEBOOKS[:2])
+    assert totals == {"frank": 0.0, "'=cmd": float(both)}, "a spreadsheet must not run a student id as a formula"
     record = json.loads((tmp_path / RUN_FILE).read_text())
     assert record["seed"] == 7 and record["sandboxed"] and record["seccomp"] and record["limits"]["cpu_seconds"] == 120
 
@@ -170,3 +173,29 @@ def test_a_broken_sandbox_stops_the_run_instead_of_giving_everyone_zero(tmp_path
     with pytest.raises(CourseError, match="(?s)the sandbox could not run the grading script.*can.t open file"):
         grade(tmp_path, "lora")
     assert not (tmp_path / GRADES_FILE).exists()
+
+
+#: issue 13's exercises that are not a formula: (grade_id, a wrong answer, words its feedback must contain)
+WRONG_ANSWERS = {
+    "ex00_predict_trainable": ("def predict_trainable():\n    return 1792 + 128 + 128\n", "your prediction 2048 is not what"),
+    "ex02_torch_style_output": (exercise_bank.BUGGY_TORCH_STYLE, "wrong values on the visible example"),  # the planted bug
+    "ex03_predict_alpha_doubling": ("def predict_alpha_doubling():\n    return [2, 2]\n", "your prediction [2, 2] is not what"),
+    "ex04_lora_plan": ("def lora_plan(d, k, budget):\n    return [budget // (d + k) + 1, 16, 0.02]\n", "over the budget"),
+    "ex05_outputs_around_merge": (exercise_bank.BUGGY_MERGE, "wrong values on the visible example"),    # the planted bug
+}
+
+
+def test_predictions_bug_hunts_and_the_open_task_grade_honest_and_wrong_answers_through_the_real_grader(tmp_path):
+    from course_builder import ROOT
+
+    names = ("00_start_here", "02_worked_example", "03_gradient_step", "04_rank_and_alpha", "05_lora_from_scratch")
+    notebooks = [ROOT / "notebooks" / f"{name}.ipynb" for name in names]
+    make_course(tmp_path, notebooks)
+    submit(tmp_path, "honest", notebooks, solved=True)
+    submit(tmp_path, "wrong", notebooks, solutions={gid: code for gid, (code, _) in WRONG_ANSWERS.items()})
+    run = grade(tmp_path, "lora", seed=11)
+    marks = {(m.student_id, m.grade_id): m for m in run.marks}
+    for grade_id, (_, words) in WRONG_ANSWERS.items():
+        honest, wrong = marks["honest", f"{grade_id}_check"], marks["wrong", f"{grade_id}_check"]
+        assert honest.score == 1.0, honest.message
+        assert wrong.score == 0.0 and wrong.status == "failed" and words in wrong.message, wrong.message
