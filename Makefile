@@ -4,8 +4,11 @@
 # notebooks; `make instructor` serves the tracked solution notebooks with nbgrader's tools.
 VENV := .venv
 PY   := $(VENV)/bin/python
+# Live widgets in RISE slideshows: jupyterlab-rise's slideshow app lacks the @jupyterlab/console that the
+# widget manager imports; tools/rise_widgets provides it there (see its static/remoteEntry.js).
+export JUPYTER_PATH := $(CURDIR)/tools/rise_widgets$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 
-.PHONY: lab instructor reset test lint setup execute student clean bench
+.PHONY: lab instructor reset test lint setup execute slides student clean bench
 
 lab:
 	bash tools/setup_env.sh
@@ -34,6 +37,10 @@ setup:
 ## Re-execute every notebook in place after a change (stores outputs for GitHub and nbval).
 execute: setup
 	$(PY) tools/execute_notebooks.py notebooks/*.ipynb
+
+## Slide metadata (RISE) from each notebook's structure (rules: tools/slides.py); `make execute` applies it too.
+slides: setup
+	$(PY) tools/slides.py notebooks/*.ipynb
 
 ## Write student versions (solutions replaced by placeholders) into student/.
 student: setup

@@ -6,7 +6,8 @@ Run it after changing a notebook or ``lora_edu``: notebooks are committed execut
 readers see results on GitHub and nbval can compare every output. Each notebook runs with
 its own folder as working directory, in this Python environment's kernel, and the time
 each took is printed. Cells keep no timing metadata (``record_timing=False``), so a re-run changes
-only what a reader sees, never every cell's timestamps.
+only what a reader sees, never every cell's timestamps. Before saving, each notebook gets its slide
+metadata recomputed (``tools/slides.py``), so a re-executed notebook is always a consistent slideshow.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import slides  # tools/slides.py, beside this script
 from nbclient import NotebookClient
 
 
@@ -27,6 +29,7 @@ def execute(path: Path) -> float:
     NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     elapsed = time.perf_counter() - start
+    slides.apply(nb)
     nbformat.write(nb, path)
     return elapsed
 

@@ -1,0 +1,167 @@
+"""Slide metadata (tools/slides.py): every notebook carries it, it follows the rules, and the rules do what they say.
+
+The rules themselves are in the docstring of ``tools/slides.py``; the unit tests below run them on
+small synthetic notebooks, one rule at a time. The notebook tests read the stored notebooks: one
+that lacks the metadata, or whose metadata is stale, fails with the command that fixes it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import slides  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+INSTALL = slides.INSTALL_CELL_FIRST_LINE + ": install it first\n%pip install lora-edu"
+FIX = "run: python tools/slides.py notebooks/*.ipynb (or make slides)"
+
+
+def md(text):
+    return nbformat.v4.new_markdown_cell(text)
+
+
+def code(text, **nbgrader):
+    cell = nbformat.v4.new_code_cell(text)
+    if nbgrader:
+        cell.metadata["nbgrader"] = {"schema_version": 3, "locked": not nbgrader.get("solution"), **nbgrader}
+    return cell
+
+
+def notebook(*cells):
+    return nbformat.v4.new_notebook(cells=list(cells))
+
+
+def types(*cells):
+    return slides.slide_types(list(cells))
+
+
+# ---- the stored notebooks --------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_a_slide_type(path):
+    cells = json.loads(path.read_text())["cells"]
+    missing = [i for i, c in enumerate(cells) if "slide_type" not in c.get("metadata", {}).get("slideshow", {})]
+    assert not missing, f"{path.name}: cells {missing} have no slide metadata; {FIX}"
+    bad = {c["metadata"]["slideshow"]["slide_type"] for c in cells} - set(slides.SLIDE_TYPES)
+    assert not bad, f"{path.name}: unknown slide types {bad}; {FIX}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_slide_metadata_follows_the_rules(path):
+    """Hand edits (RISE's own cell toolbar) and new cells are caught here: the tool is the one source."""
+    found = slides.problems(json.loads(path.read_text()))
+    assert not found, f"{path.name}: slide metadata out of date; {FIX}\n" + "\n".join(found[:10])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_slideshow_structure(path):
+    """What a lecture needs, whatever the rules become: title and sections on top, set-up and solutions hidden."""
+    cells = json.loads(path.read_text())["cells"]
+    kind = [c.get("metadata", {}).get("slideshow", {}).get("slide_type") for c in cells]
+    assert kind[0] == "slide", f"{path.name}: the title cell opens the slideshow; {FIX}"
+    for c, k in zip(cells, kind):
+        text = slides._source(c)
+        if c["cell_type"] == "markdown" and text.startswith("## "):
+            assert k == "slide", f"{path.name}: section {text.splitlines()[0]!r} is not a slide; {FIX}"
+        if c["cell_type"] == "code" and (text.startswith(slides.INSTALL_CELL_FIRST_LINE) or "### BEGIN SOLUTION" in text):
+            assert k == "skip", f"{path.name}: the install cell and solutions are hidden in the slideshow; {FIX}"
+    assert kind.count("slide") >= 3, f"{path.name}: a slideshow of title, sections and summary; {FIX}"
+    markdown = [slides._source(c) for c in cells if c["cell_type"] == "markdown"]
+    assert "## References" in "\n".join(markdown[-2:]), f"{path.name}: the last slide keeps the references"
+
+
+def test_a_notebook_without_metadata_fails_with_the_fix(tmp_path):
+    path = tmp_path / "99_bare.ipynb"
+    nbformat.write(notebook(md("# Title"), code(INSTALL), md("## Section"), code("print(1)")), path)
+    found = slides.problems(json.loads(path.read_text()))
+    assert found and "slide_type None, the rules give 'slide'" in found[0]
+    assert slides.main(["--check", str(path)]) == 1
+    assert slides.main([str(path)]) == 0 and slides.main(["--check", str(path)]) == 0
+
+
+# ---- the rules, on synthetic notebooks ---------------------------------------------------------
+
+def test_title_and_sections_are_slides_and_subsections_subslides():
+    assert types(md("# T\n## Learning goals"), md("## A"), md("text"), md("### A.1"), md("## B")) == \
+        ["slide", "slide", "-", "subslide", "slide"]
+
+
+def test_one_code_cell_per_screen():
+    assert types(md("# T"), md("lead-in prose"), code("x = f()"), code("plot(x)"), md("prose after it, long enough " * 12),
+                 code("y = g(x)")) == ["slide", "-", "-", "subslide", "subslide", "-"]
+
+
+def test_a_short_closing_remark_is_a_fragment_but_a_lead_in_opens_the_next_screen():
+    remark, lead_in, colon = md("Only the first row is non-zero."), md("Now a real update."), md("The same in PyTorch:")
+    assert types(md("# T"), code("show()"), remark, md("## Next")) == ["slide", "-", "fragment", "slide"]
+    assert types(md("# T"), code("show()"), lead_in, code("real()")) == ["slide", "-", "subslide", "-"]
+    assert types(md("# T"), code("show()"), colon, md("## Next")) == ["slide", "-", "subslide", "slide"]
+    assert types(md("# T"), remark, code("show()")) == ["slide", "-", "-"], "before any code a remark is plain prose"
+
+
+def test_long_prose_is_speaker_notes_but_a_long_heading_cell_is_a_slide():
+    long = "word " * (slides.LONG_PROSE_CHARS // 5 + 1)
+    assert types(md("# T"), code("show()"), md(long), code("more()")) == ["slide", "-", "notes", "subslide"]
+    assert types(md("# T"), md("## Summary\n" + long)) == ["slide", "slide"]
+
+
+def test_install_setup_and_graded_cells_are_skipped():
+    setup = code("import numpy as np\nfrom torch import nn\n\nrng = le.seed_everything(0)\nGB, GiB = le.memory.GB, le.memory.GiB\n"
+                 "np.set_printoptions(precision=4)\nwarnings.filterwarnings('ignore')\n%matplotlib inline")
+    exercise = code("ex2 = le.exercise_bank.delta_w()")
+    solution = code("def f(A, B):\n    ### BEGIN SOLUTION\n    return B @ A\n    ### END SOLUTION", solution=True, grade=False)
+    check = code("ex2.check(f).mark()", solution=False, grade=True, points=1.0)
+    assert types(md("# T"), code(INSTALL), setup, md("## Exercise"), exercise, solution, check, md("## Summary")) == \
+        ["slide", "skip", "skip", "slide", "skip", "skip", "skip", "slide"]
+
+
+def test_set_up_means_only_set_up():
+    for shown in ("import numpy as np\nprint(np.pi)", "x = np.zeros(3)", "display(Markdown('a'))", "", "def f(): pass",
+                  "import torch\nmodel = torch.nn.Linear(2, 2)"):
+        assert not slides.is_setup_code(shown), shown
+    assert slides.is_setup_code("%matplotlib inline")
+    assert slides.cell_role(code("ex0 = le.exercise_bank.lora_param_count()")) == "setup"
+    assert slides.cell_role(code("x = (")) == "code", "a cell Python cannot parse is shown, not guessed at"
+
+
+def test_hidden_cells_do_not_end_a_screen():
+    assert types(md("# T"), code("show()"), code("import os"), md("Only a remark."), md("## B")) == \
+        ["slide", "-", "skip", "fragment", "slide"]
+
+
+def test_the_first_shown_cell_is_a_slide_even_without_a_title():
+    assert types(code(INSTALL), md("Some text"), code("x()")) == ["skip", "slide", "-"]
+    assert types() == []
+
+
+def test_apply_is_idempotent_keeps_other_metadata_and_sets_rise_settings():
+    nb = notebook(md("# T"), code(INSTALL), md("## A"), code("show()"))
+    nb.cells[3].metadata["tags"] = ["keep-me"]
+    nb.cells[3].metadata["slideshow"] = {"slide_type": "notes", "other": 1}
+    assert slides.apply(nb) is True
+    first = nbformat.writes(nb)
+    assert slides.apply(nb) is False and nbformat.writes(nb) == first
+    assert nb.cells[3].metadata == {"tags": ["keep-me"], "slideshow": {"slide_type": "-", "other": 1}}
+    assert nb.metadata["rise"] == slides.RISE_SETTINGS and slides.problems(nb) == []
+
+
+def test_outputs_do_not_change_the_slides():
+    """Executed notebooks and their student versions (no outputs) get the same slideshow."""
+    cells = [md("# T"), code("show()"), md("Only a remark."), md("## B")]
+    executed = [nbformat.from_dict(c) for c in cells]
+    executed[1].outputs = [nbformat.v4.new_output("stream", text="x" * 5000)]
+    assert slides.slide_types(executed) == slides.slide_types(cells)
+
+
+def test_command_line_refuses_bad_input_and_changes_nothing(tmp_path, capsys):
+    assert slides.main([]) == 2
+    text = tmp_path / "notes.txt"
+    text.write_text("not a notebook")
+    assert slides.main([str(text)]) == 2 and text.read_text() == "not a notebook"
+    assert "pass .ipynb files" in capsys.readouterr().err
