@@ -12,12 +12,17 @@ wrapping, full sharding, no mixed-precision policy: the weights are built in the
 exists), then each rank records its shards after the step: the bytes of its parameters, gradients
 and optimizer state (storage actually allocated, and the numbers held) and, on a GPU,
 ``torch.cuda.memory_allocated`` then and the peak (``max_memory_allocated``) of a second step,
-phase by phase. ``--device cpu`` uses the gloo backend and records the shards only (no peak):
-``tests/core/test_sharding.py`` runs it so, on 2 processes. Rank 0 writes the JSON.
+phase by phase (all in this process: the cuBLAS workspace included, as in the calculator; what
+was allocated before the case began is recorded as ``baseline``).
+``--device cpu`` uses the gloo backend and records the shards only (no peak):
+``tests/core/test_sharding.py`` runs it so, on 2 processes. ``--backend gloo`` on cuda lets
+two ranks share one GPU (each process's allocations are its own), a rehearsal of the two-GPU
+run on a one-GPU machine. Rank 0 writes the JSON.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -124,6 +129,11 @@ def measure(name: str, arch: dict, case_name: str, case: dict, batch: int, seq_l
             lora_impl: str) -> dict:
     """One case on this rank: a step, its shards after the step, and (GPU) the peak of a second step."""
     cuda = device.type == "cuda"
+    gc.collect()  # FSDP's hooks make reference cycles: the last case's model is freed only by the collector
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated()  # recorded: the cuBLAS workspace once a matmul has run, else 0
     model = build(arch, case, device, seq_len, lora_impl)
     shard(model, mesh)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -151,7 +161,7 @@ def measure(name: str, arch: dict, case_name: str, case: dict, batch: int, seq_l
                settings=calculator_settings(case, lora_impl), **shard_bytes(model, optimizer))
     if cuda:
         torch.cuda.synchronize()
-        row["static_after_step"] = torch.cuda.memory_allocated()
+        row.update(baseline=baseline, static_after_step=torch.cuda.memory_allocated())
         optimizer.zero_grad(set_to_none=True)
         peaks = {}
         step(peaks)
@@ -167,6 +177,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=None, help="per-GPU batch sizes (default: 1 4 on cuda, 2 on cpu)")
     parser.add_argument("--seq-len", type=int, default=None, help="default: 512 on cuda, 8 on cpu")
     parser.add_argument("--lora-impl", choices=("peft", "lora_edu"), default="peft")
+    parser.add_argument("--backend", choices=("nccl", "gloo"), default=None,
+                        help="default: nccl on cuda, gloo on cpu; gloo on cuda lets several ranks share one GPU (a rehearsal)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     cuda = args.device == "cuda"
@@ -186,9 +198,9 @@ def main() -> None:
 
     from torch.distributed.device_mesh import init_device_mesh
 
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group(args.backend or ("nccl" if cuda else "gloo"))
     if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         torch.set_num_threads(1)
@@ -223,7 +235,8 @@ def main() -> None:
                       optimizer="torch.optim.AdamW (default: foreach)", attention="sdpa",
                       models={m: (TINY if m == "tiny" else PRESETS[m]) for m in models}, runs=rows)
         if cuda:
-            result["total_memory"] = torch.cuda.get_device_properties(0).total_memory
+            result.update(total_memory=torch.cuda.get_device_properties(0).total_memory, gpus_seen=torch.cuda.device_count(),
+                          ranks_per_gpu=-(-world // torch.cuda.device_count()))
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
         print(f"wrote {args.out}")
