@@ -72,3 +72,20 @@ def test_le_memory_is_one_module_whatever_the_import_order():
     assert importlib.import_module("lora_edu.memory") is cli_module
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         cli_module.nope  # noqa: B018
+
+
+def test_readme_shows_the_current_output_and_errors():
+    """The README's calculator section: its printed output is today's, and its error figures are the data's."""
+    from pathlib import Path
+
+    from lora_edu import memory_views
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Will it fit my GPU? (the memory calculator)")[1].split("\n## ")[0]
+    shown = section.split("```text\n")[1].split("\n```")[0]
+    assert shown == run("--model", "llama-3-8b", "--method", "qlora", "--gpu-gb", "24").stdout.rstrip("\n")
+    rows = memory_views.compare_with_measurements()
+    err = lambda train: max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in rows  # noqa: E731
+                            if (r["method"] != "inference") == train)
+    flat = " ".join(section.split())
+    assert f"({len(rows)} runs," in flat and f"every peak within {err(True):.1%} for training, {err(False):.0%} for inference" in flat

@@ -22,7 +22,9 @@ def prose(name: str) -> str:
 
 
 def test_01_memory_cost():
-    text = prose("01_memory_cost.ipynb").replace("\n", " ")
+    raw = prose("01_memory_cost.ipynb")
+    text = raw.replace("\n", " ")
+    flat = " ".join(raw.split())
     n = memory.parameter_counts("llama-7b")
     lora = memory.lora_parameter_count("llama-7b", 8, ["q_proj", "v_proj"])
     nominal = 7 * 10**9
@@ -35,22 +37,22 @@ def test_01_memory_cost():
     full7 = memory.estimate("llama-7b", method="full", optimizer_dtype="fp32", batch_size=1, seq_len=512)
     lora7 = memory.estimate("llama-7b", method="lora", batch_size=1, seq_len=512)
     # Review item 6: cards hold GiB; the AdamW step's temporary is what breaks 80 GiB (not a measured case).
-    assert "does not fit even an 80 GB card (80 GiB = 85.9 GB)" in text and f"{80 * GiB / GB:.1f}" == "85.9"
+    assert "does not fit even an 80 GB card (80 GiB = 85.9 GB)" in flat and f"{80 * GiB / GB:.1f}" == "85.9"
     assert full7.peak > 80 * GiB > full7.rule_of_thumb and f"take {full7.rule_of_thumb / GB:.1f} GB" in text
     assert f"AdamW step's temporary ({(full7.peak - full7.workspace - full7.rule_of_thumb) / GB:.1f} GB, modelled)" in text
     assert full7.peak == full7.rule_of_thumb + full7.workspace + 4 * full7.trainable_params  # the step sets the peak
     assert "not among the measured cases" in text
     assert all(c.get("optimizer_dtype") is None for c in memory.MEASURED_CASES.values())
     # Item 24: at batch 1 × 512 LoRA needs 15.4 GiB: a 24 GB card holds it; a 16 GB card leaves 0.6 GiB for the rest.
-    assert (f"at batch 1 × 512 tokens needs {lora7.peak / GB:.1f} GB = {lora7.peak / GiB:.1f} GiB at its peak" in text
+    assert (f"at batch 1 × 512 tokens needs {lora7.peak / GB:.1f} GB = {lora7.peak / GiB:.1f} GiB at its peak" in flat
             and "a 24 GB card holds it" in text)
-    assert lora7.peak <= 24 * GiB and f"on a 16 GB card only {(16 * GiB - lora7.peak) / GiB:.1f} GiB would remain" in text
+    assert lora7.peak <= 24 * GiB and f"on a 16 GB card only {(16 * GiB - lora7.peak) / GiB:.1f} GiB would remain" in flat
     # Item 8: the 70B linears in NF4 with double quantisation (QLoRA §3), embedding, head and norms in 16 bits.
     n70 = memory.parameter_counts("llama-2-70b")
     linear, rest = n70["linear_in_blocks"], n70["total"] - n70["linear_in_blocks"]
     dq = 8 / 64 + 32 / (64 * 256)
-    assert f"4 + {dq:.3f} bits a parameter [7]" in text and "notebook 06" not in text
-    assert f"{((4 + dq) * linear / 8 + 2 * rest) / GB:.1f} GB for LLaMA-2-70B's weights" in text
+    assert f"4 + {dq:.3f} bits a parameter [7]" in flat and "notebook 06" not in text
+    assert f"{((4 + dq) * linear / 8 + 2 * rest) / GB:.1f} GB for LLaMA-2-70B's weights" in flat
     # Item 4: 12 bytes is a folk figure; the Transformers guide counts 18; ZeRO counts 16.
     assert "folk figure" in text and f"18 bytes a parameter it is {18 * nominal // GB} GB" in text
     assert "arXiv:1910.02054" in text and "2Ψ + 2Ψ + 12Ψ = 16Ψ" in text and "ForCausalLMLoss" in text
@@ -58,9 +60,14 @@ def test_01_memory_cost():
     assert "written from the LLaMA code before" not in text and "Larger models were not measured" in text
     assert "they outweigh the 84 GB" in text
     assert memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
-    assert "within a few percent" in text
-    worst = max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in memory_views.compare_with_measurements())
-    assert worst < 0.10
+    rows = memory_views.compare_with_measurements()
+    assert "within a few percent" in text and len(rows) == 155 and "155 GPU measurements" in flat
+    assert max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in rows) < 0.10
+    big = sorted(r["params"] for r in rows if r["case"] in ("full_fp32", "full_bf16") and r["params"] > 1e9)
+    assert f"{big[0] / 1e9:.1f} B to {big[-1] / 1e9:.1f} B parameters" in flat
+    assert "batch 1 and 4 × 512 tokens, then 4 × 512 and 2 × 2048" in flat
+    assert {(r["batch"], r["seq_len"]) for r in rows} == {(1, 512), (4, 512), (2, 2048)}
+    assert f"{memory.CUBLAS_WORKSPACE // 2**20} MiB of cuBLAS workspace" in flat
     # Issue 12, item 8: what LoRA does to the activations, as the prose says it.
     assert "LoRA removes gradients and optimizer state, not activations\" is only half true" in text
     per = lambda **kw: memory.activation_bytes_per_token_layer("llama-7b", **kw)  # noqa: E731
@@ -68,10 +75,37 @@ def test_01_memory_cost():
     all32 = per(method="lora", lora_targets=memory.LINEAR_MODULES)
     assert "LoRA on q,v saves a little activation memory (more with bf16 adapters)" in text and qv16 < qv32 < full
     assert "with fp32 adapters keeps *more* than full fine-tuning" in text and all32 > full
-    assert "on all linear layers with fp32 adapters it keeps more than full fine-tuning" in text
+    assert "on all linear layers with fp32 adapters it keeps more than full fine-tuning" in flat
     assert memory.activation_breakdown_per_token_layer("llama-7b", "lora")["frozen_weight_gradients"] == 0
     assert "## References" in text and "arXiv:2106.09685" in text and "autocast_adapter_dtype" in text
-    assert "length.\n3. **The logits**" in prose("01_memory_cost.ipynb")  # the numbered list is a list
+    assert "length.\n3. **The logits**" in raw  # the numbered list is a list
+    # Issue 13, item 2: the core first, the engineering detail in an optional deep dive at the end.
+    core, deep = (" ".join(part.split()) for part in raw.split("## Deep dive (optional)"))
+    assert "## The calculator" in core and "## QLoRA's headline, reproduced" in core and "## Predict first" in core
+    for detail in ("cuBLAS", "AdamW step's temporary (", "What LoRA does to the activations", "Predicted against measured"):
+        assert detail not in core and detail in deep, detail
+    # The predict-first exercise reads its 1 × 512 number from the prose; the check computes 8 × 2048.
+    big8 = memory.estimate("llama-7b", method="lora", batch_size=8, seq_len=2048)
+    assert f"LoRA's activations for LLaMA-7B are {lora7.activations / GB:.3f} GB" in flat and "**batch 8 × 2048**" in flat
+    assert abs(float(f"{lora7.activations / GB:.3f}") * 32 / (big8.activations / GB) - 1) < 1e-3  # answerable from the print
+    # Issue 16: QLoRA's headline and the assumptions that make each number.
+    n65 = memory.parameter_counts("llama-65b")["total"]
+    full65 = memory.estimate("llama-65b", method="full", weight_dtype="bf16", optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    assert full65.rule_of_thumb == 12 * n65 > 780 * GB and f"{n65 / 1e9:.1f} B parameters: {full65.rule_of_thumb / GB:.1f} GB" in flat
+    assert f"The calculator's peak with those is {full65.peak / GB:.1f} GB" in flat
+    qlora = dict(method="lora", quantization="nf4", double_quant=True, gradient_checkpointing=True,
+                 lora_targets=memory.LINEAR_MODULES, batch_size=1, seq_len=512)
+    q16, q64, q64b = (memory.estimate("llama-65b", lora_r=r, adapter_dtype=d, **qlora) for r, d in
+                      ((16, "fp32"), (64, "fp32"), (64, "bf16")))
+    assert q16.peak < 48 * GB < q64.peak and q64b.peak < 48 * GB
+    assert f"{q16.peak / GB:.1f} GB at r = 16 with PEFT's fp32 adapters" in flat
+    assert f"it is {q64.peak / GB:.1f} GB, with bf16 adapters {q64b.peak / GB:.1f} GB" in flat
+    assert f"{full65.rule_of_thumb / GB:.1f} GB for 16-bit weights" in flat and f"and {q16.peak / GB:.1f} GB as QLoRA" in flat
+    assert '"more than 780 GB"' in flat and '"under 48 GB"' in flat and "arXiv:2305.14314, abstract and Section 1" in flat
+    n8 = memory.parameter_counts("llama-3-8b")
+    assert 4 * (n8["embedding"] + n8["lm_head"]) > 4 * GB and "embedding and head alone take more than 4 GB" in flat
+    assert memory.ADAM8_BLOCK == 256 and "an fp32 scale per 256 values" in flat
+    assert "python -m lora_edu.memory --model llama-3-8b --method qlora --gpu-gb 24" in flat
 
 
 def test_00_start_here():
