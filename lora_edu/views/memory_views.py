@@ -172,7 +172,7 @@ def memory_calculator():
     rank = w.IntSlider(8, min=1, max=256, description="LoRA rank r", style=style)
     targets = w.SelectMultiple(options=LINEAR_MODULES, value=("q_proj", "v_proj"), rows=7, description="LoRA targets", style=style)
     ckpt = w.Checkbox(False, description="gradient checkpointing", style=style)
-    four_bit = w.Checkbox(False, description="4-bit base (QLoRA: NF4, double quant)", style=style)
+    four_bit = w.Checkbox(False, description="4-bit base (QLoRA)", tooltip="NF4 with double quantization, as in QLoRA", style=style)
     gpu = w.Dropdown(options=list(GPUS_GIB), value="24 GB", description="your GPU", style=style)
     verdict = w.HTML()
     out = w.Output()
