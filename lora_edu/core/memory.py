@@ -10,14 +10,21 @@ in) and estimates a training step's memory in bytes, part by part:
   parameter's dtype unless ``optimizer_dtype`` says otherwise), plus fp32 master weights when
   ``master_weights=True`` (classic mixed precision);
 * **activations** — what autograd saves during the forward pass for the backward pass
-  (SDPA attention, no gradient checkpointing), per token and layer, derived from the LLaMA code
-  in ``transformers`` and checked two ways: ``tests/test_memory.py`` counts autograd's saved
-  tensors on a small model, and ``benchmarks/measure_memory.py`` measured them on a GPU;
+  (SDPA attention), per token and layer, derived from the LLaMA code in ``transformers`` and
+  checked two ways: ``tests/core/test_memory.py`` counts autograd's saved tensors on a small
+  model, and ``benchmarks/measure_memory.py`` measured them on a GPU; with gradient
+  checkpointing, only each layer's input (plus one layer recomputed in the backward pass);
 * **workspace** — memory the framework holds whatever the model: PyTorch allocates cuBLAS's
   workspaces (64 MiB on the measured GPU) through its caching allocator at the first matmul;
 * **peak** — the largest of three moments of a step: the end of the forward pass (logits still
   alive), the start of the backward pass (the loss's gradient over the vocabulary), and the
   optimizer step (gradients plus one temporary of AdamW's multi-tensor update).
+
+Calculator v2 (issue 16) adds, each measured on a GPU: gradient checkpointing, the QLoRA recipe
+(4-bit NF4 block linears with their scales, double quantization, and the fp32 cast of everything
+else that ``prepare_model_for_kbit_training`` makes), gradients kept between steps, bitsandbytes'
+8-bit AdamW, presets counted from today's models' config.json files, reading a local config.json,
+and :func:`largest_batch`. ``python -m lora_edu.memory`` is its command line (``lora_edu/memory.py``).
 
 The measured comparison is in ``lora_edu/data/memory_measurements.json`` (notebook 01 plots it).
 """
