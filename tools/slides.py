@@ -24,8 +24,10 @@ enforces that structure), and recomputed whenever a notebook is executed
    that ends with a colon introduces what follows; both open the next screen with their code.
 4. **Long prose is speaker notes.** A markdown paragraph longer than ``LONG_PROSE_CHARS`` characters
    (about twelve lines on a slide) is reading material, which nobody reads from a projector; it
-   becomes the speaker's notes for the screen it belongs to (key T in the slideshow), and stays in
-   the notebook for readers. Headings never become notes: a ``## Summary`` with the references
+   becomes the speaker's notes for the screen it belongs to: hidden from the audience, and read by the
+   presenter in the notebook beside the slideshow (jupyterlab-rise 0.43.1 opens the slideshow in a
+   panel next to the notebook; its reveal.js speaker view, key T, is marked broken in its source).
+   It stays in the notebook for readers. Headings never become notes: a ``## Summary`` with the references
    below it is a slide however long (the slideshow scrolls, see ``RISE_SETTINGS``).
 5. **Set-up is skipped.** The install cell, set-up cells (only imports, seeding, print options,
    warning filters, constants, creating an exercise object) and the graded cells of exercises

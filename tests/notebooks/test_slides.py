@@ -7,6 +7,7 @@ that lacks the metadata, or whose metadata is stale, fails with the command that
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -165,3 +166,71 @@ def test_command_line_refuses_bad_input_and_changes_nothing(tmp_path, capsys):
     text.write_text("not a notebook")
     assert slides.main([str(text)]) == 2 and text.read_text() == "not a notebook"
     assert "pass .ipynb files" in capsys.readouterr().err
+
+
+# ---- the instructor guide ------------------------------------------------------------------------
+
+GUIDE = ROOT / "docs" / "instructor_guide.md"
+
+
+def guide_table(heading: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the first Markdown table after ``heading`` in the guide."""
+    after = GUIDE.read_text().split(heading, 1)[1].split("\n")
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    end = next((i for i, line in enumerate(after[start:]) if not line.startswith("|")), len(after) - start)
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in after[start:start + end]][2:]
+
+
+def headings(stem: str, level: str = "## ") -> list[str]:
+    cells = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+    return [line[len(level):].strip() for c in cells if c["cell_type"] == "markdown"
+            for line in slides._source(c).split("\n") if line.startswith(level)]
+
+
+def test_the_readme_links_the_guide():
+    readme = (ROOT / "README.md").read_text().split("## For instructors")[1].split("\n## ")[0]
+    assert "(docs/instructor_guide.md)" in readme
+
+
+def test_the_guide_names_only_notebooks_of_the_course():
+    from lora_edu.course.course_map import COURSE_MAP
+
+    stems = {ch.notebook.removesuffix(".ipynb"): ch for ch in COURSE_MAP}
+    named = set(re.findall(r"`(\d\d_[a-z0-9_]+)`", GUIDE.read_text()))
+    assert named, "the guide names its notebooks as `NN_name`"
+    unknown = sorted(n for n in named if n not in stems or not (ROOT / "notebooks" / f"{n}.ipynb").exists())
+    assert not unknown, f"the instructor guide names notebooks the course does not have: {unknown}"
+    for row in guide_table("## A 90-minute lecture") + guide_table("**Optional and advanced stops**"):
+        stem = re.search(r"`(\d\d_[a-z0-9_]+)`", row[1])
+        if stem:
+            assert stems[stem.group(1)].title in row[1], f"call {stem.group(1)} by its course-map title"
+
+
+def test_the_lecture_path_fits_in_90_minutes_and_says_its_total():
+
+    minutes = [int(row[0]) for row in guide_table("## A 90-minute lecture")]
+    assert len(minutes) >= 7 and sum(minutes) <= 90, minutes
+    assert f"Total: {sum(minutes)} minutes" in GUIDE.read_text()
+
+
+def test_the_sections_the_guide_shows_exist():
+    """Every quoted section of the lecture path is (the start of) a `## ` heading of its notebook."""
+    for row in guide_table("## A 90-minute lecture") + guide_table("**Optional and advanced stops**"):
+        stem = re.search(r"`(\d\d_[a-z0-9_]+)`", row[1])
+        if not stem:
+            continue
+        sections = headings(stem.group(1))
+        for quoted in re.findall(r"\"([^\"]+)\"", " ".join(row[2:])):
+            assert any(h.startswith(quoted) for h in sections), f"{stem.group(1)} has no section {quoted!r}: {sections}"
+
+
+def test_the_lab_plan_names_real_exercises_in_their_notebooks():
+    from lora_edu.course import exercise_bank
+
+    rows = guide_table("## The lab session")
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    for row in rows:
+        stem, name = re.search(r"`(\d\d_[a-z0-9_]+)`", row[1]).group(1), row[2].strip("`")
+        assert callable(getattr(exercise_bank, name, None)), f"no exercise factory {name}"
+        source = (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+        assert f"le.exercise_bank.{name}()" in source, f"{stem} does not create the exercise {name}"
