@@ -1,4 +1,5 @@
 """lora_edu.core.sharding: FSDP2's shards per rank, checked against FSDP2 itself on 2 CPU processes (gloo)."""
+import inspect
 import json
 import math
 import os
@@ -81,6 +82,14 @@ def test_every_preset_is_described_whole(preset):
     for case in (dict(method="full"), dict(method="lora", lora_r=4, lora_targets=memory.LINEAR_MODULES)):
         one = memory.estimate(preset, **case)
         assert sharding.estimate(preset, 1, **case).static == one.static
+
+
+@pytest.mark.skipif("num_gpus" not in inspect.signature(memory.estimate).parameters,
+                    reason="memory.estimate does not take num_gpus/sharding yet (the thin call into sharding is pending)")
+def test_memory_estimate_per_gpu_is_a_thin_call_into_sharding():
+    assert memory.estimate("llama-2-70b", method="lora", num_gpus=3, sharding="fsdp") == sharding.estimate("llama-2-70b", 3, method="lora")
+    assert memory.estimate("llama-7b", num_gpus=4, sharding="ddp") == sharding.estimate("llama-7b", 4, "ddp")
+    assert memory.estimate("llama-7b", num_gpus=1) == memory.estimate("llama-7b")
 
 
 def test_ddp_replicates_and_adds_one_bucketed_copy_of_the_gradients():
