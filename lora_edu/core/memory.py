@@ -439,7 +439,8 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
              lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32",
              optimizer_dtype: str | None = None, master_weights: bool = False,
              workspace: int = CUBLAS_WORKSPACE, gradient_checkpointing: bool = False, quantization: str | None = None,
-             double_quant: bool = False, set_to_none: bool = True, optimizer: str = "adamw") -> MemoryEstimate:
+             double_quant: bool = False, set_to_none: bool = True, optimizer: str = "adamw",
+             num_gpus: int = 1, sharding: str | None = None) -> MemoryEstimate:
     """Estimate the memory of one training step (or of inference) with AdamW, in bytes.
 
     ``method``: "full" (every parameter trains), "lora" (frozen base in ``weight_dtype``,
@@ -463,7 +464,14 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
       the next forward and backward pass.
     * ``optimizer="adamw_8bit"``: bitsandbytes' AdamW8bit, two 8-bit moments with one fp32 scale per
       256 values (fp32 moments for tensors under 4096 values), updated in place: no temporary.
+    * ``num_gpus``, ``sharding`` ("fsdp" or "ddp"): memory *per GPU* of a run spread over ``num_gpus``
+      GPUs (``batch_size`` per GPU); returns :class:`lora_edu.core.sharding.ShardedEstimate`.
     """
+    if num_gpus != 1 or sharding is not None:  # memory per GPU of a run spread over num_gpus GPUs
+        settings = {k: v for k, v in locals().items() if k not in ("arch", "num_gpus", "sharding")}
+        from lora_edu.core import sharding as sharding_module  # here, not at the top: it imports this module
+
+        return sharding_module.estimate(arch, num_gpus, sharding or "fsdp", **settings)
     _check_choice("method", method, METHODS)
     _check_choice("quantization", quantization, QUANTIZATIONS)
     _check_choice("optimizer", optimizer, OPTIMIZERS)
