@@ -8,6 +8,12 @@ and the figure change. A screenshot of each lands in test-artifacts/. It uses De
 (never a browser that Playwright downloads) and fails at once, saying how to get one, if none
 is installed.
 
+The slideshow test presents notebook 04 with jupyterlab-rise as a lecturer does (docs/instructor_guide.md):
+run all, RISE's "Render as Reveal Slideshow" with the first cell selected; it checks the reveal.js
+slides (one per section, the title first), walks to the rank slider with the presenter's keys, drags
+the slider with the mouse and checks that the label and figure change inside the slideshow. The
+server gets ``tools/rise_widgets`` on ``JUPYTER_PATH`` as the Makefile gives it to `make lab`.
+
 The learner/instructor tests start JupyterLab exactly as `make lab` and `make instructor` do
 (``tools/learner_copies.py``: same command line and configuration, plus a port and no token): on
 notebook 00 a learner sees no nbgrader menu, toolbar or panel and no solution code, while the
@@ -31,6 +37,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import learner_copies  # noqa: E402
+import slides  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -254,6 +261,116 @@ def test_memory_calculator_in_jupyterlab(browser, lab):
     assert moved["before"]["value"] == "1" and moved["after"]["value"] == "4"
     assert "Peak" in moved["after"]["label"] and moved["after"]["label"] != moved["before"]["label"]
     assert "on a 24 GB card (24 GiB)" in moved["after"]["label"]  # card sizes are GiB (review item 6)
+
+
+# ---- live slides: jupyterlab-rise over notebook 04 ------------------------------------------------
+
+RISE_WIDGETS = ROOT / "tools" / "rise_widgets"  # the Makefile puts it on JUPYTER_PATH (see its remoteEntry.js)
+
+
+@pytest.fixture(scope="module")
+def slides_lab(tmp_path_factory):
+    """JupyterLab with jupyterlab-rise over a copy of the notebooks, with the JUPYTER_PATH that `make lab` sets."""
+    work = tmp_path_factory.mktemp("slides")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    every_cell_in_the_dom(work / "settings")
+    env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(filter(None, [str(RISE_WIDGETS), os.environ.get("JUPYTER_PATH")])))
+    argv = [sys.executable, "-m", "jupyter", "lab", "--allow-root", *TEST_SERVER_ARGS,
+            f"--ServerApp.root_dir={work / 'notebooks'}",
+            f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'workspaces'}"]
+    yield from serve(argv, env, work / "lab.log")
+
+
+def slideshow_frame(page, notebook: str):
+    """The iframe of RISE's slideshow panel (the /rise/ page), once reveal.js shows a slide."""
+    for _ in range(240):
+        frame = next((f for f in page.frames if f"/rise/{notebook}" in f.url), None)
+        if frame:
+            frame.wait_for_selector(".reveal .slides > section.present", timeout=60_000)
+            return frame
+        page.wait_for_timeout(250)
+    pytest.fail(f"RISE:preview opened no slideshow panel for {notebook}", pytrace=False)
+
+
+SLIDE_OF = """label => {  // [horizontal, vertical] index of the slide holding the slider with this label
+    const slider = [...document.querySelectorAll('.widget-slider')]
+        .find(s => s.querySelector('.widget-label').textContent.includes(label));
+    const slides = [...document.querySelectorAll('.reveal .slides > section')];
+    const h = slides.findIndex(s => s.contains(slider));
+    return [h, [...slides[h].querySelectorAll(':scope > section')].findIndex(s => s.contains(slider))];
+}"""
+
+
+def test_slideshow_of_04_with_live_sliders(browser, slides_lab):
+    notebook = "04_rank_and_alpha.ipynb"
+    stored = json.loads((ROOT / "notebooks" / notebook).read_text())
+    stale = slides.problems(stored)
+    assert not stale, f"{notebook} has no up-to-date slide metadata: run python tools/slides.py notebooks/*.ipynb\n{stale[:3]}"
+    start = time.perf_counter()
+    page = run_all(browser, slides_lab, notebook)
+    assert_no_errors(page)
+    # As the instructor guide says: first cell selected, then RISE's button / Alt+R (the command RISE:preview).
+    page.evaluate("""async () => {
+        const app = window.jupyterapp, panel = app.shell.currentWidget;
+        panel.content.activeCellIndex = 0;
+        await app.commands.execute('RISE:preview');
+    }""")
+    frame = slideshow_frame(page, notebook)
+
+    # reveal.js slides: one per title and `## ` section, the title slide showing first.
+    kinds = [c["metadata"]["slideshow"]["slide_type"] for c in stored["cells"]]
+    assert frame.locator(".reveal .slides > section").count() == kinds.count("slide")
+    title = slides._source(stored["cells"][0]).split("\n")[0].removeprefix("# ")
+    assert frame.locator(".reveal .slides > section.present h1").first.inner_text().strip() == title
+    # The widgets render inside the slideshow (not as the text "VBox(...)") and none failed.
+    frame.locator(".widget-slider .widget-label", has_text="rank r").first.wait_for(state="attached", timeout=60_000)
+    assert frame.get_by_text("Error displaying widget").count() == 0
+
+    # Walk to the slider's slide with the presenter's keys.
+    h, v = frame.evaluate(SLIDE_OF, "rank r")
+    assert h > 0, "the rank slider is on a section slide, not on the title"
+    frame.locator(".reveal").click(position={"x": 5, "y": 5})  # keyboard focus to the slideshow
+    for key, times in (("ArrowRight", h), ("ArrowDown", v)):
+        for _ in range(times):
+            page.keyboard.press(key)
+    frame.wait_for_function("([h, v]) => location.hash === `#/slide-${h}-${v}`", arg=[h, v], timeout=10_000)
+    present = frame.locator(".reveal .slides > section.present")
+    slider = present.locator(".widget-slider", has=frame.locator(".widget-label", has_text="rank r")).first
+    view = slider.locator("xpath=ancestor::div[contains(@class,'lora-edu-view')][1]")
+    label, image, readout = view.locator(".widget-html").first, view.locator(".widget-output img").first, slider.locator(".widget-readout")
+    image.wait_for()
+    assert slider.is_visible()
+    before = dict(label=label.inner_text(), image=image.get_attribute("src"), value=readout.inner_text())
+
+    # Drag the handle with the mouse (in a slideshow the arrow keys change slides, even on a slider).
+    handle, track = slider.locator(".noUi-handle").bounding_box(), slider.locator(".noUi-target").bounding_box()
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 0.1 * track["width"], y, steps=5)
+    page.mouse.up()
+    # The kernel redraws: the label follows the slider's value and the figure is a new picture.
+    frame.wait_for_function(
+        """([view, value, src]) => {
+            const shown = view.querySelector('.widget-readout').innerText;
+            return shown !== value && view.querySelector('.widget-html').innerText.startsWith(`r = ${shown}:`)
+                && view.querySelector('.widget-output img').getAttribute('src') !== src;
+        }""", arg=[view.element_handle(), before["value"], before["image"]], timeout=30_000)
+    # A drag is several redraws (continuous updates): wait until the kernel, shared by the notebook and the
+    # slideshow, is idle, then for the last picture to arrive.
+    page.wait_for_function("""() => Array.from(window.jupyterapp.shell.widgets('main'))
+        .some(w => w.context && w.context.path.endsWith('04_rank_and_alpha.ipynb') && w.sessionContext
+              && w.sessionContext.session && w.sessionContext.session.kernel.status === 'idle')""", timeout=30_000)
+    page.wait_for_timeout(1500)
+    after = dict(label=label.inner_text(), value=readout.inner_text(), image=image.get_attribute("src"))
+    assert after["image"] != before["image"]
+    assert int(after["value"]) > int(before["value"]) and after["label"] != before["label"]
+    assert before["label"].startswith(f"r = {before['value']}:") and after["label"].startswith(f"r = {after['value']}:")
+    assert frame.evaluate("() => location.hash") == f"#/slide-{h}-{v}", "dragging a slider does not change slides"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_04_slideshow.png"))
+    page.close()
+    print(f"slideshow test of {notebook} took {time.perf_counter() - start:.1f} s; slider {before['value']} -> {after['value']}")
 
 
 # ---- learner mode (`make lab`) and instructor mode (`make instructor`) ---------------------------
