@@ -234,3 +234,11 @@ def test_the_lab_plan_names_real_exercises_in_their_notebooks():
         assert callable(getattr(exercise_bank, name, None)), f"no exercise factory {name}"
         source = (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
         assert f"le.exercise_bank.{name}()" in source, f"{stem} does not create the exercise {name}"
+
+
+def test_make_lab_and_instructor_give_rise_the_widget_manager_its_console_token():
+    """The Makefile puts tools/rise_widgets on JUPYTER_PATH for every target (the browser test's server does the same)."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "export JUPYTER_PATH := $(CURDIR)/tools/rise_widgets" in makefile
+    package = json.loads((ROOT / "tools/rise_widgets/labextensions/lora-edu-rise-widgets/package.json").read_text())
+    assert (ROOT / "tools/rise_widgets/labextensions/lora-edu-rise-widgets" / package["jupyterlab"]["_build"]["load"]).is_file()
