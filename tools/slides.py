@@ -5,7 +5,7 @@ Usage: python tools/slides.py notebooks/*.ipynb            (or `make slides`) wr
 
 ``jupyterlab-rise`` reads one key per cell, ``metadata.slideshow.slide_type``: ``slide`` (a new
 horizontal slide), ``subslide`` (a new screen below the current slide), ``fragment`` (revealed on
-the next key press, on the same screen), ``skip`` (hidden), ``notes`` (speaker notes, key T) or
+the next key press, on the same screen), ``skip`` (hidden), ``notes`` (hidden speaker notes) or
 ``-`` (continues the current screen). Typing those by hand in every notebook drifts as notebooks
 change, so they are *computed* from what the course's notebooks already share (the hygiene test
 enforces that structure), and recomputed whenever a notebook is executed
