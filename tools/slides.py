@@ -13,7 +13,8 @@ enforces that structure), and recomputed whenever a notebook is executed
 
 1. **Sections are slides.** The title cell (``# ``) and every ``## `` section start a slide, so the
    slideshow's top row is the notebook's table of contents and → jumps a whole section (including an
-   optional deep dive) while Space walks through it; a ``### `` heading starts a subslide.
+   optional deep dive) while Space walks through it; a ``### `` heading starts a subslide. A cell
+   with a heading anywhere in it counts as that heading (a heading is never hidden as notes).
 2. **One code cell per screen.** A code cell's output (a figure, a table, a widget) fills a screen,
    so a second visible code cell, or prose that comes after one, starts a new subslide. Prose before
    a code cell stays on its screen: it is that cell's lead-in.
@@ -68,10 +69,37 @@ def _source(cell) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
+def _heading_levels(text: str) -> list[int]:
+    """The levels of the Markdown headings in ``text``, in order (1 for ``# Title``), outside code fences."""
+    levels, fenced = [], False
+    for line in text.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        match = None if fenced else re.match(r"(#{1,6})\s", line)
+        if match:
+            levels.append(len(match.group(1)))
+    return levels
+
+
 def _heading_level(text: str) -> int:
-    """1 for ``# Title``, 2 for ``## Section``, 3 for ``### Sub``; 0 if the cell does not open with a heading."""
-    match = re.match(r"(#{1,6})\s", text.lstrip())
-    return len(match.group(1)) if match else 0
+    """The highest heading level (1 is highest) a cell holds anywhere; 0 if it holds none.
+
+    A heading in the middle of a cell (a section's last paragraph and the next section's title in one
+    cell) still makes the cell a slide: a heading is never hidden as notes. ``mid_cell_headings``
+    lists such cells, since splitting them lets the slide start at the heading.
+    """
+    levels = [level for level in _heading_levels(text) if level <= 3]
+    return min(levels) if levels else 0
+
+
+def mid_cell_headings(nb) -> list[int]:
+    """Indices of markdown cells with a section heading (``#``–``###``) that is not on their first line."""
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        text = _source(cell).strip()
+        if cell["cell_type"] == "markdown" and _heading_level(text) and not re.match(r"#{1,3}\s", text):
+            found.append(i)
+    return found
 
 
 def _called_name(node: ast.AST) -> str:
@@ -219,6 +247,10 @@ def main(argv: list[str]) -> int:
             if changed:
                 nbformat.write(nb, path)
             print(f"{path}: {summary(nb)} ({'updated' if changed else 'unchanged'})")
+        mid = mid_cell_headings(nb)
+        if mid:
+            print(f"  note: cells {', '.join(map(str, mid))} have a heading after their first line, so each is a slide "
+                  "from its first line (split such a cell at the heading to start the slide there)")
     if stale:
         print(f"run: python tools/slides.py {' '.join(str(p) for p in sorted(paths))}", file=sys.stderr)
     return 1 if stale else 0

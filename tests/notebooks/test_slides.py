@@ -68,8 +68,9 @@ def test_slideshow_structure(path):
     assert kind[0] == "slide", f"{path.name}: the title cell opens the slideshow; {FIX}"
     for c, k in zip(cells, kind):
         text = slides._source(c)
-        if c["cell_type"] == "markdown" and text.startswith("## "):
-            assert k == "slide", f"{path.name}: section {text.splitlines()[0]!r} is not a slide; {FIX}"
+        sections = [line for line in text.split("\n") if line.startswith("## ")]
+        if c["cell_type"] == "markdown" and sections:
+            assert k == "slide", f"{path.name}: the cell with section {sections[0]!r} is not a slide; {FIX}"
         if c["cell_type"] == "code" and (text.startswith(slides.INSTALL_CELL_FIRST_LINE) or "### BEGIN SOLUTION" in text):
             assert k == "skip", f"{path.name}: the install cell and solutions are hidden in the slideshow; {FIX}"
     assert kind.count("slide") >= 3, f"{path.name}: a slideshow of title, sections and summary; {FIX}"
@@ -104,6 +105,14 @@ def test_a_short_closing_remark_is_a_fragment_but_a_lead_in_opens_the_next_scree
     assert types(md("# T"), code("show()"), lead_in, code("real()")) == ["slide", "-", "subslide", "-"]
     assert types(md("# T"), code("show()"), colon, md("## Next")) == ["slide", "-", "subslide", "slide"]
     assert types(md("# T"), remark, code("show()")) == ["slide", "-", "-"], "before any code a remark is plain prose"
+
+
+def test_a_heading_in_the_middle_of_a_cell_still_makes_a_slide():
+    long = "word " * (slides.LONG_PROSE_CHARS // 5 + 1)
+    nb = notebook(md("# T"), code("show()"), md(long + "\n\n## Next section\nIntro."), md("Text\n### Sub"),
+                  md("```python\n# a comment, not a heading\n```"))
+    assert slides.slide_types(nb.cells) == ["slide", "-", "slide", "subslide", "-"]
+    assert slides.mid_cell_headings(nb) == [2, 3]
 
 
 def test_long_prose_is_speaker_notes_but_a_long_heading_cell_is_a_slide():
