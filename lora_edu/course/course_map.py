@@ -27,6 +27,9 @@ COURSE_MAP = [
     Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", 25, "02, 03"),
     Chapter("05_lora_from_scratch.ipynb", "LoRA from scratch", "a LoRALinear module, merging, training on a real task", 35, "03"),
     Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT", "the same module in PEFT, exactly equal, and as fast", 30, "05"),
+    Chapter("08_lora_variants.ipynb", "LoRA variants from scratch: QLoRA, DoRA, PiSSA, LoRA+, rsLoRA",
+            "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each equal to bitsandbytes or PEFT", 40,
+            "05, 06"),
 ]
 
 
