@@ -143,7 +143,9 @@ def calculator_snapshot(model: str = "llama-3-8b", batch_size: int = 4, seq_len:
     fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=100)
     stacked_bars(ax, estimates, gpus=gpus)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"{model}, batch {batch_size} × {seq_len} tokens (LoRA: r = 8 on q, v; bf16 base)", fontsize=9)
+    ax.set_title(f"{model}, batch {batch_size} × {seq_len} tokens, bf16 base, AdamW (moments in the trainable "
+                 f"weights' dtype)\nLoRA: r = 8 on q, v, fp32 adapters; QLoRA: NF4 + double quantization, checkpointing",
+                 fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.8, bottom=0.17)
     return fig
 

@@ -61,8 +61,12 @@ def test_01_memory_cost():
     assert "they outweigh the 84 GB" in text
     assert memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
     rows = memory_views.compare_with_measurements()
-    assert "within a few percent" in text and len(rows) == 155 and "155 GPU measurements" in flat
-    assert max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in rows) < 0.10
+    assert len(rows) == 155 and "155 GPU measurements" in flat
+    worst_peak = max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in rows)
+    assert f"within {100 * worst_peak:.0f}% at the peak, every setting" in flat and worst_peak < 0.10
+    sizes = [r["params"] for r in rows if "params" in r]
+    assert flat.count(f"models of {min(sizes) / 1e6:.0f} M to 3.4 B parameters") == 3 and 3.4e9 < max(sizes) < 3.5e9
+    assert "for larger models it extrapolates" in flat and "for larger models the calculator extrapolates" in flat
     big = sorted(r["params"] for r in rows if r["case"] in ("full_fp32", "full_bf16") and r["params"] > 1e9)
     assert f"{big[0] / 1e9:.1f} B to {big[-1] / 1e9:.1f} B parameters" in flat
     assert "batch 1 and 4 × 512 tokens, then 4 × 512 and 2 × 2048" in flat
@@ -101,7 +105,9 @@ def test_01_memory_cost():
     assert f"{q16.peak / GB:.1f} GB at r = 16 with PEFT's fp32 adapters" in flat
     assert f"it is {q64.peak / GB:.1f} GB, with bf16 adapters {q64b.peak / GB:.1f} GB" in flat
     assert f"{full65.rule_of_thumb / GB:.1f} GB for 16-bit weights" in flat and f"and {q16.peak / GB:.1f} GB as QLoRA" in flat
-    assert '"more than 780 GB"' in flat and '"under 48 GB"' in flat and "arXiv:2305.14314, abstract and Section 1" in flat
+    # the paper's own words (abstract; §1), and no breakdown claimed for it
+    assert '"on a single 48GB GPU"' in flat and '"requires more than 780 GB of GPU memory"' in flat
+    assert "arXiv:2305.14314, abstract and Section 1" in flat and "The paper does not break either number down" in flat
     n8 = memory.parameter_counts("llama-3-8b")
     assert 4 * (n8["embedding"] + n8["lm_head"]) > 4 * GB and "embedding and head alone take more than 4 GB" in flat
     assert memory.ADAM8_BLOCK == 256 and "an fp32 scale per 256 values" in flat
