@@ -184,12 +184,14 @@ def checkpointed_step(peft_model: nn.Module, ids: torch.Tensor) -> dict:
 
 
 def load_nf4(model: nn.Module, compute_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """``model`` reloaded through ``from_pretrained(..., quantization_config=BitsAndBytesConfig(load_in_4bit=True))``.
+    """``model`` reloaded through ``from_pretrained(..., quantization_config=BitsAndBytesConfig(load_in_4bit=True,
+    bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype))``.
 
-    Every ``nn.Linear`` but the output head becomes bitsandbytes' ``Linear4bit`` (NF4, the QLoRA
-    format), on the CPU: bitsandbytes 0.48 and newer quantize on the CPU. The model goes through a
-    temporary folder so this is exactly the loading line used with a real checkpoint; the
-    progress bars of saving and loading are switched off (they write to stderr).
+    Every ``nn.Linear`` but the output head becomes bitsandbytes' ``Linear4bit`` in NF4, the QLoRA
+    format (named here because ``BitsAndBytesConfig``'s default type is ``"fp4"``), on the CPU:
+    bitsandbytes 0.48 and newer quantize on the CPU. The model goes through a temporary folder so
+    this is exactly the loading line used with a real checkpoint; the progress bars of saving and
+    loading are switched off (they write to stderr).
     """
     from transformers import BitsAndBytesConfig
     from transformers.utils import logging as hf_logging

@@ -409,6 +409,12 @@ def test_06_pitfalls():
                   "modules apart from adapter layers to be set as trainable and saved in the final checkpoint"):
         assert quote in text and quote in squash(inspect.getsource(lora_config)), quote
     assert "lm_head adapted: False" in outputs and "same logits: False" in outputs and "same logits: True" in outputs
+    # pitfall 6: NF4 must be named (BitsAndBytesConfig's default 4-bit type is FP4)
+    from transformers import BitsAndBytesConfig
+
+    assert 'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")' in text and 'the default type is `"fp4"`' in text
+    assert BitsAndBytesConfig(load_in_4bit=True).bnb_4bit_quant_type == "fp4"
+    assert 'bnb_4bit_quant_type="nf4"' in inspect.getsource(pitfalls.load_nf4)
 
 
 def test_exercises_worth_doing_say_what_the_bank_checks():
