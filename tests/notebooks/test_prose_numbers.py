@@ -491,3 +491,37 @@ def test_08_lora_variants():
     assert "its step is slower on a CPU" in text and shown["QLoRA"] > shown["LoRA"], shown
     assert "costs an extra norm per step" in text
     assert "## References" in text and "§4.3" in text and "arXiv:2402.12354" in text
+
+
+def test_07_real_language_model():
+    """Notebook 07's prose against its code, its data, the model's facts and its stored outputs."""
+    nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
+    text = " ".join(prose("07_real_language_model.ipynb").split())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    from lora_edu.core import chat_task, smollm2
+
+    n_params = int(re.search(r"LlamaForCausalLM: ([\d,]+) parameters, (\d+) layers", outputs).group(1).replace(",", ""))
+    assert "about 270 MB, the weights in bfloat16" in text and round(2 * n_params / 1e7) * 10 == 270
+    # The Q4_1 block: 20 bytes, 2 float16 numbers, 32 codes of 4 bits, 5 bits a weight.
+    assert smollm2.Q4_1_BYTES == 20 and smollm2.Q4_1_BLOCK == 32 and 2 * 2 + 32 * 4 // 8 == 20
+    assert "costs 160 bits for 32 weights: 5 bits a weight" in text and 20 * 8 == 160 and 160 / 32 == 5
+    assert "16 equally spaced values from m to m + 15·d" in text and 2**4 == 16
+    # The LoRA settings the prose names are the code's.
+    settings = re.search(r"R, ALPHA, LR, STEPS, BATCH = (\d+), (\d+), ([\de.-]+), (\d+), (\d+)", code).groups()
+    assert settings == ("8", "16", "1e-2", "12", "2")
+    assert "rank 8, α = 16" in text and "the **last four** of the 30 layers" in text
+    assert 'TARGETS = r"model\\.layers\\.(26|27|28|29)' in code and f"{n_params:,}" == "134,515,008"
+    task = chat_task.load_task()
+    assert "Twelve AdamW steps of two examples each (24 of the 40 training questions), learning rate 10⁻²" in text
+    assert 12 * 2 == 24 and len(task["train"]) == 40
+    assert "for six steps to answer in XML tags" in text and 'steps=6, lr=LR, batch_size=BATCH, fmt="xml"' in code
+    assert "for the same twelve steps on the same batches" in text and "steps=STEPS, lr=1e-3" in code
+    assert "(10⁻³; LoRA 10⁻²)" in text
+    full = int(re.search(r"full fine-tuning trains ([\d,]+) parameters", outputs).group(1).replace(",", ""))
+    assert "(about 14 million" in text and round(full / 1e6) == 14
+    trainable, total = (int(x.replace(",", "")) for x in re.search(r"trainable: ([\d,]+) of ([\d,]+) parameters", outputs).groups())
+    assert "a quarter of a percent of the parameters" in text and 0.2 < 100 * trainable / total < 0.3
+    adapter_mb = float(re.search(r"adapter file: ([\d.]+) MB", outputs).group(1))
+    assert "a file of little more than a megabyte beside a model of hundreds" in text and 1 < adapter_mb < 1.5
+    assert "**Exercise 7.**" in text and "ex07_dequantize_q4_1_block" in json.dumps(nb)
