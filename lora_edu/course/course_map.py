@@ -32,6 +32,8 @@ COURSE_MAP = [
     Chapter("08_lora_variants.ipynb", "LoRA variants from scratch: QLoRA, DoRA, PiSSA, LoRA+, rsLoRA",
             "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each equal to bitsandbytes or PEFT", 40,
             "05, 06"),
+    Chapter("09_paper_analyses.ipynb", "The paper's analyses on the course's model",
+            "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", 30, "04, 05"),
 ]
 
 

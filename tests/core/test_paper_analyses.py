@@ -21,8 +21,10 @@ def setting():
 
 def test_batched_runs_equal_digits_task_adapt(setting):
     pretrained, rotated, upright = setting
-    specs = [pa.RunSpec(("fc1", "fc2"), 2), pa.RunSpec(("fc1",), 2, seed=1), pa.RunSpec(("fc2", "head"), 3),
-             pa.RunSpec(("head",), 3, seed=2), pa.RunSpec(("full",))]
+    # one stack of rank 4 holding an r = 3 run (padded), runs that skip a layer, a stack starting at fc2, at the head
+    specs = [pa.RunSpec(("fc1", "fc2"), 4), pa.RunSpec(("fc1",), 3, seed=1), pa.RunSpec(("fc2", "head"), 3),
+             pa.RunSpec(("head",), 2, seed=2), pa.RunSpec(("full",))]
+    assert pa._group_key(specs[0]) == pa._group_key(specs[1]) != pa._group_key(specs[2])
     runs = pa.train_runs(pretrained, rotated, specs, epochs=2, original=upright, eval_epochs=(1, 2))
     for spec, run in zip(specs, runs):
         method = "full" if spec.targets == ("full",) else "lora"
