@@ -131,3 +131,20 @@ def test_lora_edu_equals_peft_after_one_step_on_the_real_model(loaded):
         a, b, base = ours(**probe).logits, theirs(**probe).logits, model(**probe).logits
     assert (a - base).abs().max() > 1e-2          # the step changed the model
     torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+
+
+def test_a_damaged_cache_names_the_fix_and_a_fresh_cache_is_keyed_by_the_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
+    folder = tmp_path / f"smollm2-135m-instruct-{FACTS['gguf_sha256'][:16]}-v{smollm2.CONVERTER_VERSION}"
+    folder.mkdir()
+    (folder / "conversion.json").write_text("{}")            # a finished-looking folder ...
+    (folder / "config.json").write_text("{not json")          # ... whose files are damaged
+    assert smollm2.model_dir() == folder                       # the hash of the file is in the folder's name
+    with pytest.raises(smollm2.ModelFileError, match="could not be read.*Fix: delete the folder"):
+        smollm2.load()
+
+
+def test_setup_without_install_refuses_when_the_package_is_missing(monkeypatch):
+    monkeypatch.setitem(FACTS, "module", "no_such_module_here")
+    with pytest.raises(smollm2.ModelFileError, match="not installed"):
+        smollm2.setup(install=False)
