@@ -42,9 +42,7 @@ def grid_heatmap(ax, lookup: dict, rows, ranks, seed: int = 0):
 def _cmap_with_grey():
     import matplotlib.pyplot as plt
 
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#eeeeee")
-    return cmap
+    return plt.get_cmap("viridis").with_extremes(bad="#eeeeee")   # cells not trained: light grey
 
 
 def budget_bars(ax, runs: list[dict], budget: int):
