@@ -58,12 +58,14 @@ def parse_reply(text: str, fmt: str = "json") -> str | None:
 
 
 def score(replies: list[str], answers: list[str], fmt: str = "json") -> dict[str, float]:
-    """Share of replies in the taught format, and share in the format *and* with the right answer."""
+    """Shares of replies: in the taught format (``format``), in it *and* right (``correct``), and holding the right
+    answer anywhere, in any format (``mentions``: what the model knows, whatever the wording)."""
     if len(replies) != len(answers) or not replies:
         raise ValueError(f"need as many replies as answers, at least one; got {len(replies)} and {len(answers)}.")
     parsed = [parse_reply(r, fmt) for r in replies]
     return {"format": sum(p is not None for p in parsed) / len(parsed),
-            "correct": sum(p is not None and p.lower() == a.lower() for p, a in zip(parsed, answers)) / len(parsed)}
+            "correct": sum(p is not None and p.lower() == a.lower() for p, a in zip(parsed, answers)) / len(parsed),
+            "mentions": sum(re.search(rf"\b{re.escape(a)}\b", r, re.IGNORECASE) is not None for r, a in zip(replies, answers)) / len(replies)}
 
 
 def encode(tokenizer, examples: list[dict], fmt: str = "json") -> dict[str, torch.Tensor]:

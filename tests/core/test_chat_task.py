@@ -29,7 +29,8 @@ def test_parse_refuses_other_formats():
 
 def test_score():
     got = chat_task.score(['{"answer": "paris"}', '{"answer": "Lyon"}', "Paris"], ["Paris", "Paris", "Paris"])
-    assert got == {"format": 2 / 3, "correct": 1 / 3}
+    assert got == {"format": 2 / 3, "correct": 1 / 3, "mentions": 2 / 3}
+    assert chat_task.score(["Parisian food", "It is Paris."], ["Paris", "Paris"])["mentions"] == 1 / 2
 
 
 def test_bad_input():
