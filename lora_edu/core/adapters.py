@@ -62,6 +62,16 @@ def save_adapter(model: nn.Module, directory: str | Path, base_model_name_or_pat
     merged = [n for n, m in layers.items() if m.merged]
     if merged:
         raise LoRAStateError(f"{merged[0]!r} is merged into its base weight; unmerge() before saving, or the adapter would be applied twice.")
+    # The file holds lora_A and lora_B only: refuse the variants whose state that would not capture.
+    dora = [n for n, m in layers.items() if m.use_dora]
+    if dora:
+        raise LoRAStateError(f"{dora[0]!r} uses DoRA; save_adapter writes plain LoRA (lora_A, lora_B) and would drop its "
+                             "magnitude vector. Save a DoRA model with PEFT (LoraConfig(use_dora=True), save_pretrained).")
+    pissa = [n for n, m in layers.items() if m.init == "pissa"]
+    if pissa:
+        raise LoRAStateError(f"{pissa[0]!r} was initialised with PiSSA, which moved W's principal part out of the base weight: "
+                             "an adapter file alone, loaded onto the original base, gives another model. Save the whole "
+                             "state_dict, or convert the adapter to plain LoRA with PEFT (notebook 06, pitfall 5).")
     dropout = {m.dropout.p if isinstance(m.dropout, nn.Dropout) else 0.0 for m in layers.values()}
     if len(dropout) > 1:
         raise LoRAConfigError("the LoRA layers differ in dropout; PEFT's format needs one value.")

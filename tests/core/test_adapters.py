@@ -45,6 +45,15 @@ def test_saving_a_merged_or_plain_model_is_refused(tmp_path):
         save_adapter(model, tmp_path)
 
 
+@pytest.mark.parametrize("variant, message", [(dict(use_dora=True), "uses DoRA"), (dict(init="pissa"), "initialised with PiSSA")])
+def test_saving_dora_or_pissa_is_refused_and_writes_nothing(tmp_path, variant, message):
+    """A file of lora_A and lora_B alone would lose DoRA's magnitude or PiSSA's changed base: refuse, write nothing."""
+    model = add_lora(tiny_model(), ["q_proj"], r=2, alpha=4, **variant)
+    with pytest.raises(LoRAStateError, match=message):
+        save_adapter(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _bad_folder_cases(tmp_path):
     good = save_adapter(trained(), tmp_path / "good")
     cases = {}
