@@ -28,7 +28,8 @@ FIRST_NOTEBOOK = "notebooks/00_start_here.ipynb"
 
 
 def _split(requirement: str) -> tuple[str, str]:
-    name, spec = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement).groups()
+    """(normalised name, version range); a platform marker (after ';') is not part of the range."""
+    name, spec = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*([^;]*)", requirement).groups()
     return name.lower().replace("_", "-"), spec.replace(" ", "")
 
 
