@@ -341,6 +341,8 @@ def smallest_rank() -> FunctionExercise:
 
 #: the open task of notebook 04: Adam steps the checker trains for, and how close to the budget's best loss is enough
 PLAN_STEPS, PLAN_TOLERANCE = 150, 0.01
+#: the largest α a plan may name: the fit's scale is α/r, and beyond this it only overflows (PEFT users stay far below)
+PLAN_ALPHA_MAX = 10_000
 
 
 def _hidden_target(d: int, k: int, budget: int) -> np.ndarray:
@@ -368,16 +370,16 @@ def _plan_problem(plan: np.ndarray, d: int, k: int, budget: int) -> str | None:
     r, r_max = int(r), min(budget // (d + k), min(d, k))
     if r * (d + k) > budget:
         return f"rank {r} trains r·(d + k) = {r * (d + k):,} numbers, over the budget of {budget:,} (d = {d}, k = {k})."
-    if not (alpha > 0 and 0 < lr <= 1):
-        return f"alpha must be positive and lr in (0, 1], got alpha = {alpha:g}, lr = {lr:g}."
+    if not (0 < alpha <= PLAN_ALPHA_MAX and 0 < lr <= 1):
+        return f"alpha must be in (0, {PLAN_ALPHA_MAX:,}] and lr in (0, 1], got alpha = {alpha:g}, lr = {lr:g}."
     target = _hidden_target(d, k, budget)
     loss = fit_lora_factors(target, r, alpha / r, "adam", lr, PLAN_STEPS)["loss"][-1]
     best = 0.5 * TruncatedSVD(target).relative_error(r_max) ** 2
     if not np.isfinite(loss):
-        return f"with r = {r}, alpha = {alpha:g}, lr = {lr:g} the fit diverged (the loss blew up): lower the learning rate."
+        return f"with r = {r}, alpha = {alpha:g}, lr = {lr:g} the fit diverged (the loss blew up): lower the learning rate (or α)."
     if loss > best + PLAN_TOLERANCE:
         advice = (f"Rank {r_max} also fits in the budget and can get closer." if r < r_max else
-                  "The fit has not converged in 150 steps: a larger learning rate gets there sooner.")
+                  f"The fit has not converged in {PLAN_STEPS} steps: a larger learning rate gets there sooner.")
         return (f"with r = {r}, alpha = {alpha:g}, lr = {lr:g} the loss after {PLAN_STEPS} Adam steps is {loss:.4f}; the best "
                 f"the budget allows (Eckart–Young at rank {r_max}) is {best:.4f}, and the target is within "
                 f"{PLAN_TOLERANCE} of it. {advice}")
@@ -397,9 +399,10 @@ def lora_plan() -> CriterionExercise:
         example=dict(d=64, k=48, budget=1000),
         random_case=case,
         hidden_cases=3,
-        hint="The budget caps r·(d + k), so the largest affordable rank is budget // (d + k) (and at most min(d, k)); "
-             "its Eckart–Young error is the best any plan can do. Then the step size: the α experiment above (Adam, lr 0.003 "
-             "from le.rank_experiments.FIT_LR, α = 16) ends near its floor on one 64×64 target; other targets may need a larger lr.",
+        hint="Two choices. The rank: rank r trains r·(d + k) numbers, r can be at most min(d, k), and the Eckart–Young "
+             "floor only falls as r grows: which r does the budget allow, for any d, k and budget? The step size: the α "
+             "experiment above (Adam at le.rank_experiments.FIT_LR, α = 16) ends near its floor on a 64×64 target in 150 "
+             "steps; if the check says a fit has not converged, try a larger lr.",
         solution="def lora_plan(d, k, budget):\n    r = min(budget // (d + k), d, k)\n    return [r, 16, 0.02]",
         why="Under a budget, spend it on rank (the Eckart–Young floor falls with r) and pick a step size that converges; "
             "with Adam, α and the learning rate play similar roles (Hu et al. 2021, §4.1).",

@@ -398,9 +398,18 @@ class PredictExercise(FunctionExercise):
             _compare(self.reference(), got, rtol=self.rtol, atol=self.atol, where=where)
         except _Feedback as fb:
             if fb.status == FAILED and fb.message.startswith("wrong values"):
-                fb.message = (f"your prediction {_fmt(got)} is not what the course computes (to {self.rtol:.1%}). "
+                fb.message = (f"your prediction {_fmt(got)} is not what the course computes (to {self.rtol:.1%}){self._which_off(got)}. "
                               "Run the cells below: they compute it and show why; the exercise's hint() gives a nudge.")
             raise
+
+    def _which_off(self, got: np.ndarray) -> str:
+        """For a prediction of several numbers, which of them are off: a learner who got one right keeps it."""
+        if got.size < 2:
+            return ""
+        expected = _as_array(self.reference()).astype(np.float64)
+        off = np.flatnonzero(~np.isclose(got.ravel(), expected.ravel(), rtol=self.rtol, atol=self.atol)) + 1
+        numbers = ", ".join(map(str, off[:-1])) + (" and " if len(off) > 1 else "") + str(off[-1])
+        return f": number{'s' if len(off) > 1 else ''} {numbers} of the {got.size} {'are' if len(off) > 1 else 'is'} off"
 
     def _verdict(self, n_cases: int) -> str:
         return "correct prediction"

@@ -2,8 +2,9 @@
 import warnings
 
 import numpy as np
+import pytest
 
-from lora_edu.course import answer_calls
+from lora_edu.course import answer_calls, exercise_bank
 from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED, PASSED, CriterionExercise, PredictExercise
 
 
@@ -85,3 +86,51 @@ def test_warnings_in_an_honest_open_answer_cost_nothing():
 
     result = open_task().check(noisy)
     assert result.passed and "warnings never cost marks" in result.message
+
+
+def test_a_wrong_prediction_of_several_numbers_says_which_are_off_not_what_they_should_be():
+    ex = predict(lambda: [4.0, 2.0])
+    assert "(to 0.1%): number 2 of the 2 is off." in ex.check(lambda: [4, 4]).message
+    assert "numbers 1 and 2 of the 2 are off." in ex.check(lambda: [1, 1]).message
+    assert "2.0" not in ex.check(lambda: [1, 1]).message and "of the" not in predict().check(lambda: 3).message
+
+
+# ---------------------------------------------------------------- notebook 04's open task, lora_plan
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the criterion trained on a plan it should have refused")
+
+
+@pytest.mark.parametrize("plan,words", [
+    ([10**9, 16, 0.02], "whole number from 1 to min(d, k) = 48"),
+    ([-3, 16, 0.02], "whole number from 1"), ([2.5, 16, 0.02], "whole number from 1"),
+    ([50, 16, 0.02], "whole number from 1 to min(d, k) = 48"),
+    ([9, 16, 0.02], "over the budget of 1,000"),
+    ([8, 1e308, 0.02], "alpha must be in (0, 10,000]"), ([8, 0, 0.02], "alpha must be in"),
+    ([8, -16, 0.02], "alpha must be in"), ([8, 16, 1e9], "lr in (0, 1]"), ([8, 16, 0], "lr in (0, 1]"),
+    ([[8, 16, 0.02]], "return three numbers"), ([8, 16], "return three numbers"),
+])
+def test_lora_plan_refuses_a_plan_out_of_range_before_training(monkeypatch, plan, words):
+    from lora_edu.core import rank_experiments
+    from lora_edu.course.exercise_bank import _plan_problem
+
+    monkeypatch.setattr(rank_experiments, "fit_lora_factors", _no_training)
+    assert words in _plan_problem(np.array(plan, dtype=float), d=64, k=48, budget=1000)
+
+
+def test_lora_plan_diverging_or_stalled_fits_fail_with_advice_and_nan_never_reaches_the_criterion():
+    ex = exercise_bank.lora_plan()
+    assert "diverged" in ex.check(lambda d, k, budget: [min(budget // (d + k), d, k), 10_000, 1.0]).message
+    assert "has not converged in 150 steps" in ex.check(lambda d, k, budget: [min(budget // (d + k), d, k), 16, 1e-9]).message
+    assert "NaN or inf" in ex.check(lambda d, k, budget: [float("nan"), 16, 0.02]).message
+
+
+def test_lora_plan_the_solution_passes_every_hidden_case_and_a_fixed_rank_does_not():
+    """The grader draws hidden cases from a secret seed: the course's answer must pass whatever it draws."""
+    from lora_edu.course.exercise_bank import _plan_problem
+
+    ex, rng = exercise_bank.lora_plan(), np.random.default_rng(13)
+    cases = [ex.random_case(rng) for _ in range(40)]
+    assert not [c for c in cases if _plan_problem(np.array([min(c["budget"] // (c["d"] + c["k"]), c["d"], c["k"]), 16, 0.02]), **c)]
+    assert not ex.check(lambda d, k, budget: [8, 16, 0.02]).passed
