@@ -1,9 +1,9 @@
 """The LoRA paper's analyses on the course's digits MLP (notebook 09), trained many at a time.
 
-Notebook 09 needs about fifty fine-tuning runs of the digits MLP (``fc1`` 64→128, ``fc2`` 128→128,
+Notebook 09 needs 25 distinct fine-tuning runs of the digits MLP (``fc1`` 64→128, ``fc2`` 128→128,
 ``head`` 128→10; :mod:`lora_edu.core.digits_task`): which layers × which rank, a fixed parameter
-budget, two seeds at r = 8 and r = 64, full fine-tuning. One at a time they would cost most of a
-minute, almost all of it Python overhead on matrices this small. :func:`train_runs` trains them
+budget, two seeds at r = 8 and r = 64, full fine-tuning. One at a time, most of their time would be
+Python overhead per step on matrices this small. :func:`train_runs` trains them
 *together*: the runs of one rank are stacked along a leading "run" axis and trained as one batched
 model. Nothing is shared between runs but the frozen base weights: each keeps its own A and B,
 its own mini-batch order and its own Adam state (Adam is element-wise, and the summed loss gives

@@ -69,17 +69,25 @@ def similarity_heatmap(ax, grid: np.ndarray, title: str, i_label: str = "i", j_l
     return image
 
 
-def tradeoff(ax, runs: list[dict], epochs) -> None:
+def tradeoff(ax, runs: list[dict], epochs, start: tuple[float, float] | None = None) -> None:
     """Learning against forgetting: each run's path (new-task accuracy, original-task accuracy) over ``epochs``.
 
-    The last epoch is a filled marker; the pretrained model (before any epoch) is not drawn.
+    The last epoch is a filled marker (a square for full fine-tuning). ``start``, the pretrained
+    model's (new, original) accuracies, if given, is drawn as a star and every path begins there:
+    without it a learner cannot see that the first epoch already costs most of the forgetting.
     """
     for run in runs:
         is_full = run["spec"].targets == (FULL,)
-        line, = ax.plot(run["history"], run["original_history"], "-" if is_full else "--", lw=2 if is_full else 1,
+        xs, ys = list(run["history"]), list(run["original_history"])
+        if start is not None:
+            xs, ys = [start[0], *xs], [start[1], *ys]
+        line, = ax.plot(xs, ys, "-" if is_full else "--", lw=2 if is_full else 1,
                         color="black" if is_full else None, alpha=0.8)
-        ax.plot(run["history"][-1], run["original_history"][-1], "s" if is_full else "o", color=line.get_color(),
-                label=run["label"])
+        ax.plot(xs[-1], ys[-1], "s" if is_full else "o", color=line.get_color(), label=run["label"])
+    if start is not None:
+        ax.plot(*start, "*", color="gray", markersize=12, label="pretrained model", zorder=3)
+    first, last = epochs[0], epochs[-1]
     ax.set(xlabel="new task: rotated-digits test accuracy", ylabel="original task: upright-digits test accuracy",
-           title=f"Learning against forgetting, epochs {', '.join(map(str, epochs))}", xlim=(0, 1), ylim=(0, 1))
+           title=f"Learning against forgetting, {'pretrained' if start is not None else f'epoch {first}'} → epoch {last}",
+           xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="upper right")

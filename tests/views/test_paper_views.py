@@ -44,3 +44,13 @@ def test_similarity_heatmap_and_tradeoff_draw():
     paper_views.tradeoff(ax2, [fake_run(RunSpec(("fc2",), 1), 0.3, 256), fake_run(RunSpec(("full",)), 0.9, 26122)], (1, 2))
     assert [t.get_text() for t in ax2.get_legend().get_texts()] == ["fc2 r=1", "full fine-tuning"]
     plt.close(fig)
+
+
+def test_tradeoff_starts_every_path_at_the_pretrained_model():
+    fig, ax = plt.subplots()
+    paper_views.tradeoff(ax, [fake_run(RunSpec(("fc2",), 1), 0.3, 256)], (1, 2), start=(0.1, 0.98))
+    path = ax.lines[0]
+    assert (path.get_xdata()[0], path.get_ydata()[0]) == (0.1, 0.98) and len(path.get_xdata()) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fc2 r=1", "pretrained model"]
+    assert "pretrained → epoch 2" in ax.get_title()
+    plt.close(fig)
