@@ -276,29 +276,33 @@ BUGGY_MERGE = '''class LoRALayer:
 
 
 def outputs_around_merge(x, W, b, A, B, scaling):
-    """The layer's output before merge() and after it, stacked: the two must be equal."""
+    """The layer's output before merge(), after it, and a plain matmul with the merged W: the three must be equal."""
     layer = LoRALayer(W, b, A, B, scaling)
     before = layer(x)
     layer.merge()
-    return torch.stack([before, layer(x)])
+    return torch.stack([before, layer(x), x @ layer.W.T + layer.b])
 '''
 
 
 def outputs_around_merge() -> FunctionExercise:
-    """05, bug hunt: a LoRA layer whose forward adds the adapter again after merging (ΔW counted twice)."""
+    """05, bug hunt: a LoRA layer whose forward adds the adapter again after merging (ΔW counted twice).
+
+    The third row, a plain matmul with the merged weight (what inference runs after merging), is there so that a
+    "fix" which stops merge() from changing W (the adapter stays a separate path) does not pass: it must fold ΔW in.
+    """
     rng = np.random.default_rng(7)
 
     def reference(x, W, b, A, B, scaling):
-        y = x @ W.T + b + scaling * (x @ A.T) @ B.T
-        return np.stack([_as_numpy(y), _as_numpy(y)])
+        y = _as_numpy(x @ W.T + b + scaling * (x @ A.T) @ B.T)
+        return np.stack([y, y, y])
 
     return FunctionExercise(
         "outputs_around_merge",
         reference=reference,
         example=_layer_case(rng) | dict(scaling=2.0),
         random_case=_layer_case,
-        hint="Compare the two halves of the output: before merging they are right. What does merge() change, and "
-             "does __call__ know about it? (The layer has a flag for exactly this.)",
+        hint="Compare the three rows of the output: before merging the layer is right, and so is the plain matmul with "
+             "the merged W. What does merge() change, and does __call__ know about it? (The layer has a flag for exactly this.)",
         solution=("def outputs_around_merge(x, W, b, A, B, scaling):\n    import torch\n\n    class LoRALayer:\n"
                   "        def __init__(self, W, b, A, B, scaling):\n"
                   "            self.W, self.b, self.A, self.B, self.scaling = W, b, A, B, scaling\n"
@@ -308,7 +312,7 @@ def outputs_around_merge() -> FunctionExercise:
                   "            if self.merged:          # ΔW is inside W now: adding the adapter again counts it twice\n"
                   "                return y\n            return y + self.scaling * (x @ self.A.T) @ self.B.T\n\n"
                   "    layer = LoRALayer(W, b, A, B, scaling)\n    before = layer(x)\n    layer.merge()\n"
-                  "    return torch.stack([before, layer(x)])"),
+                  "    return torch.stack([before, layer(x), x @ layer.W.T + layer.b])"),
         why="A merged layer must skip the adapter path: that is what LoRALinear's `merged` flag does, and why merging "
             "twice is an error there.",
     )

@@ -134,3 +134,30 @@ def test_lora_plan_the_solution_passes_every_hidden_case_and_a_fixed_rank_does_n
     cases = [ex.random_case(rng) for _ in range(40)]
     assert not [c for c in cases if _plan_problem(np.array([min(c["budget"] // (c["d"] + c["k"]), c["d"], c["k"]), 16, 0.02]), **c)]
     assert not ex.check(lambda d, k, budget: [8, 16, 0.02]).passed
+
+
+# ---------------------------------------------------------------- the bug hunts of notebooks 02 and 05
+
+
+def _defined(code: str, name: str):
+    import torch
+
+    namespace = {"np": np, "torch": torch}
+    exec(code, namespace)
+    return namespace[name]
+
+
+def test_the_merge_bug_hunt_fails_the_planted_bug_and_a_fix_that_stops_merging_and_passes_the_real_fix():
+    """A learner who sees "before ≠ after" may make merge() a no-op: the plain matmul with the merged W catches that."""
+    ex = exercise_bank.outputs_around_merge()
+    assert not ex.check(_defined(exercise_bank.BUGGY_MERGE, "outputs_around_merge")).passed
+    no_merge = exercise_bank.BUGGY_MERGE.replace("        self.W = self.W + self.scaling * (self.B @ self.A)\n", "")
+    assert no_merge != exercise_bank.BUGGY_MERGE
+    assert not ex.check(_defined(no_merge, "outputs_around_merge")).passed
+    assert ex.check(_defined(ex._solution, "outputs_around_merge")).passed
+
+
+def test_the_transpose_bug_hunt_fails_the_planted_bug_and_passes_the_fix():
+    ex = exercise_bank.torch_style_output()
+    assert "wrong values on the visible example" in ex.check(_defined(exercise_bank.BUGGY_TORCH_STYLE, "torch_style_output")).message
+    assert ex.check(_defined(ex._solution, "torch_style_output")).passed
