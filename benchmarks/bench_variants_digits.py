@@ -1,10 +1,9 @@
 """The learning-rate sweep behind notebook 08's table: each LoRA variant on the rotated digits.
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_variants_digits.py
-It writes lora_edu/data/variants_digits.json (accuracies, extra parameters, median CPU step
-times). Accuracies are deterministic (float64, one thread, fixed seeds): the notebook re-runs
-each method's best learning rate and checks it gets the stored accuracy. Step times are CPU
-times on the machine named in the file, and vary with it.
+It writes lora_edu/data/variants_digits.json (validation and test accuracies, extra parameters).
+Accuracies are deterministic (float64, one thread, fixed seeds): the notebook re-runs each
+method's best learning rate (chosen on the validation half) and checks it gets the stored numbers.
 """
 from __future__ import annotations
 

@@ -34,4 +34,13 @@ def test_stored_sweep_reproduces(base):
     assert [b["method"] for b in best] == list(variant_runs.METHODS)
     for b in best[:2]:
         again = variant_runs.run(base, data, b["method"], b["lr"], epochs=sweep["epochs"])
-        assert again["accuracy"] == b["accuracy"] and again["extra"] == b["extra"]
+        assert again == b  # validation and test accuracy, extra parameters: all exactly as stored
+
+
+def test_rate_is_chosen_on_validation_not_test():
+    """The choice uses the validation half; the two halves are disjoint and together the held-out 25 %."""
+    data = digits_task.load_digits_task(rotate=True)
+    (x_val, _), (x_test, _) = variant_runs.holdout_halves(data)
+    assert len(x_val) + len(x_test) == len(data.x_test) and abs(len(x_val) - len(x_test)) <= 1
+    rows = [dict(method="LoRA", lr=0.1, val_accuracy=0.5, accuracy=0.9), dict(method="LoRA", lr=0.01, val_accuracy=0.6, accuracy=0.7)]
+    assert variant_runs.best_per_method(rows)[0]["lr"] == 0.01
