@@ -251,3 +251,28 @@ def test_make_lab_and_instructor_give_rise_the_widget_manager_its_console_token(
     assert "export JUPYTER_PATH := $(CURDIR)/tools/rise_widgets" in makefile
     package = json.loads((ROOT / "tools/rise_widgets/labextensions/lora-edu-rise-widgets/package.json").read_text())
     assert (ROOT / "tools/rise_widgets/labextensions/lora-edu-rise-widgets" / package["jupyterlab"]["_build"]["load"]).is_file()
+
+
+def test_the_guide_states_the_course_maps_minutes_and_each_exercises_kind_and_order():
+    """The self-paced total is the course map's; a predict is a PredictExercise, an open task a CriterionExercise,
+    a bug hunt's notebook shows the bank's planted bug; the lab plan follows each notebook's order."""
+    from lora_edu.course import exercise_bank
+    from lora_edu.course.course_map import COURSE_MAP
+    from lora_edu.course.exercises import CriterionExercise, PredictExercise
+
+    core = sum(ch.minutes for ch in COURSE_MAP if ch.notebook[:2] <= "06")
+    assert f"The course is self-paced: {core} minutes for notebooks 00–06" in GUIDE.read_text()
+    bugs = {"torch_style_output": exercise_bank.BUGGY_TORCH_STYLE, "outputs_around_merge": exercise_bank.BUGGY_MERGE,
+            "merge_conv1d": exercise_bank.BUGGY_MERGE_CONV1D}
+    where = {}
+    for row in guide_table("## The lab session"):
+        stem, name, kind = re.search(r"`(\d\d_[a-z0-9_]+)`", row[1]).group(1), row[2].strip("`"), row[3].split(" (")[0]
+        exercise = getattr(exercise_bank, name)()
+        assert isinstance(exercise, PredictExercise) == (kind == "predict"), (name, kind)
+        assert isinstance(exercise, CriterionExercise) == (kind == "open"), (name, kind)
+        source = (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+        if kind == "bug hunt":
+            cells = ["".join(c["source"]) for c in json.loads(source)["cells"]]
+            assert any(c.startswith(bugs[name]) for c in cells), f"{stem} does not show the planted bug of {name}"
+        where.setdefault(stem, []).append(source.index(f"le.exercise_bank.{name}()"))
+    assert all(places == sorted(places) for places in where.values()), where
