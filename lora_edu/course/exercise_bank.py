@@ -38,6 +38,7 @@ def predict_trainable() -> PredictExercise:
     return PredictExercise(
         "predict_trainable",
         compute,
+        rtol=0, atol=0.5,   # a count: 1,793 is not 1,792 (the default 0.1% would let it pass)
         hint="fc1 is 64 → 128 (in 64, out 128) and fc2 is 128 → 128. Each wrapped layer trains A (r×in) and B (out×r) "
              "and nothing else: its weight and its bias are frozen, and so is the unwrapped head.",
         solution="def predict_trainable():\n    return 4 * (64 + 128) + 4 * (128 + 128)   # fc1's A and B, then fc2's",

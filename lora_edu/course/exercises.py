@@ -366,7 +366,8 @@ class PredictExercise(FunctionExercise):
     The answer is a function with no arguments, ``def predict_…(): return …``, so the grader can call
     it in its sandbox like any other answer; it is judged against ``compute()``, the value the course
     computes (in the trusted process, once, lazily). There are no hidden cases: nothing varies.
-    ``rtol`` defaults to 0.1%: a prediction of 4 for a computed 3.9999999 is right.
+    ``rtol`` defaults to 0.1%: a prediction of 4 for a computed 3.9999999 is right. A count must be exact:
+    give it ``rtol=0, atol=0.5`` (0.1% of 1,792 would let 1,793 pass).
     """
 
     WHERE = "for your prediction"
@@ -398,7 +399,8 @@ class PredictExercise(FunctionExercise):
             _compare(self.reference(), got, rtol=self.rtol, atol=self.atol, where=where)
         except _Feedback as fb:
             if fb.status == FAILED and fb.message.startswith("wrong values"):
-                fb.message = (f"your prediction {_fmt(got)} is not what the course computes (to {self.rtol:.1%}){self._which_off(got)}. "
+                within = f"to {self.rtol:.1%}" if self.rtol else "exactly"   # a count is exact: rtol=0, atol=0.5
+                fb.message = (f"your prediction {_fmt(got)} is not what the course computes ({within}){self._which_off(got)}. "
                               "Run the cells below: they compute it and show why; the exercise's hint() gives a nudge.")
             raise
 

@@ -161,3 +161,11 @@ def test_the_transpose_bug_hunt_fails_the_planted_bug_and_passes_the_fix():
     ex = exercise_bank.torch_style_output()
     assert "wrong values on the visible example" in ex.check(_defined(exercise_bank.BUGGY_TORCH_STYLE, "torch_style_output")).message
     assert ex.check(_defined(ex._solution, "torch_style_output")).passed
+
+
+def test_a_predicted_count_must_be_exact():
+    """predict_trainable is a count of parameters: off by one is wrong (the default 0.1% would pass 1,793 for 1,792)."""
+    ex = exercise_bank.predict_trainable()
+    assert ex.check(lambda: 1792).passed and ex.check(lambda: 1792.0).passed
+    result = ex.check(lambda: 1793)
+    assert not result.passed and "is not what the course computes (exactly)." in result.message
