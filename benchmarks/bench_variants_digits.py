@@ -8,10 +8,7 @@ method's best learning rate (chosen on the validation half) and checks it gets t
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
-
-import torch
 
 from lora_edu.core import digits_task, variant_runs
 from lora_edu.course.seeding import seed_everything
@@ -28,7 +25,6 @@ def main() -> None:
     results = variant_runs.sweep(base, data, lrs=LRS, epochs=EPOCHS)
     OUT.write_text(json.dumps(dict(
         epochs=EPOCHS, r=4, lrs=list(LRS), loraplus_ratio=variant_runs.LORAPLUS_RATIO,
-        machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {torch.get_num_threads()} thread",
         results=results), indent=1) + "\n")
     for res in variant_runs.best_per_method(results):
         print(res)
