@@ -196,7 +196,7 @@ def graded(tmp_path_factory):
     victim_bytes = victim_file.read_bytes()
 
     run = grade(course, "lora", jobs=2, limits=LIMITS)
-    marks = {m.student_id: m for m in run.marks}
+    marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}  # the attacked exercise's mark
     with open(course / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p)]
@@ -260,8 +260,12 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    assert len(rows) == len(graded["marks"]) == len(ATTACKS) + len(HONEST) + 1 + 10
-    assert {r["student_id"] for r in rows if float(r["score"]) > 0} == set(HONEST) | {"victim"}
+    students = len(ATTACKS) + len(HONEST) + 1 + 10
+    graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
+    assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
+    assert len(graded["marks"]) == students
+    attacked = [r for r in rows if r["grade_id"] == CELL + "_check"]
+    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim"}
 
 
 def test_each_run_draws_fresh_secret_cases(tmp_path):
