@@ -30,6 +30,25 @@ def load_task() -> dict:
     return json.loads(files("lora_edu.data").joinpath("chat_task.json").read_text(encoding="utf-8"))
 
 
+def load_sweep() -> dict:
+    """The learning-rate sweep of ``benchmarks/sweep_07_lr.py`` (``lora_edu/data/chat_task_sweep.json``): its set-up,
+    every run's validation scores, and ``chosen``, the learning rate it picked for each method."""
+    return json.loads(files("lora_edu.data").joinpath("chat_task_sweep.json").read_text(encoding="utf-8"))
+
+
+def validation_split(examples: list[dict], every: int = 5) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)``: every ``every``-th example (the 5th, 10th, …) is set aside for validation.
+
+    Choices such as the learning rate are made on this split (``benchmarks/sweep_07_lr.py``), never on
+    the held-out questions, which only measure the final model. Taking every fifth keeps each kind of
+    question (capitals, colours, counts, …) in both parts.
+    """
+    if every < 2 or len(examples) < every:
+        raise ValueError(f"need every >= 2 and at least `every` examples; got every={every}, {len(examples)} examples.")
+    return ([ex for i, ex in enumerate(examples) if (i + 1) % every],
+            [ex for i, ex in enumerate(examples) if (i + 1) % every == 0])
+
+
 def chat_prompt(question: str) -> str:
     """The model's chat format for one user turn, ending where the assistant's reply starts."""
     return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"

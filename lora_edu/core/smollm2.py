@@ -187,8 +187,9 @@ def _config(fields) -> dict:
     def get(key):
         return fields[key].contents()
     tokens = get("tokenizer.ggml.tokens")
-    # The file states bos = eos = <|im_start|> (id 1); the model card's config.json has eos = pad = <|im_end|> (id 2),
-    # the token that ends an assistant turn. We follow the model card, or generation never stops.
+    # eos = pad = <|im_end|> (id 2), the token that ends an assistant turn, and bos = <|im_start|> (id 1): what the file's
+    # tokenizer.ggml.eos_token_id / padding_token_id / bos_token_id say (tests/core/test_smollm2.py checks it). Generation
+    # stops at the end of the reply only with this eos.
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "vocab_size": len(tokens), "hidden_size": get("llama.embedding_length"),

@@ -61,3 +61,21 @@ def test_encode_masks_the_prompt_and_padding():
     assert (batch["labels"][0, :prompt_short] == -100).all() and (batch["labels"][0, prompt_short + n:] == -100).all()
     assert batch["attention_mask"][0].sum() == prompt_short + n and batch["attention_mask"][1].all()
     assert batch["labels"][1, prompt_long:].tolist() == target
+
+
+def test_validation_split_keeps_the_held_out_set_apart():
+    train = chat_task.load_task()["train"]
+    fit, val = chat_task.validation_split(train)
+    assert (len(fit), len(val)) == (32, 8) and val == train[4::5]
+    assert not {ex["question"] for ex in fit} & {ex["question"] for ex in val}
+    with pytest.raises(ValueError, match="every >= 2"):
+        chat_task.validation_split(train[:3])
+
+
+def test_the_sweep_file_chose_each_methods_best_on_validation():
+    sweep = chat_task.load_sweep()
+    for method, lr in sweep["chosen"].items():
+        rows = [r for r in sweep["results"] if r["method"] == method]
+        best = min(rows, key=lambda r: (-r["correct"], r["val_loss"]))
+        assert best["lr"] == lr and len(rows) >= 3
+    assert (sweep["n_train"], sweep["n_val"]) == (32, 8)

@@ -148,3 +148,46 @@ def test_setup_without_install_refuses_when_the_package_is_missing(monkeypatch):
     monkeypatch.setitem(FACTS, "module", "no_such_module_here")
     with pytest.raises(smollm2.ModelFileError, match="not installed"):
         smollm2.setup(install=False)
+
+
+def _llama_cpp_smollm_split(text: str) -> list[tuple[int, int]]:
+    """llama.cpp's pre-tokenizer for ``tokenizer.ggml.pre == "smollm"`` (src/llama-vocab.cpp, LLAMA_VOCAB_PRE_TYPE_SMOLLM):
+    first ``\\p{N}`` (each digit its own piece), then GPT-2's regex on every piece; text between matches stays a piece."""
+    import regex
+
+    def split(pieces, pattern):
+        out = []
+        for start, end in pieces:
+            pos = start
+            for m in regex.finditer(pattern, text[start:end]):
+                a, b = start + m.start(), start + m.end()
+                out += [(pos, a)] if a > pos else []
+                out.append((a, b))
+                pos = b
+            out += [(pos, end)] if end > pos else []
+        return out
+
+    gpt2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+    return split(split([(0, len(text))], r"\p{N}"), gpt2)
+
+
+def test_the_tokenizer_splits_text_as_llama_cpp_does_for_smollm(loaded):
+    from gguf import GGUFReader
+
+    _, tokenizer = loaded
+    assert GGUFReader(smollm2.gguf_path()).fields["tokenizer.ggml.pre"].contents() == "smollm"
+    pre = tokenizer.backend_tokenizer.pre_tokenizer
+    for text in ["In 2024, 3.14 × 12 = 37.68!", "It's  the cat's 42nd life\n\n  ok  ", "¼ of 1,000,000 is 250000 — ½²",
+                 'x = {"answer": "4"}', "  leading spaces and trailing   "]:
+        assert [span for _, span in pre.pre_tokenize_str(text)] == _llama_cpp_smollm_split(text), text
+
+
+def test_special_token_ids_are_the_files(loaded):
+    from gguf import GGUFReader
+
+    model, tokenizer = loaded
+    fields = GGUFReader(smollm2.gguf_path()).fields
+    ids = {k: int(fields[f"tokenizer.ggml.{k}"].contents()) for k in ("bos_token_id", "eos_token_id", "padding_token_id")}
+    assert ids == {"bos_token_id": 1, "eos_token_id": 2, "padding_token_id": 2}
+    assert (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id) == (1, 2, 2)
+    assert tokenizer.convert_ids_to_tokens([1, 2]) == ["<|im_start|>", "<|im_end|>"]

@@ -514,16 +514,35 @@ def test_07_real_language_model():
     assert "costs 160 bits for 32 weights: 5 bits a weight" in text and 20 * 8 == 160 and 160 / 32 == 5
     assert "16 equally spaced values from m to m + 15·d" in text and 2**4 == 16
     # The LoRA settings the prose names are the code's.
-    settings = re.search(r"R, ALPHA, LR, STEPS, BATCH = (\d+), (\d+), ([\de.-]+), (\d+), (\d+)", code).groups()
-    assert settings == ("8", "16", "1e-2", "12", "2")
+    settings = re.search(r"R, ALPHA, STEPS, BATCH = (\d+), (\d+), (\d+), (\d+)", code).groups()
+    assert settings == ("8", "16", "12", "4")
+    sweep = chat_task.load_sweep()
+    assert (sweep["r"], sweep["alpha"], sweep["steps"], sweep["batch_size"]) == (8, 16, 12, 4)
+    assert 'LR, FULL_LR = sweep["chosen"]["LoRA"], sweep["chosen"]["full fine-tuning"]' in code
     assert "rank 8, α = 16" in text and "the **last four** of the 30 layers" in text
     assert 'TARGETS = r"model\\.layers\\.(26|27|28|29)' in code and f"{n_params:,}" == "134,515,008"
     task = chat_task.load_task()
-    assert "Twelve AdamW steps of two examples each (24 of the 40 training questions), learning rate 10⁻²" in text
-    assert 12 * 2 == 24 and len(task["train"]) == 40
-    assert "for six steps to answer in XML tags" in text and 'steps=6, lr=LR, batch_size=BATCH, fmt="xml"' in code
-    assert "for the same twelve steps on the same batches" in text and "steps=STEPS, lr=1e-3" in code
-    assert "(10⁻³; LoRA 10⁻²)" in text
+    assert ("Twelve AdamW steps of four examples each: 48 examples drawn without repeats until all 40 training "
+            "questions have been seen once, then again") in text
+    assert 12 * 4 == 48 and 40 < 48 < 80 and len(task["train"]) == 40
+    # The validation sweep: every fifth training question, 8 of them, 12.5 points a reply.
+    fit, val = chat_task.validation_split(task["train"])
+    assert "sets every fifth training question aside for validation" in text and val == task["train"][4::5]
+    assert "(8 validation questions, so each reply moves a score by 12.5 points)" in text and len(val) == 8 == sweep["n_val"]
+    assert 100 / len(val) == 12.5
+    assert "for six steps of two examples to answer in XML tags" in text and 'steps=6, lr=XML_LR, batch_size=2, fmt="xml"' in code
+    assert "at the sweep's highest LoRA learning rate" in text
+    assert 'XML_LR = max(row["lr"] for row in sweep["results"] if row["method"] == "LoRA")' in code
+    assert "for the same twelve steps on the same batches" in text and "steps=STEPS, lr=FULL_LR, batch_size=BATCH" in code
+    # What the run shows, as the prose says it: the format learnt, the answers mostly wrong, LoRA forgot less here.
+    fmt_after, right_after = (int(x) for x in re.search(
+        r"held out \(12 questions\), in the format: 0% → (\d+)%; in the format and right: 0% → (\d+)%", outputs).groups())
+    assert "every held-out reply now follows the taught format" in text and fmt_after == 100
+    assert "the answers inside it were mostly wrong" in text and right_after < 50
+    assert "Twelve steps taught *how* to answer" in text
+    assert max(r["correct"] for r in sweep["results"]) < 0.5
+    assert "Here LoRA moved it less than full fine-tuning" in text and "here LoRA forgot less." in outputs
+    assert "one seed, twelve questions and one paragraph" in text and len(task["test"]) == 12
     full = int(re.search(r"full fine-tuning trains ([\d,]+) parameters", outputs).group(1).replace(",", ""))
     assert "(about 14 million" in text and round(full / 1e6) == 14
     trainable, total = (int(x.replace(",", "")) for x in re.search(r"trainable: ([\d,]+) of ([\d,]+) parameters", outputs).groups())
