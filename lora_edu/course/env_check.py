@@ -26,6 +26,8 @@ PURPOSE = {
     "transformers": "small LLaMA-style models, notebooks 01 and 06",
     "safetensors": "adapter files",
     "scikit-learn": "the bundled digits data set, notebooks 04 and 05",
+    "bitsandbytes": "4-bit NF4 reference, notebooks 06 and 08",
+    "gguf": "reads the real model's file, notebook 07",
 }
 #: pip names whose import name differs
 IMPORT_NAME = {"scikit-learn": "sklearn"}
@@ -42,7 +44,18 @@ def runtime_requirements() -> list[str]:
         lines = requires("lora-edu") or []
     except PackageNotFoundError:  # a source tree on sys.path that was never installed
         return list(PURPOSE)
-    return [requirement_name(line) for line in lines if "extra ==" not in line]
+    return [requirement_name(line) for line in lines if "extra ==" not in line and _applies_here(line)]
+
+
+def _applies_here(line: str) -> bool:
+    """False for a requirement whose platform marker excludes this machine (bitsandbytes on an Intel Mac)."""
+    if ";" not in line:
+        return True
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # packaging comes with pip and transformers; without it, check everything
+        return True
+    return Marker(line.split(";", 1)[1].strip()).evaluate()
 
 
 def package_versions() -> dict[str, str | None]:

@@ -26,3 +26,9 @@ def test_reports_a_missing_package_with_the_fix(monkeypatch, capsys):
 
 def test_all_present_here():
     assert env_check.check_environment(verbose=False)
+
+
+def test_a_requirement_whose_marker_excludes_this_machine_is_not_checked():
+    assert env_check._applies_here("numpy>=1.26")
+    assert env_check._applies_here("bitsandbytes>=0.49; python_version >= '3'")
+    assert not env_check._applies_here("bitsandbytes>=0.49; python_version < '3'")
