@@ -543,6 +543,10 @@ def test_07_real_language_model():
     assert max(r["correct"] for r in sweep["results"]) < 0.5
     assert "Here LoRA moved it less than full fine-tuning" in text and "here LoRA forgot less." in outputs
     assert "one seed, twelve questions and one paragraph" in text and len(task["test"]) == 12
+    import inspect
+
+    assert "a reply cut off at ten tokens" in text and "max_new_tokens" not in code
+    assert inspect.signature(chat_task.generate).parameters["max_new_tokens"].default == 10
     full = int(re.search(r"full fine-tuning trains ([\d,]+) parameters", outputs).group(1).replace(",", ""))
     assert "(about 14 million" in text and round(full / 1e6) == 14
     trainable, total = (int(x.replace(",", "")) for x in re.search(r"trainable: ([\d,]+) of ([\d,]+) parameters", outputs).groups())
