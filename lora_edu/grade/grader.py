@@ -96,6 +96,14 @@ def _ending(result: sandbox.RunResult, limits: sandbox.Limits) -> str:
     return f"it exited with code {code}"
 
 
+def _import_torch_once() -> None:
+    """Import torch (where installed) in the calling thread, so no grading thread is the first to import it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # the course's exercises that need torch then fail their own way, per submission
+        pass
+
+
 class _Notebook:
     """One source notebook with its exercises and this run's secret cases."""
 
@@ -106,6 +114,15 @@ class _Notebook:
             exercise.cpu_seconds, exercise.wall_seconds = limits.call_cpu_seconds, limits.call_wall_seconds
         self.cases = {cell.grade_id: self.exercises[cell.grade_id].cases(np.random.default_rng([seed, index, n]))
                       for n, cell in enumerate(source.graded)}
+        # Each reference once here, in the main thread, before the grading threads start: a reference (or a
+        # criterion) may import torch on first use, and two threads importing torch for the first time at once left
+        # it half-initialised ("partially initialized module 'torch' has no attribute 'Tensor'"). PredictExercise
+        # also caches its value on this first call.
+        _import_torch_once()
+        for grade_id, cases in self.cases.items():
+            reference = self.exercises[grade_id].reference
+            if reference is not None and cases:
+                reference(**cases[0][1])
 
     def job(self, cells: list[str]) -> dict:
         return {
