@@ -26,7 +26,7 @@ COURSE_MAP = [
     Chapter("03_gradient_step.ipynb", "One gradient step by hand", "the chain rule for A and B, zero initialisation, the α/r scale", 30, "02"),
     Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", 25, "02, 03"),
     Chapter("05_lora_from_scratch.ipynb", "LoRA from scratch", "a LoRALinear module, merging, training on a real task", 35, "03"),
-    Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT", "the same module in PEFT, exactly equal, and as fast", 30, "05"),
+    Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT", "the same module in PEFT, exactly equal, and as fast; six pitfalls reproduced and fixed", 45, "05"),
     Chapter("07_real_language_model.ipynb", "LoRA on a real language model, offline",
             "a pretrained chat model from a 4-bit file: train, score, merge, switch adapters, forgetting", 30, "06", budget_s=60.0),
     Chapter("08_lora_variants.ipynb", "LoRA variants from scratch: QLoRA, DoRA, PiSSA, LoRA+, rsLoRA",

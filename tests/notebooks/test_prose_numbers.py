@@ -447,114 +447,6 @@ def test_exercises_worth_doing_say_what_the_bank_checks():
     assert "with 150 Adam steps" in text04 and "within 0.01 of the best" in text04
     assert "(d = 64, k = 48, budget = 1,000) and 3 hidden cases" in text04
 
-def test_08_lora_variants():
-    """Every number and comparison notebook 08's prose states, recomputed (the table's from the stored sweep)."""
-    import torch
-
-    from lora_edu import data as stored
-    from lora_edu import digits_task, nf4, variant_runs
-
-    text = " ".join(prose("08_lora_variants.ipynb").split())
-    # the code book: 8 positive, 7 negative, an exact 0; offset 0.9677083 = mean of 1 − 1/(2·15) and 1 − 1/(2·16), 7 digits
-    code = nf4.nf4_code_book()
-    assert "8 positive values, 7 negative ones and an exact 0" in text and (code > 0).sum() == 8 and (code < 0).sum() == 7
-    assert "0.9677083, the mean of 1 − 1/(2·15) and 1 − 1/(2·16), rounded to 7 digits" in text
-    assert f"{(1 - 1 / 30 + 1 - 1 / 32) / 2:.7f}" == f"{nf4.NF4_OFFSET:.7f}" == "0.9677083"
-    # bits a parameter
-    assert "32/64 = 0.5 bits" in text and "8/64 + 32/(64·256)" in text and "blocks of 256" in text
-    assert f"costs 4.5 bits a parameter; double quantization brings it to {nf4.bits_per_parameter(64, True):.3f}" in text
-    assert nf4.bits_per_parameter(64) == 4.5 and nf4.ABSMAX_BLOCKSIZE == 256
-    # the error on the trained digits weights: NF4 below int4 and FP4 (both layers, and normal data)
-    torch.manual_seed(0)
-    pretrained = digits_task.pretrained_model()
-    books = {"nf4": nf4.nf4_code_book(), "fp4": nf4.fp4_code_book(), "int4": nf4.int4_code_book()}
-    for w in (pretrained.fc1.weight.detach().float(), pretrained.fc2.weight.detach().float(), torch.randn(128, 128)):
-        err = {k: ((w - nf4.roundtrip(w, b)).norm() / w.norm()).item() for k, b in books.items()}
-        assert err["nf4"] < min(err["fp4"], err["int4"]), err
-    assert "NF4 has the lowest error of the three on both trained layers and on normal data" in text
-    assert f"({pretrained.fc1.weight.numel():,} and {pretrained.fc2.weight.numel():,} weights)" in text
-    # the table, from the stored sweep (tests/core/test_variant_runs.py re-runs it)
-    sweep = stored.load_json("variants_digits.json")
-    best = {b["method"]: b for b in variant_runs.best_per_method(sweep["results"])}
-    assert f"Adam, {sweep['epochs']} epochs" in text and "rank 4 on `fc1` and `fc2`" in text and sweep["r"] == 4
-    assert "DoRA's best rate is the largest one tried" in text and best["DoRA"]["lr"] == max(sweep["lrs"])
-    assert "that gives it the best accuracy" in text and max(best.values(), key=lambda b: b["accuracy"])["method"] == "PiSSA"
-    assert "QLoRA** pays for the 4-bit base in accuracy here" in text and best["QLoRA"]["accuracy"] < best["LoRA"]["accuracy"]
-    extra = best["DoRA"]["extra"] - best["LoRA"]["extra"]
-    assert f"DoRA trains {extra} more numbers (the magnitudes of 128 + 128 output features)" in text and extra == 128 + 128
-    assert "rsLoRA at r = 4 is LoRA with a scale twice as large" in text and (8 / 4**0.5) / (8 / 4) == 2
-    # the learning rate is chosen on the validation half; the halves' sizes; one test digit in points
-    data = digits_task.load_digits_task(rotate=True)
-    (x_val, _), (x_test, _) = variant_runs.holdout_halves(data)
-    assert f"validation** half of the held-out digits ({len(x_val)} of {len(data.x_test)})" in text
-    assert f"the other half ({len(x_test)})" in text and f"one digit of the {len(x_test)} is {100 / len(x_test):.2f} points" in text
-    higher = sum(b["val_accuracy"] > b["accuracy"] for b in best.values())
-    assert f"the higher of the two for {higher} of the {len(best)} methods" in text
-    # tuning narrows: at every shared rate the spread of test accuracies is wider than with each method's own rate
-    spread = lambda accs: max(accs) - min(accs)  # noqa: E731
-    tuned = spread([b["accuracy"] for b in best.values()])
-    assert "at every shared rate of the sweep the methods lie further apart" in text
-    assert all(spread([r["accuracy"] for r in sweep["results"] if r["lr"] == lr]) > tuned for lr in sweep["lrs"])
-    assert "There is no step-time column" in text and "computes an extra norm per step" in text
-    assert "## References" in text and "§4.3" in text and "arXiv:2402.12354" in text
-
-
-def test_07_real_language_model():
-    """Notebook 07's prose against its code, its data, the model's facts and its stored outputs."""
-    nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
-    text = " ".join(prose("07_real_language_model.ipynb").split())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
-    from lora_edu.core import chat_task, smollm2
-
-    n_params = int(re.search(r"LlamaForCausalLM: ([\d,]+) parameters, (\d+) layers", outputs).group(1).replace(",", ""))
-    assert "about 270 MB, the weights in bfloat16" in text and round(2 * n_params / 1e7) * 10 == 270
-    # The Q4_1 block: 20 bytes, 2 float16 numbers, 32 codes of 4 bits, 5 bits a weight.
-    assert smollm2.Q4_1_BYTES == 20 and smollm2.Q4_1_BLOCK == 32 and 2 * 2 + 32 * 4 // 8 == 20
-    assert "costs 160 bits for 32 weights: 5 bits a weight" in text and 20 * 8 == 160 and 160 / 32 == 5
-    assert "16 equally spaced values from m to m + 15·d" in text and 2**4 == 16
-    # The LoRA settings the prose names are the code's.
-    settings = re.search(r"R, ALPHA, STEPS, BATCH = (\d+), (\d+), (\d+), (\d+)", code).groups()
-    assert settings == ("8", "16", "12", "4")
-    sweep = chat_task.load_sweep()
-    assert (sweep["r"], sweep["alpha"], sweep["steps"], sweep["batch_size"]) == (8, 16, 12, 4)
-    assert 'LR, FULL_LR = sweep["chosen"]["LoRA"], sweep["chosen"]["full fine-tuning"]' in code
-    assert "rank 8, α = 16" in text and "the **last four** of the 30 layers" in text
-    assert 'TARGETS = r"model\\.layers\\.(26|27|28|29)' in code and f"{n_params:,}" == "134,515,008"
-    task = chat_task.load_task()
-    assert ("Twelve AdamW steps of four examples each: 48 examples drawn without repeats until all 40 training "
-            "questions have been seen once, then again") in text
-    assert 12 * 4 == 48 and 40 < 48 < 80 and len(task["train"]) == 40
-    # The validation sweep: every fifth training question, 8 of them, 12.5 points a reply.
-    fit, val = chat_task.validation_split(task["train"])
-    assert "sets every fifth training question aside for validation" in text and val == task["train"][4::5]
-    assert "(8 validation questions, so each reply moves a score by 12.5 points)" in text and len(val) == 8 == sweep["n_val"]
-    assert 100 / len(val) == 12.5
-    assert "for six steps of two examples to answer in XML tags" in text and 'steps=6, lr=XML_LR, batch_size=2, fmt="xml"' in code
-    assert "at the sweep's highest LoRA learning rate" in text
-    assert 'XML_LR = max(row["lr"] for row in sweep["results"] if row["method"] == "LoRA")' in code
-    assert "for the same twelve steps on the same batches" in text and "steps=STEPS, lr=FULL_LR, batch_size=BATCH" in code
-    # What the run shows, as the prose says it: the format learnt, the answers mostly wrong, LoRA forgot less here.
-    fmt_after, right_after = (int(x) for x in re.search(
-        r"held out \(12 questions\), in the format: 0% → (\d+)%; in the format and right: 0% → (\d+)%", outputs).groups())
-    assert "every held-out reply now follows the taught format" in text and fmt_after == 100
-    assert "the answers inside it were mostly wrong" in text and right_after < 50
-    assert "Twelve steps taught *how* to answer" in text
-    assert max(r["correct"] for r in sweep["results"]) < 0.5
-    assert "Here LoRA moved it less than full fine-tuning" in text and "here LoRA forgot less." in outputs
-    assert "one seed, twelve questions and one paragraph" in text and len(task["test"]) == 12
-    import inspect
-
-    assert "a reply cut off at ten tokens" in text and "max_new_tokens" not in code
-    assert inspect.signature(chat_task.generate).parameters["max_new_tokens"].default == 10
-    full = int(re.search(r"full fine-tuning trains ([\d,]+) parameters", outputs).group(1).replace(",", ""))
-    assert "(about 14 million" in text and round(full / 1e6) == 14
-    trainable, total = (int(x.replace(",", "")) for x in re.search(r"trainable: ([\d,]+) of ([\d,]+) parameters", outputs).groups())
-    assert "a quarter of a percent of the parameters" in text and 0.2 < 100 * trainable / total < 0.3
-    adapter_mb = float(re.search(r"adapter file: ([\d.]+) MB", outputs).group(1))
-    assert "a file of little more than a megabyte beside a model of hundreds" in text and 1 < adapter_mb < 1.5
-    assert "**Exercise 7.**" in text and "ex07_dequantize_q4_1_block" in json.dumps(nb)
-
 
 def test_09_paper_analyses():
     import torch
@@ -698,3 +590,125 @@ def _check_09():
     assert "(about 20B tokens)" in text and "(about 100K prompt–response pairs)" in text and "10–100×" in text
     assert "with exceptions, mostly in code instruction fine-tuning, where LoRA kept more of the old tasks" in text  # their §4.3
     assert "## References" in text and "arXiv:2106.09685" in text and "arXiv:2405.09673" in text
+
+def test_08_lora_variants():
+    """Every number and comparison notebook 08's prose states, recomputed (the table's from the stored sweep)."""
+    import torch
+
+    from lora_edu import data as stored
+    from lora_edu import digits_task, nf4, variant_runs
+
+    text = " ".join(prose("08_lora_variants.ipynb").split())
+    # the code book: 8 positive, 7 negative, an exact 0; offset 0.9677083 = mean of 1 − 1/(2·15) and 1 − 1/(2·16), 7 digits
+    code = nf4.nf4_code_book()
+    assert "8 positive values, 7 negative ones and an exact 0" in text and (code > 0).sum() == 8 and (code < 0).sum() == 7
+    assert "0.9677083, the mean of 1 − 1/(2·15) and 1 − 1/(2·16), rounded to 7 digits" in text
+    assert f"{(1 - 1 / 30 + 1 - 1 / 32) / 2:.7f}" == f"{nf4.NF4_OFFSET:.7f}" == "0.9677083"
+    # bits a parameter
+    assert "32/64 = 0.5 bits" in text and "8/64 + 32/(64·256)" in text and "blocks of 256" in text
+    assert f"costs 4.5 bits a parameter; double quantization brings it to {nf4.bits_per_parameter(64, True):.3f}" in text
+    assert nf4.bits_per_parameter(64) == 4.5 and nf4.ABSMAX_BLOCKSIZE == 256
+    # the error on the trained digits weights: NF4 below int4 and FP4 (both layers, and normal data)
+    torch.manual_seed(0)
+    pretrained = digits_task.pretrained_model()
+    books = {"nf4": nf4.nf4_code_book(), "fp4": nf4.fp4_code_book(), "int4": nf4.int4_code_book()}
+    for w in (pretrained.fc1.weight.detach().float(), pretrained.fc2.weight.detach().float(), torch.randn(128, 128)):
+        err = {k: ((w - nf4.roundtrip(w, b)).norm() / w.norm()).item() for k, b in books.items()}
+        assert err["nf4"] < min(err["fp4"], err["int4"]), err
+    assert "NF4 has the lowest error of the three on both trained layers and on normal data" in text
+    assert f"({pretrained.fc1.weight.numel():,} and {pretrained.fc2.weight.numel():,} weights)" in text
+    # the table, from the stored sweep (tests/core/test_variant_runs.py re-runs it)
+    sweep = stored.load_json("variants_digits.json")
+    best = {b["method"]: b for b in variant_runs.best_per_method(sweep["results"])}
+    assert f"Adam, {sweep['epochs']} epochs" in text and "rank 4 on `fc1` and `fc2`" in text and sweep["r"] == 4
+    assert "DoRA's best rate is the largest one tried" in text and best["DoRA"]["lr"] == max(sweep["lrs"])
+    assert "that gives it the best accuracy" in text and max(best.values(), key=lambda b: b["accuracy"])["method"] == "PiSSA"
+    assert "QLoRA** pays for the 4-bit base in accuracy here" in text and best["QLoRA"]["accuracy"] < best["LoRA"]["accuracy"]
+    extra = best["DoRA"]["extra"] - best["LoRA"]["extra"]
+    assert f"DoRA trains {extra} more numbers (the magnitudes of 128 + 128 output features)" in text and extra == 128 + 128
+    assert "rsLoRA at r = 4 is LoRA with a scale twice as large" in text and (8 / 4**0.5) / (8 / 4) == 2
+    # the learning rate is chosen on the validation half; the halves' sizes; one test digit in points
+    data = digits_task.load_digits_task(rotate=True)
+    (x_val, _), (x_test, _) = variant_runs.holdout_halves(data)
+    assert f"validation** half of the held-out digits ({len(x_val)} of {len(data.x_test)})" in text
+    assert f"the other half ({len(x_test)})" in text and f"one digit of the {len(x_test)} is {100 / len(x_test):.2f} points" in text
+    higher = sum(b["val_accuracy"] > b["accuracy"] for b in best.values())
+    assert f"the higher of the two for {higher} of the {len(best)} methods" in text
+    # tuning narrows: at every shared rate the spread of test accuracies is wider than with each method's own rate
+    spread = lambda accs: max(accs) - min(accs)  # noqa: E731
+    tuned = spread([b["accuracy"] for b in best.values()])
+    assert "at every shared rate of the sweep the methods lie further apart" in text
+    assert all(spread([r["accuracy"] for r in sweep["results"] if r["lr"] == lr]) > tuned for lr in sweep["lrs"])
+    assert "computes an extra norm per step" in text
+    # the step-time columns, from benchmarks/bench_variants_step.py's stored result
+    steps = stored.load_json("variants_step_times.json")
+    ms, machine = steps["ms_per_step"], steps["machine"]
+    jitter = {m: t["median"] - t["min"] for m, t in ms.items()}
+    assert f"on one batch of {steps['batch_size']} digits, in {steps['dtype']} as trained here" in text
+    assert steps["dtype"] == str(digits_task.DTYPE).replace("torch.", "") and steps["torch_threads"] == 1
+    assert f"over rounds of {steps['steps_per_round']} steps" in text and f"on the shared {machine['cores']}-core course machine" in text
+    assert "LoRA and rsLoRA do identical work (only the scale differs), so their times must agree: they do, within the min-to-median spread" in text
+    assert abs(ms["LoRA"]["min"] - ms["rsLoRA"]["min"]) <= max(jitter["LoRA"], jitter["rsLoRA"])
+    others = [t["median"] for m, t in ms.items() if m != "QLoRA"]
+    assert "Its step is the slowest in the table" in text and ms["QLoRA"]["min"] > max(others)
+    assert "step is slower than LoRA's by more than the min-to-median spread" in text and ms["DoRA"]["min"] > ms["LoRA"]["median"]
+    assert "times are close to LoRA's" in text
+    assert all(abs(ms[m]["min"] / ms["LoRA"]["min"] - 1) < 0.05 for m in ("PiSSA", "LoRA+"))
+    assert "## References" in text and "§4.3" in text and "arXiv:2402.12354" in text
+
+
+def test_07_real_language_model():
+    """Notebook 07's prose against its code, its data, the model's facts and its stored outputs."""
+    nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
+    text = " ".join(prose("07_real_language_model.ipynb").split())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    from lora_edu.core import chat_task, smollm2
+
+    n_params = int(re.search(r"LlamaForCausalLM: ([\d,]+) parameters, (\d+) layers", outputs).group(1).replace(",", ""))
+    assert "about 270 MB, the weights in bfloat16" in text and round(2 * n_params / 1e7) * 10 == 270
+    # The Q4_1 block: 20 bytes, 2 float16 numbers, 32 codes of 4 bits, 5 bits a weight.
+    assert smollm2.Q4_1_BYTES == 20 and smollm2.Q4_1_BLOCK == 32 and 2 * 2 + 32 * 4 // 8 == 20
+    assert "costs 160 bits for 32 weights: 5 bits a weight" in text and 20 * 8 == 160 and 160 / 32 == 5
+    assert "16 equally spaced values from m to m + 15·d" in text and 2**4 == 16
+    # The LoRA settings the prose names are the code's.
+    settings = re.search(r"R, ALPHA, STEPS, BATCH = (\d+), (\d+), (\d+), (\d+)", code).groups()
+    assert settings == ("8", "16", "12", "4")
+    sweep = chat_task.load_sweep()
+    assert (sweep["r"], sweep["alpha"], sweep["steps"], sweep["batch_size"]) == (8, 16, 12, 4)
+    assert 'LR, FULL_LR = sweep["chosen"]["LoRA"], sweep["chosen"]["full fine-tuning"]' in code
+    assert "rank 8, α = 16" in text and "the **last four** of the 30 layers" in text
+    assert 'TARGETS = r"model\\.layers\\.(26|27|28|29)' in code and f"{n_params:,}" == "134,515,008"
+    task = chat_task.load_task()
+    assert ("Twelve AdamW steps of four examples each: 48 examples drawn without repeats until all 40 training "
+            "questions have been seen once, then again") in text
+    assert 12 * 4 == 48 and 40 < 48 < 80 and len(task["train"]) == 40
+    # The validation sweep: every fifth training question, 8 of them, 12.5 points a reply.
+    fit, val = chat_task.validation_split(task["train"])
+    assert "sets every fifth training question aside for validation" in text and val == task["train"][4::5]
+    assert "(8 validation questions, so each reply moves a score by 12.5 points)" in text and len(val) == 8 == sweep["n_val"]
+    assert 100 / len(val) == 12.5
+    assert "for six steps of two examples to answer in XML tags" in text and 'steps=6, lr=XML_LR, batch_size=2, fmt="xml"' in code
+    assert "at the sweep's highest LoRA learning rate" in text
+    assert 'XML_LR = max(row["lr"] for row in sweep["results"] if row["method"] == "LoRA")' in code
+    assert "for the same twelve steps on the same batches" in text and "steps=STEPS, lr=FULL_LR, batch_size=BATCH" in code
+    # What the run shows, as the prose says it: the format learnt, the answers mostly wrong, LoRA forgot less here.
+    fmt_after, right_after = (int(x) for x in re.search(
+        r"held out \(12 questions\), in the format: 0% → (\d+)%; in the format and right: 0% → (\d+)%", outputs).groups())
+    assert "every held-out reply now follows the taught format" in text and fmt_after == 100
+    assert "the answers inside it were mostly wrong" in text and right_after < 50
+    assert "Twelve steps taught *how* to answer" in text
+    assert max(r["correct"] for r in sweep["results"]) < 0.5
+    assert "Here LoRA moved it less than full fine-tuning" in text and "here LoRA forgot less." in outputs
+    assert "one seed, twelve questions and one paragraph" in text and len(task["test"]) == 12
+    import inspect
+
+    assert "a reply cut off at ten tokens" in text and "max_new_tokens" not in code
+    assert inspect.signature(chat_task.generate).parameters["max_new_tokens"].default == 10
+    full = int(re.search(r"full fine-tuning trains ([\d,]+) parameters", outputs).group(1).replace(",", ""))
+    assert "(about 14 million" in text and round(full / 1e6) == 14
+    trainable, total = (int(x.replace(",", "")) for x in re.search(r"trainable: ([\d,]+) of ([\d,]+) parameters", outputs).groups())
+    assert "a quarter of a percent of the parameters" in text and 0.2 < 100 * trainable / total < 0.3
+    adapter_mb = float(re.search(r"adapter file: ([\d.]+) MB", outputs).group(1))
+    assert "a file of little more than a megabyte beside a model of hundreds" in text and 1 < adapter_mb < 1.5
+    assert "**Exercise 7.**" in text and "ex07_dequantize_q4_1_block" in json.dumps(nb)
