@@ -3,9 +3,9 @@
 Same task, model, rank, targets, epochs, batch order and Adam as notebook 05
 (``digits_task``); only the variant changes. The learning rate is *selected* on a validation
 half of the held-out 25 % and the accuracy *reported* on the other half (:func:`holdout_halves`),
-so the reported number is not the one the choice was made on. No step times: on a shared
-machine they were noise (LoRA and rsLoRA, identical work, measured far apart), so a table of
-them would compare nothing.
+so the reported number is not the one the choice was made on. Step times are not measured here
+(timed once on a shared machine, LoRA and rsLoRA, identical work, came out far apart):
+``benchmarks/bench_variants_step.py`` times these same models, repeated and interleaved.
 """
 from __future__ import annotations
 

@@ -45,3 +45,18 @@ def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30(
     assert len(result["raw_s"]) == result["repeats"] >= 3
     assert result["seconds"]["min"] == min(result["raw_s"]) and result["seconds"]["median"] == statistics.median(result["raw_s"])
     assert result["machine"]["cores"] == 2 and 60 <= result["seconds"]["median"] <= 90  # the README: "a little over a minute on two cores"
+
+
+def test_committed_variant_step_times_cover_every_method_and_name_their_machine():
+    """Notebook 08's step-time columns: every method of its table, min ≤ median, machine and settings named."""
+    from lora_edu.core import variant_runs
+
+    result = load_json("variants_step_times.json")
+    assert {"cpu", "cores", "python", "torch"} <= result["machine"].keys()
+    assert result["torch_threads"] == result["torch_threads_in_notebooks"] == TINY_MODEL_THREADS
+    assert {"dtype", "batch_size", "rounds", "steps_per_round", "load_average_before"} <= result.keys()
+    assert set(result["ms_per_step"]) == set(result["raw_ms_per_step"]) == set(variant_runs.METHODS)
+    for method, t in result["ms_per_step"].items():
+        raw = result["raw_ms_per_step"][method]
+        assert len(raw) == result["rounds"] >= 5 and 0 < t["min"] <= t["median"], (method, t)
+        assert t["min"] == min(raw) and t["median"] == round(statistics.median(raw), 4), (method, t)
