@@ -14,6 +14,7 @@ Nothing the student's code does can change a mark except the values its function
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -94,6 +95,33 @@ def _ending(result: sandbox.RunResult, limits: sandbox.Limits) -> str:
     if code == 1 and "MemoryError" in result.output_tail:
         return f"it ran out of memory (limit {limits.memory_bytes >> 30} GiB)"
     return f"it exited with code {code}"
+
+
+@contextlib.contextmanager
+def _one_thread_maths():
+    """BLAS and torch one thread each while the grading threads judge answers in this process.
+
+    The judges (references, criteria such as notebook 04's fit) do small matrix work from several grading
+    threads at once, beside the sandboxes that use the cores. With OpenBLAS's own thread pool on top, a
+    judge's SVD spun for minutes in OpenBLAS's ``exec_blas`` during the grading benchmark (the pool's
+    workers were gone); one thread per call is also the fast choice for matrices this small.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits  # comes with scikit-learn, a course dependency
+
+            stack.enter_context(threadpool_limits(limits=1))
+        except ImportError:  # no control over BLAS threads: grade anyway
+            pass
+        try:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            stack.callback(torch.set_num_threads, before)
+        except ImportError:
+            pass
+        yield
 
 
 def _import_torch_once() -> None:
@@ -208,13 +236,14 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
                                                   "please tell your instructor"), False
 
     tasks = [(s, folder, nb) for s, folder in students.items() for nb in sources]
-    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda t: grade_one(*t), tasks))
-    # A submission stopped by a wall-clock limit may only have been starved of CPU by another one running beside it:
-    # grade it again with nothing else running, and keep that verdict.
-    regraded = [n for n, (_, waited) in enumerate(results) if waited]
-    for n in regraded:
-        results[n] = grade_one(*tasks[n])
+    with _one_thread_maths():
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            results = list(pool.map(lambda t: grade_one(*t), tasks))
+        # A submission stopped by a wall-clock limit may only have been starved of CPU by another one running beside
+        # it: grade it again with nothing else running, and keep that verdict.
+        regraded = [n for n, (_, waited) in enumerate(results) if waited]
+        for n in regraded:
+            results[n] = grade_one(*tasks[n])
     marks = [m for ms, _ in results for m in ms]
     run = GradingRun(marks, seed, time.perf_counter() - start, sandboxed, len(regraded))
     _write_csv(course / GRADES_FILE, GRADE_COLUMNS, [astuple(m)[:5] for m in marks])

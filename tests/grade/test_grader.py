@@ -200,3 +200,17 @@ def test_predictions_bug_hunts_and_the_open_task_grade_honest_and_wrong_answers_
         honest, wrong = marks["honest", f"{grade_id}_check"], marks["wrong", f"{grade_id}_check"]
         assert honest.score == 1.0, honest.message
         assert wrong.score == 0.0 and wrong.status == "failed" and words in wrong.message, wrong.message
+
+
+def test_judges_run_with_one_thread_of_maths_and_the_settings_come_back():
+    """Grading threads judge side by side: BLAS and torch one thread each (OpenBLAS's pool hung a judge's SVD)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from lora_edu.grade.grader import _one_thread_maths
+
+    before = torch.get_num_threads()
+    with _one_thread_maths():
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
