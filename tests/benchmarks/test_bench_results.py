@@ -44,7 +44,7 @@ def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30(
     assert result["students"] == 30 and result["notebooks"] == len(course_map.COURSE_MAP)
     assert len(result["raw_s"]) == result["repeats"] >= 3
     assert result["seconds"]["min"] == min(result["raw_s"]) and result["seconds"]["median"] == statistics.median(result["raw_s"])
-    assert result["machine"]["cores"] == 2 and 60 <= result["seconds"]["median"] <= 90  # the README: "a little over a minute on two cores"
+    assert result["machine"]["cores"] == 2 and 90 <= result["seconds"]["median"] <= 150  # the README: "about two minutes on two cores"
 
 
 def test_committed_variant_step_times_cover_every_method_and_name_their_machine():
