@@ -343,19 +343,27 @@ def test_slideshow_of_04_with_live_sliders(browser, slides_lab):
     before = dict(label=label.inner_text(), image=image.get_attribute("src"), value=readout.inner_text())
 
     # Drag the handle with the mouse (in a slideshow the arrow keys change slides, even on a slider).
-    handle, track = slider.locator(".noUi-handle").bounding_box(), slider.locator(".noUi-target").bounding_box()
+    # reveal.js slides the new slide in: wait until the handle stops moving, or the drag starts beside it.
+    handle, previous = slider.locator(".noUi-handle").bounding_box(), None
+    while handle != previous:
+        page.wait_for_timeout(300)
+        previous, handle = handle, slider.locator(".noUi-handle").bounding_box()
+    track = slider.locator(".noUi-target").bounding_box()
     x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 0.1 * track["width"], y, steps=5)
     page.mouse.up()
-    # The kernel redraws: the label follows the slider's value and the figure is a new picture.
-    frame.wait_for_function(
-        """([view, value, src]) => {
-            const shown = view.querySelector('.widget-readout').innerText;
-            return shown !== value && view.querySelector('.widget-html').innerText.startsWith(`r = ${shown}:`)
-                && view.querySelector('.widget-output img').getAttribute('src') !== src;
-        }""", arg=[view.element_handle(), before["value"], before["image"]], timeout=30_000)
+    # The kernel redraws: the label follows the slider's value and the figure is a new picture. Polled through the
+    # locators, which find the elements afresh on every read: an element handle taken right after the drag can go
+    # stale when the output re-renders (the test then timed out on a slideshow that had redrawn).
+    deadline = time.monotonic() + 30
+    while True:
+        shown = readout.inner_text()
+        if shown != before["value"] and label.inner_text().startswith(f"r = {shown}:") and image.get_attribute("src") != before["image"]:
+            break
+        assert time.monotonic() < deadline, f"no redraw 30 s after the drag: slider {shown}, label {label.inner_text()[:40]!r}"
+        page.wait_for_timeout(250)
     # A drag is several redraws (continuous updates): wait until the kernel, shared by the notebook and the
     # slideshow, is idle, then for the last picture to arrive.
     page.wait_for_function("""() => Array.from(window.jupyterapp.shell.widgets('main'))
