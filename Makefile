@@ -8,7 +8,7 @@ PY   := $(VENV)/bin/python
 # widget manager imports; tools/rise_widgets provides it there (see its static/remoteEntry.js).
 export JUPYTER_PATH := $(CURDIR)/tools/rise_widgets$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 
-.PHONY: lab instructor reset test lint setup execute slides student clean bench
+.PHONY: lab instructor reset test lint setup execute slides student clean bench lock upgrade test-latest
 
 lab:
 	bash tools/setup_env.sh
@@ -34,6 +34,21 @@ lint: setup
 setup:
 	bash tools/setup_env.sh
 
+## The lock (lock/full.txt, lock/runtime.txt; tools/lock.py says what each holds). `make lock` after a change to
+## pyproject.toml keeps every pin that still fits; `make upgrade` moves to the newest releases, rebuilds .venv,
+## re-executes every notebook, prints each stored output that changed and runs the tests, so that a person decides
+## (hold a package back: make upgrade HOLD=pins.txt). The lock changes only through these two.
+lock: setup
+	$(PY) tools/lock.py
+
+upgrade: setup
+	python3 tools/upgrade.py $(if $(HOLD),--hold $(HOLD))
+
+## The tests against the newest releases pyproject.toml allows, in .venv-latest, ignoring the lock: a report of what
+## the next upgrade will meet, never a gate (.github/workflows/test-latest.yml runs it weekly, non-blocking).
+test-latest:
+	bash tools/test_latest.sh
+
 ## Re-execute every notebook in place after a change (stores outputs for GitHub and nbval).
 execute: setup
 	$(PY) tools/execute_notebooks.py notebooks/*.ipynb
@@ -52,4 +67,4 @@ bench: setup
 	$(PY) benchmarks/bench_course.py
 
 clean:
-	rm -rf student test-artifacts
+	rm -rf student test-artifacts .venv-latest

@@ -1,14 +1,13 @@
 """The Colab path: notebook 00 opened where the course is not installed installs it itself.
 
 We build a wheel of this checkout, make a clean virtual environment in a temporary folder (no
-checkout around it, no PYTHONPATH, nothing but ipykernel installed), copy notebook 00 there
-alone, point its install cell at the wheel instead of the git URL (the one difference from
-Colab, which fetches the repository), and execute it top to bottom with the clean environment's
-Python as the kernel. The first cell must install `lora-edu` (with its dependencies) into that
-environment, and the rest of the notebook must run.
-
-Inside the kernel pip gets PIP_CONSTRAINT=constraints-cpu.txt, and PyTorch's CPU index where it
-can be reached, so that it never fetches a multi-GB CUDA build of torch.
+checkout around it, no PYTHONPATH, nothing but ipykernel and torch installed: Colab brings both),
+copy notebook 00 there alone, point its install cell at the wheel instead of the git URL and at
+this checkout's lock/runtime.txt instead of its raw address on the code host (the two differences
+from Colab, which fetches them), and execute it top to bottom with the clean environment's Python
+as the kernel. The first cell must install the lock (hashes checked) and `lora-edu` into that
+environment, and the rest of the notebook must run; afterwards every package of the lock is at its
+pinned version.
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ from jupyter_client.manager import KernelManager  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_start_here.ipynb"
 CONSTRAINTS = ROOT / "constraints-cpu.txt"
+RUNTIME_LOCK = ROOT / "lock" / "runtime.txt"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 REPO_URL = PROJECT["urls"]["Repository"]
@@ -65,8 +65,8 @@ def _pinned_torch() -> str:
 
 
 def _torch_source_env(python: Path, cwd: Path, env: dict[str, str]) -> dict[str, str]:
-    """Where the kernel's pip may take a CPU torch: pip's own configuration (find-links), else
-    PyTorch's CPU index; skip the test where neither has one rather than download CUDA torch."""
+    """Where pip may take a CPU torch: pip's own configuration (find-links), else PyTorch's CPU
+    index; skip the test where neither has one rather than download CUDA torch."""
     report = subprocess.run(
         [str(python), "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--ignore-installed",
          "--quiet", "--report", "-", f"torch=={_pinned_torch()}"],
@@ -92,11 +92,13 @@ def test_notebook_00_installs_the_course_into_a_clean_environment(tmp_path):
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], work, env)
     (wheel,) = wheels.glob("lora_edu-*.whl")
 
-    # A clean environment with nothing but a kernel; Python's standard venv, from this interpreter's base.
+    # A clean environment with nothing but a kernel and torch (Colab's own); Python's standard venv.
     base_python = getattr(sys, "_base_executable", sys.executable)
     _run([base_python, "-m", "venv", str(venv)], work, env)
     python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--quiet", "ipykernel"], work, env)
+    pip_env = {**env, **_torch_source_env(python, work, env)}
+    _run([str(python), "-m", "pip", "install", "--quiet", "ipykernel", f"torch=={_pinned_torch()}", "-c", str(CONSTRAINTS)],
+         work, pip_env)
     probe = subprocess.run([str(python), "-c", "import lora_edu"], cwd=work, env=env, capture_output=True, text=True)
     assert "ModuleNotFoundError" in probe.stderr, "the clean environment must not see the course before the notebook runs"
 
@@ -107,13 +109,14 @@ def test_notebook_00_installs_the_course_into_a_clean_environment(tmp_path):
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert INSTALL_TARGET in first_code.source, \
         f"notebook 00's first code cell should install {INSTALL_TARGET!r}:\n{first_code.source}"
-    first_code.source = first_code.source.replace(f"git+{REPO_URL}", wheel.as_uri())
+    raw_lock = REPO_URL.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/lock/runtime.txt"
+    assert raw_lock in first_code.source, first_code.source
+    first_code.source = first_code.source.replace(f"git+{REPO_URL}", wheel.as_uri()).replace(raw_lock, str(RUNTIME_LOCK))
     nb_path = work / NOTEBOOK.name
     nbformat.write(nb, nb_path)
 
     # The clean environment's Python as the kernel, in the temporary folder.
-    kernel_env = {"PIP_CONSTRAINT": str(CONSTRAINTS), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                  **_torch_source_env(python, work, env)}
+    kernel_env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     spec_dir = tmp_path / "kernels" / "clean-venv"
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
@@ -134,5 +137,12 @@ def test_notebook_00_installs_the_course_into_a_clean_environment(tmp_path):
     assert shown[0] == PROJECT["version"]
     assert Path(shown[1]).is_relative_to(venv), f"lora_edu imported from {shown[1]}, not from the clean venv"
     assert shown[2] == "None", "the notebook's install pulled a CUDA build of torch"
+    # Every package of the runtime lock that applies here is now at its pinned version.
+    from packaging.markers import Marker
+    pinned = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]*))?", RUNTIME_LOCK.read_text(), re.M)
+    wanted = {name: version for name, version, marker in pinned if not marker.strip() or Marker(marker.strip()).evaluate()}
+    installed = json.loads(_run([str(python), "-c", "import importlib.metadata as md, json, sys; "
+                                 "print(json.dumps({n: md.version(n) for n in sys.argv[1:]}))", *wanted], work, env))
+    assert installed == wanted
     print(f"\nColab path: wheel and clean venv {prepared - started:.0f} s, notebook 00 with its install "
           f"{executed - prepared:.0f} s, in all {time.perf_counter() - started:.0f} s")

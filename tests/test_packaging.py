@@ -2,21 +2,20 @@
 
 - environment.yml (conda) asks conda-forge for pyproject's run-time packages and its `lab` extra,
   same names and ranges, and installs the course and its `dev` extra with pip;
-- binder/ (repo2docker) installs the course package itself, no extra, with PyTorch's CPU index;
-- set-up pins one exact torch (constraints-cpu.txt) and takes it from the CPU index on Linux;
+- binder/ (repo2docker) installs the course at the lock's run-time versions (lock/runtime.txt), with
+  PyTorch's CPU index (tests/test_lock.py checks the lock itself);
+- set-up pins one exact torch (constraints-cpu.txt), takes it from the CPU index on Linux, and installs the
+  rest from lock/full.txt;
 - the repository URL is written once (pyproject's [project.urls]): the README's Binder and Colab
   badges and every notebook's install cell use it.
 """
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
@@ -83,46 +82,33 @@ def test_setup_pins_one_exact_torch_within_pyprojects_range():
 
 
 def test_setup_takes_torch_from_the_cpu_index_on_linux():
-    script = (ROOT / "tools" / "setup_env.sh").read_text()
+    script = (ROOT / "tools" / "install_locked.sh").read_text()
     assert f"TORCH_CPU_INDEX=${{TORCH_CPU_INDEX:-{TORCH_CPU_INDEX}}}" in script
-    linux = script.split('if [ "$(uname -s)" = Linux ]; then', 1)[1].split("\n    else\n", 1)[0]
-    assert 'pip_install --index-url "$TORCH_CPU_INDEX" "$torch_pin"' in linux
+    linux = script.split('if [ "$(uname -s)" = Linux ]; then', 1)[1].split("\nelse\n", 1)[0]
+    assert 'pip_install --no-deps --index-url "$TORCH_CPU_INDEX" "$torch_pin"' in linux
     assert "unreachable" in linux
-    assert 'pip_install -c constraints-cpu.txt -e ".[lab,dev]"' in script
-    assert "torch.version.cuda is not None" in script            # set-up checks what it installed
-    assert "cat pyproject.toml constraints-cpu.txt tools/setup_env.sh | sha256sum" in script  # the stamp's inputs
+    assert 'pip_install --require-hashes --no-deps -r "$LOCK"' in script      # the lock, hashes checked
+    assert "torch.version.cuda is not None" in script                          # set-up checks what it installed
+    setup = (ROOT / "tools" / "setup_env.sh").read_text()
+    assert 'bash tools/install_locked.sh "$VENV/bin/python" lock/full.txt --editable' in setup
+    # The stamp's inputs: a change to any of them rebuilds .venv.
+    assert "cat pyproject.toml constraints-cpu.txt lock/full.txt tools/setup_env.sh tools/install_locked.sh | sha256sum" in setup
 
 
-def _binder_lines() -> list[str]:
-    text = (ROOT / "binder" / "requirements.txt").read_text()
-    return [line.split(" #")[0].strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def test_binder_is_the_lean_learner_environment():
-    lines = _binder_lines()
-    options = [line for line in lines if line.startswith("-")]
-    packages = [line for line in lines if not line.startswith("-")]
-    assert packages == ["."], "Binder installs the course package itself (pyproject's list), with no extra"
-    assert f"--extra-index-url {TORCH_CPU_INDEX}" in options
-    constraint = next(line.split(None, 1)[1] for line in options if line.startswith("-c "))
-    assert (ROOT / "binder" / constraint).resolve() == ROOT / "constraints-cpu.txt"  # pip reads -c relative to the file
-    named = {Requirement(p).name.lower() for p in packages if p != "."}
-    dev_tools = set(pip_requirements("dev")) | {"pytest", "nbgrader", "playwright", "nbval", "hypothesis", "ruff"}
-    assert not named & dev_tools
-    assert not any(tool in line for line in lines for tool in dev_tools)
+def test_binder_installs_the_runtime_lock():
+    """repo2docker reads binder/ only; postBuild installs lock/runtime.txt (no test tools, no host kernel)."""
+    requirements = [line for line in (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+    assert requirements == [], "binder/requirements.txt installs nothing: pip would resolve what the lock leaves out"
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "bash tools/install_locked.sh python lock/runtime.txt --no-check" in post
+    assert "python -m lora_edu.core.smollm2" in post
+    runtime = (ROOT / "lock" / "runtime.txt").read_text()
+    dev_tools = {"pytest", "nbgrader", "playwright", "nbval", "hypothesis", "ruff", "uv", "nbclient"}  # pyyaml: transformers needs it
+    assert not any(re.search(rf"^{re.escape(tool)}==", runtime, re.M) for tool in dev_tools)
     python = (ROOT / "binder" / "runtime.txt").read_text().strip()
     assert re.fullmatch(r"python-3\.\d+", python) and python.split("-")[1] in SpecifierSet(PROJECT["requires-python"])
-
-
-def test_pip_reads_the_binder_requirements_from_the_repository_root():
-    """repo2docker runs `pip install -r binder/requirements.txt` in the repository's root."""
-    pytest.importorskip("setuptools", reason="reads the package's metadata with this environment's setuptools")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--no-build-isolation",
-         "--ignore-installed", "--disable-pip-version-check", "-r", "binder/requirements.txt"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert re.search(rf"Would install {PROJECT['name']}-{re.escape(PROJECT['version'])}\s*$", proc.stdout, re.M), proc.stdout
+    assert python.split("-")[1] in SpecifierSet(">=3.11"), "the lock is for Python 3.11 and newer"
 
 
 def _owner_and_name() -> str:
@@ -146,11 +132,14 @@ def test_readme_badges_open_notebook_00_at_pyprojects_repository():
 
 
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_notebook_install_cell_uses_pyprojects_repository(notebook):
+def test_notebook_install_cell_uses_pyprojects_repository_and_the_lock(notebook):
     cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
     first_code = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
-    target = f'"{PROJECT["name"]} @ git+{PROJECT["urls"]["Repository"]}"'
-    assert "except ModuleNotFoundError:" in first_code and f"%pip install --quiet {target}" in first_code, first_code
+    repo = PROJECT["urls"]["Repository"]
+    raw = repo.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/lock/runtime.txt"
+    assert "except ModuleNotFoundError:" in first_code, first_code
+    assert f"%pip install --quiet --no-deps --require-hashes -r {raw}\n" in first_code, first_code
+    assert f'%pip install --quiet --no-deps "{PROJECT["name"]} @ git+{repo}"' in first_code, first_code
 
 
 def test_ci_runs_the_readme_test_command():

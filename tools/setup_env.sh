@@ -3,79 +3,34 @@
 #   tools/setup_env.sh            packages only (what `make lab` needs)
 #   tools/setup_env.sh --test-tools  also Debian's chromium (browser tests) and bubblewrap (the grader's sandbox):
 #                                    what `make test` needs; installed with apt-get when run as root
-# Installs the course with its `lab` and `dev` extras. torch is the CPU build, never a multi-GB
-# CUDA build: on Linux from PyTorch's CPU wheel index (falling back, in one line, to pip's
-# configured indexes where that index cannot be reached), on macOS from PyPI (whose macOS wheels
-# are CPU builds); its version is the exact pin in constraints-cpu.txt. Set-up then checks that
-# the torch it installed has no CUDA. pyproject.toml itself keeps honest ranges for pip users.
-# Idempotent: a second run finds .venv matching set-up's inputs (pyproject.toml,
-# constraints-cpu.txt, this script) and returns in about a second.
+# Installs the course at its locked versions (lock/full.txt: every package exact, every file's sha256 checked;
+# tools/install_locked.sh says how, torch's CPU build included), so a release made after the lock changes no
+# stored output. The lock changes only through `make upgrade` (tools/lock.py); pyproject.toml keeps honest
+# ranges for pip users.
+# Idempotent: a second run finds .venv matching set-up's inputs (the lock, pyproject.toml,
+# constraints-cpu.txt, these scripts) and returns in about a second. When they changed, .venv is built
+# again from nothing, so that no package the lock no longer names stays behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 PYTHON=${PYTHON:-python3}
-TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}   # override only to test set-up
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1   # we drive Debian's chromium; never download a browser
 
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-    echo "error: the course needs Python 3.10 or newer as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: the course's locked environment needs Python 3.11 or newer as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2
     exit 1
 fi
 
-torch_pin=$(grep -E '^torch==[0-9]' constraints-cpu.txt | head -n 1)
-if [ -z "$torch_pin" ]; then
-    echo "error: constraints-cpu.txt must pin torch exactly (a line like torch==2.13.0)" >&2
-    exit 1
-fi
-
-# The PyTorch CPU index answers within 5 s, or we take it as unreachable.
-cpu_index_reachable() {
-    "$PYTHON" - "$TORCH_CPU_INDEX/torch/" <<'EOF' >/dev/null 2>&1
-import sys, urllib.request
-urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=5)
-EOF
-}
-
-pip_install() {
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
-}
-
-stamp=$(cat pyproject.toml constraints-cpu.txt tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+stamp=$(cat pyproject.toml constraints-cpu.txt lock/full.txt tools/setup_env.sh tools/install_locked.sh | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.course-stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "setup: .venv is up to date"
 else
     echo "setup: installing the course into .venv (first time: about 2-3 minutes)"
     start=$(date +%s)
-    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-    rm -f "$VENV/.course-stamp"
-    # 1. torch, CPU build, the exact version of constraints-cpu.txt.
-    if [ "$(uname -s)" = Linux ]; then
-        if cpu_index_reachable; then
-            pip_install --index-url "$TORCH_CPU_INDEX" "$torch_pin"
-        else
-            echo "setup: PyTorch's CPU index ($TORCH_CPU_INDEX) is unreachable; installing $torch_pin from pip's configured indexes"
-            pip_install -c constraints-cpu.txt "$torch_pin"
-        fi
-    else
-        pip_install -c constraints-cpu.txt "$torch_pin"   # macOS: PyPI's wheel is the CPU build
-    fi
-    # 2. The course and everything else; torch is already satisfied (2.13.0+cpu meets ==2.13.0).
-    pip_install -c constraints-cpu.txt -e ".[lab,dev]"
-    # 3. Check what we installed: no CUDA in torch, no nvidia-* wheels beside it.
-    if ! "$VENV/bin/python" - <<'EOF'
-import importlib.metadata as md, sys
-import torch
-nvidia = sorted({d.metadata["Name"] for d in md.distributions() if (d.metadata["Name"] or "").lower().startswith("nvidia-")})
-if torch.version.cuda is not None or nvidia:
-    sys.exit(f"setup: error: torch {torch.__version__} is a CUDA build (CUDA {torch.version.cuda}; "
-             f"{len(nvidia)} nvidia-* packages), several GB the course does not use.")
-EOF
-    then
-        echo "setup: fix: rm -rf $VENV and run set-up again where $TORCH_CPU_INDEX can be reached," >&2
-        echo "       or: $VENV/bin/pip install --force-reinstall --no-deps --index-url $TORCH_CPU_INDEX $torch_pin" >&2
-        exit 1
-    fi
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    bash tools/install_locked.sh "$VENV/bin/python" lock/full.txt --editable
     echo "$stamp" > "$VENV/.course-stamp"
     echo "setup: done in $(( $(date +%s) - start )) s"
 fi

@@ -58,7 +58,7 @@ SHORT_REMARK_CHARS = 300
 #: Notebook-level RISE settings (``metadata.rise``, read by jupyterlab-rise over its own defaults):
 #: tall slides (a summary with its references, a figure with its code) scroll instead of being cut.
 RISE_SETTINGS = {"scroll": True}
-INSTALL_CELL_FIRST_LINE = "# Colab or a bare Jupyter without the course installed"
+INSTALL_CELL_FIRST_LINE = "# Colab, or a Jupyter without the course"
 #: Calls that only configure the session (rule 5), matched on the called name's last part.
 SETUP_CALLS = {"seed_everything", "set_printoptions", "filterwarnings", "simplefilter", "manual_seed",
                "set_num_threads", "set_default_dtype"}

@@ -2,11 +2,15 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from lora_edu.course.course_map import COURSE_MAP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from slides import INSTALL_CELL_FIRST_LINE  # noqa: E402  (the install cell's first line, written once)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -73,7 +77,6 @@ def test_title_goals_time_and_summary(path):
     assert "## Summary" in last_md, "last markdown cell: a summary"
 
 
-INSTALL_CELL_FIRST_LINE = "# Colab or a bare Jupyter without the course installed"
 IMPORT_STYLE = re.compile(r"^\s*(import lora_edu|from lora_edu)", re.M)
 
 
