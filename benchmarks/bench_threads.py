@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from bench_common import busy_core, load_average, machine_info, min_median, stop_on_sigterm
 
-from lora_edu.core import digits_task
 from lora_edu.course.seeding import TINY_MODEL_THREADS
+from lora_edu.lessons import digits_task
 
 THREADS = (1, 2)
 CASES = {"full fine-tuning": dict(method="full"), "LoRA r=4": dict(method="lora", r=4)}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lora_edu.core import digits_task, variant_runs
 from lora_edu.course.seeding import seed_everything
+from lora_edu.lessons import digits_task, variant_runs
 
 LRS = (3e-3, 1e-2, 3e-2, 1e-1)
 EPOCHS = 15

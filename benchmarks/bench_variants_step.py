@@ -25,9 +25,9 @@ import torch
 from bench_common import load_average, machine_info, min_median
 from torch import nn
 
-from lora_edu.core import digits_task, variant_runs
 from lora_edu.core.variants import loraplus_param_groups
 from lora_edu.course.seeding import TINY_MODEL_THREADS, seed_everything
+from lora_edu.lessons import digits_task, variant_runs
 
 ROUNDS, STEPS, WARMUP_STEPS, BATCH = 11, 100, 20, 128
 OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "variants_step_times.json"

@@ -3,7 +3,7 @@
 Run from the repository root:  .venv/bin/python benchmarks/sweep_07_lr.py   (94 s of CPU on the 2-core course machine)
 It writes lora_edu/data/chat_task_sweep.json. The held-out ("test") questions are never used here:
 the 40 training questions are split into 32 for training and 8 for validation
-(:func:`lora_edu.core.chat_task.validation_split`), each learning rate trains for the notebook's
+(:func:`lora_edu.lessons.chat_task.validation_split`), each learning rate trains for the notebook's
 steps and batch size on the 32, and is scored on the 8. The chosen learning rate is the one with
 the most validation replies in the format *and* right; ties go to the lower validation loss (the
 mean loss on the 8 validation replies' tokens). The notebook then trains on all 40 with it.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from lora_edu.core import chat_task as ct
 from lora_edu.core import smollm2
 from lora_edu.core.lora import add_lora
 from lora_edu.course.seeding import seed_everything
+from lora_edu.lessons import chat_task as ct
 
 TARGETS = r"model\.layers\.(26|27|28|29)\.(self_attn|mlp)\.\w+_proj"   # the notebook's: every linear of the last 4 layers
 R, ALPHA, STEPS, BATCH = 8, 16, 12, 4

@@ -7,11 +7,15 @@ lines, reused across notebooks, or worth a unit test lives here rather than in a
 
 Three kinds of module, three sub-packages:
 
-* ``lora_edu.core``: the mathematics and the models. LoRA layers and injection (``lora``),
-  adapter files (``adapters``), PEFT interop (``peft_tools``) and its pitfalls, reproduced (``pitfalls``), the memory model (``memory``),
-  low-rank algebra (``lowrank``), the 4×4 worked example (``worked_example``) and the
-  rotated-digits task (``digits_task``), FLOP counts and step timings (``timing``). No plotting, no widgets: usable from a script or a
-  GPU benchmark.
+* ``lora_edu.core``: what a learner would reuse in a project of their own. LoRA layers and
+  injection (``lora``), adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model
+  (``memory``, ``sharding``), NF4 (``nf4``), the variants' layers (``variants``), low-rank algebra
+  (``lowrank``), subspace similarity (``subspace``), FLOP counts and step timings (``timing``), the
+  offline SmolLM2 loader (``smollm2``). No plotting, no widgets: usable from a script or a GPU benchmark.
+* ``lora_edu.lessons``: computations that exist for one notebook's figures and tables, one module per
+  notebook: the 4×4 worked example (``worked_example``, 02-03), rank experiments (04), PEFT's pitfalls
+  reproduced (``pitfalls``, 06), the chat task (07), the variants' runs (08), the paper's analyses (09),
+  and the small rotated-digits task they share (``digits_task``). No plotting either.
 * ``lora_edu.views``: figures and widgets built on the core (``plotting``, ``widget_tools``,
   ``memory_views``, ``rank_views``).
 * ``lora_edu.course``: what makes it a course: exercises and their bank (and ``answer_calls``,
@@ -35,11 +39,12 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 #: short name -> the module that defines it (modules) or "module:attribute" (the top-level API)
 _LAZY = {
+    # core: what a learner would reuse in a project of their own
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "pitfalls", "lowrank", "rank_experiments", "worked_example", "digits_task", "timing",
-        "sharding")},
-    **{name: f"lora_edu.core.{name}" for name in ("smollm2", "chat_task")},  # notebook 07: a real model, offline
-    **{name: f"lora_edu.core.{name}" for name in ("paper_analyses", "subspace")},  # notebook 09: the paper's analyses
+       ("lora", "adapters", "peft_tools", "lowrank", "timing", "sharding", "smollm2", "subspace")},
+    # lessons: what exists for one notebook's figures and tables (digits_task: the small task 00 and 04-09 share)
+    **{name: f"lora_edu.lessons.{name}" for name in
+       ("worked_example", "rank_experiments", "pitfalls", "chat_task", "variant_runs", "paper_analyses", "digits_task")},
     "paper_views": "lora_edu.views.paper_views",
     **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
     **{name: f"lora_edu.course.{name}" for name in
@@ -52,7 +57,6 @@ _LAZY = {
     "nf4": "lora_edu.core.nf4",  # notebook 08: QLoRA's NF4
     **{name: f"lora_edu.core.nf4:{name}" for name in ("nf4_quantize", "nf4_dequantize")},
     "variants": "lora_edu.core.variants",  # notebook 08: LoRA+ groups, mixed-adapter batches
-    "variant_runs": "lora_edu.core.variant_runs",  # notebook 08: the variants on the rotated digits
     **{name: f"lora_edu.core.variants:{name}" for name in ("loraplus_param_groups", "mixed_batch_forward")},
     "check_environment": "lora_edu.course.env_check:check_environment",
     "seed_everything": "lora_edu.course.seeding:seed_everything",

@@ -1,4 +1,4 @@
-"""Low-rank approximation (truncated SVD), for notebook 04 (its training experiments: :mod:`lora_edu.core.rank_experiments`).
+"""Low-rank approximation (truncated SVD), for notebook 04 (its training experiments: :mod:`lora_edu.lessons.rank_experiments`).
 
 Eckart–Young: the best rank-r approximation of a matrix M, in the Frobenius (and spectral)
 norm, keeps the top r singular values and directions of its SVD; its relative error is

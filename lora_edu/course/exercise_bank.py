@@ -30,8 +30,8 @@ def lora_param_count() -> FunctionExercise:
 def predict_trainable() -> PredictExercise:
     """00, predict first: trainable parameters after add_lora(r=4) on fc1 and fc2 of the digits MLP."""
     def compute():
-        from lora_edu.core.digits_task import MLP
         from lora_edu.core.lora import add_lora, count_parameters
+        from lora_edu.lessons.digits_task import MLP
 
         return count_parameters(add_lora(MLP(), ["fc1", "fc2"], r=4, alpha=8))[0]
 
@@ -97,7 +97,7 @@ def _step_case(rng: np.random.Generator) -> dict:
 
 def delta_w() -> FunctionExercise:
     """02: ΔW = B·A in the source's convention."""
-    from lora_edu.core.worked_example import example
+    from lora_edu.lessons.worked_example import example
 
     ex = example()
     return FunctionExercise(
@@ -124,7 +124,7 @@ BUGGY_TORCH_STYLE = '''def torch_style_output(x, W, A, B):
 
 def torch_style_output() -> FunctionExercise:
     """02, bug hunt: the row-vector example mapped onto nn.Linear's convention, with the base weight not transposed."""
-    from lora_edu.core.worked_example import example
+    from lora_edu.lessons.worked_example import example
 
     ex = example()
     return FunctionExercise(
@@ -143,7 +143,7 @@ def torch_style_output() -> FunctionExercise:
 
 def grad_b() -> FunctionExercise:
     """03: ∇B = G·Aᵀ with G = xᵀ(y − y_true)."""
-    from lora_edu.core.worked_example import example, gradients
+    from lora_edu.lessons.worked_example import example, gradients
 
     ex = example()
     return FunctionExercise(
@@ -163,7 +163,7 @@ def grad_b() -> FunctionExercise:
 
 def one_step() -> FunctionExercise:
     """03: one gradient-descent step, returning the new A and B stacked as (A_new, B_new)."""
-    from lora_edu.core.worked_example import LEARNING_RATE, example, gradient_step
+    from lora_edu.lessons.worked_example import LEARNING_RATE, example, gradient_step
 
     def reference(x, W, A, B, y_true):
         s = gradient_step(x, W, A, B, y_true, lr=LEARNING_RATE)
@@ -188,7 +188,7 @@ def one_step() -> FunctionExercise:
 def predict_alpha_doubling() -> PredictExercise:
     """03, predict first: the factor by which doubling α grows the first change of W_eff, under SGD and under Adam."""
     def compute():
-        from lora_edu.core import worked_example as we
+        from lora_edu.lessons import worked_example as we
 
         ex = we.example()
         A0, B0 = we.lora_init(*ex["W"].shape, ex["A"].shape[0], zero="A")
@@ -365,7 +365,7 @@ def _hidden_target(d: int, k: int, budget: int) -> np.ndarray:
 def _plan_problem(plan: np.ndarray, d: int, k: int, budget: int) -> str | None:
     """What is wrong with ``plan`` = [r, α, lr] for a d×k target under ``budget``; None when it fits well enough."""
     from lora_edu.core.lowrank import TruncatedSVD
-    from lora_edu.core.rank_experiments import fit_lora_factors
+    from lora_edu.lessons.rank_experiments import fit_lora_factors
 
     if plan.shape != (3,):
         return f"return three numbers [r, alpha, lr], got an answer of shape {plan.shape}."

@@ -1,4 +1,4 @@
-"""Static figures of notebook 09: the LoRA paper's analyses drawn from :mod:`lora_edu.core.paper_analyses` results.
+"""Static figures of notebook 09: the LoRA paper's analyses drawn from :mod:`lora_edu.lessons.paper_analyses` results.
 
 Each function draws on a Matplotlib ``Axes`` it is given and returns it, so a notebook lays out
 its own figure and a test can draw into an off-screen one.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lora_edu.core.paper_analyses import FULL, RunSpec
+from lora_edu.lessons.paper_analyses import FULL, RunSpec
 
 
 def _set_name(targets: tuple[str, ...]) -> str:

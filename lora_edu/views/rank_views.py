@@ -94,7 +94,7 @@ def image_explorer(image: np.ndarray, r: int = 10) -> w.VBox:
 def alpha_explorer(sweep: dict, alpha: float = 16, r: int = 8, optimizer: str = "adam") -> w.VBox:
     """α, rank and optimizer controls over *trained* runs: every curve shown was trained at the α shown.
 
-    ``sweep`` is :func:`lora_edu.core.rank_experiments.scaling_sweep`'s ``{optimizer: {rule: {α: {r:
+    ``sweep`` is :func:`lora_edu.lessons.rank_experiments.scaling_sweep`'s ``{optimizer: {rule: {α: {r:
     losses}}}}``; the α slider offers only the α values that were trained (nothing is rescaled).
     """
     optimizers = list(sweep)

@@ -49,7 +49,7 @@ def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30(
 
 def test_committed_variant_step_times_cover_every_method_and_name_their_machine():
     """Notebook 08's step-time columns: every method of its table, min ≤ median, machine and settings named."""
-    from lora_edu.core import variant_runs
+    from lora_edu.lessons import variant_runs
 
     result = load_json("variants_step_times.json")
     assert {"cpu", "cores", "python", "torch"} <= result["machine"].keys()

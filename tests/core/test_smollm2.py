@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lora_edu.core import chat_task, smollm2
+from lora_edu.core import smollm2
 from lora_edu.core.lora import add_lora, lora_layers
+from lora_edu.lessons import chat_task
 
 FACTS = smollm2.FACTS
 

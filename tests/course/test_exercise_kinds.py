@@ -112,8 +112,8 @@ def _no_training(*args, **kwargs):
     ([[8, 16, 0.02]], "return three numbers"), ([8, 16], "return three numbers"),
 ])
 def test_lora_plan_refuses_a_plan_out_of_range_before_training(monkeypatch, plan, words):
-    from lora_edu.core import rank_experiments
     from lora_edu.course.exercise_bank import _plan_problem
+    from lora_edu.lessons import rank_experiments
 
     monkeypatch.setattr(rank_experiments, "fit_lora_factors", _no_training)
     assert words in _plan_problem(np.array(plan, dtype=float), d=64, k=48, budget=1000)

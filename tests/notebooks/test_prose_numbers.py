@@ -387,7 +387,7 @@ def test_06_pitfalls():
     import peft
     from peft.tuners.lora import config as lora_config
 
-    from lora_edu.core import pitfalls
+    from lora_edu.lessons import pitfalls
 
     nb = json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())
     text = " ".join(prose("06_peft_comparison.ipynb").split())
@@ -663,7 +663,8 @@ def test_07_real_language_model():
     text = " ".join(prose("07_real_language_model.ipynb").split())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
-    from lora_edu.core import chat_task, smollm2
+    from lora_edu.core import smollm2
+    from lora_edu.lessons import chat_task
 
     n_params = int(re.search(r"LlamaForCausalLM: ([\d,]+) parameters, (\d+) layers", outputs).group(1).replace(",", ""))
     assert "about 270 MB, the weights in bfloat16" in text and round(2 * n_params / 1e7) * 10 == 270

@@ -3,7 +3,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lora_edu.core.paper_analyses import RunSpec
+from lora_edu.lessons.paper_analyses import RunSpec
 from lora_edu.views import paper_views
 
 matplotlib.use("Agg")

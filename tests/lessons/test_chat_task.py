@@ -1,8 +1,8 @@
-"""lora_edu.core.chat_task: the course's data set, the taught formats, their scores, and the batches."""
+"""lora_edu.lessons.chat_task: the course's data set, the taught formats, their scores, and the batches."""
 import pytest
 import torch
 
-from lora_edu.core import chat_task
+from lora_edu.lessons import chat_task
 
 
 def test_data_set_is_split_and_held_out():

@@ -14,10 +14,10 @@ import copy
 import torch
 from torch import nn
 
-from lora_edu.core import digits_task
 from lora_edu.core.lora import add_lora, count_parameters
 from lora_edu.core.nf4 import NF4Linear
 from lora_edu.core.variants import loraplus_param_groups
+from lora_edu.lessons import digits_task
 
 METHODS = ("LoRA", "rsLoRA", "DoRA", "PiSSA", "LoRA+", "QLoRA")
 #: LoRA+'s ratio ηB/ηA used in notebook 08 (PEFT's docstring asks for a ratio ≥ 1).

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from lora_edu import data as stored
-from lora_edu.core import digits_task, variant_runs
 from lora_edu.core.lora import LoRALinear
 from lora_edu.core.nf4 import NF4Linear
+from lora_edu.lessons import digits_task, variant_runs
 
 
 @pytest.fixture(scope="module")

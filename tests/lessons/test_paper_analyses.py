@@ -1,12 +1,13 @@
-"""lora_edu.core.paper_analyses: the batched runs are notebook 05's runs, one by one; budgets and bad inputs."""
+"""lora_edu.lessons.paper_analyses: the batched runs are notebook 05's runs, one by one; budgets and bad inputs."""
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from lora_edu.core import digits_task, lora
-from lora_edu.core import paper_analyses as pa
+from lora_edu.core import lora
+from lora_edu.lessons import digits_task
+from lora_edu.lessons import paper_analyses as pa
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""lora_edu.core.digits_task: dead ReLU units leave exact zero rows and columns in the update ΔW."""
+"""lora_edu.lessons.digits_task: dead ReLU units leave exact zero rows and columns in the update ΔW."""
 import copy
 
 import torch
 from torch import nn
 
-from lora_edu.core import digits_task
+from lora_edu.lessons import digits_task
 
 
 def small_split(n=64, seed=0):

@@ -1,7 +1,7 @@
 """The LoRA paper's analyses on the course's digits MLP (notebook 09), trained many at a time.
 
 Notebook 09 needs 25 distinct fine-tuning runs of the digits MLP (``fc1`` 64→128, ``fc2`` 128→128,
-``head`` 128→10; :mod:`lora_edu.core.digits_task`): which layers × which rank, a fixed parameter
+``head`` 128→10; :mod:`lora_edu.lessons.digits_task`): which layers × which rank, a fixed parameter
 budget, two seeds at r = 8 and r = 64, full fine-tuning. One at a time, most of their time would be
 Python overhead per step on matrices this small. :func:`train_runs` trains them
 *together*: the runs of one rank are stacked along a leading "run" axis and trained as one batched
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lora_edu.core import digits_task
+from lora_edu.lessons import digits_task
 
 LAYERS = ("fc1", "fc2", "head")
 FULL = "full"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lora_edu.core import pitfalls as P
-from lora_edu.core.digits_task import accuracy, load_digits_task, pretrained_model, train
 from lora_edu.core.lora import add_lora, trainable_parameters_line
+from lora_edu.lessons import pitfalls as P
+from lora_edu.lessons.digits_task import accuracy, load_digits_task, pretrained_model, train
 
 IDS = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
 QV = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])

@@ -1,10 +1,11 @@
-"""The claims notebook 04 draws from lora_edu.core.rank_experiments, pinned on cheap subsets."""
+"""The claims notebook 04 draws from lora_edu.lessons.rank_experiments, pinned on cheap subsets."""
 import numpy as np
 import pytest
 import torch
 
-from lora_edu.core import digits_task, lowrank
-from lora_edu.core import rank_experiments as rx
+from lora_edu.core import lowrank
+from lora_edu.lessons import digits_task
+from lora_edu.lessons import rank_experiments as rx
 
 
 def test_numpy_adam_matches_torch_adam():

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lora_edu.core import digits_task
 from lora_edu.core.lora import add_lora
 from lora_edu.core.lowrank import structured_update
+from lora_edu.lessons import digits_task
 
 #: scale s as a function of (α, r) for each rule the notebook compares
 SCALE_RULES = {
