@@ -182,7 +182,13 @@ def test_reading_a_local_config_json(tmp_path):
     (dict(quantization="nf8"), r"unknown quantization 'nf8'; choose one of \[None, 'nf4'\]"),
     (dict(method="full", quantization="nf4"), "4-bit weights cannot be trained"),
     (dict(method="lora", double_quant=True), "needs quantization='nf4'"),
-    (dict(optimizer="sgd"), r"unknown optimizer 'sgd'; choose one of \['adamw', 'adamw_8bit'\]"),
+    (dict(optimizer="sgd"), r"unknown optimizer 'sgd'; choose one of \['adamw', 'adamw_8bit', 'paged_adamw_32bit'\]"),
+    (dict(adamw_impl="apex"), r"unknown adamw_impl 'apex'; choose one of \['foreach', 'for-loop', 'fused'\]"),
+    (dict(optimizer="adamw_8bit", adamw_impl="fused"), "adamw_impl chooses torch.optim.AdamW's implementation"),
+    (dict(method="lora", qlora_recipe="paper"), "qlora_recipe='paper' is the QLoRA paper's recipe for a 4-bit base"),
+    (dict(method="lora", qlora_recipe="unsloth"), r"unknown qlora_recipe 'unsloth'; choose one of \['peft', 'paper'\]"),
+    (dict(method="lora", lora_dropout=1.5), r"lora_dropout must be a probability in \[0, 1\)"),
+    (dict(method="full", lora_dropout=0.1), "lora_dropout is the dropout before LoRA's adapters"),
     (dict(optimizer="adamw_8bit", optimizer_dtype="fp32"), "leave optimizer_dtype=None"),
     (dict(gradient_checkpointing="yes"), "gradient_checkpointing must be True or False"),
     (dict(set_to_none=None), "set_to_none must be True or False"),
@@ -297,3 +303,66 @@ def test_static_snapshot_beside_the_widget():
     tops = [sum(p.get_height() for p in ax.patches if abs(p.get_x() + p.get_width() / 2 - i) < 0.01) for i in range(4)]
     for top, kw in zip(tops, memory_views.SNAPSHOT_SETTINGS.values()):
         assert abs(top - estimate("llama-3-8b", batch_size=4, seq_len=512, **kw).peak / memory.GB) < 1e-6
+
+
+def test_adamw_implementations_differ_only_in_the_steps_temporary():
+    """Issue 25, item 2: foreach (PyTorch's default on CUDA) takes a temporary as large as the moments,
+    the for-loop two of the largest tensor, fused none; everything else is the same."""
+    kw = dict(method="full", optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    foreach, loop, fused = (estimate("llama-7b", adamw_impl=i, **kw) for i in memory.ADAMW_IMPLS)
+    assert foreach == estimate("llama-7b", **kw)                         # foreach is the default
+    assert foreach.rule_of_thumb == loop.rule_of_thumb == fused.rule_of_thumb
+    n = parameter_counts("llama-7b")
+    assert foreach.at_peak["other"] == 4 * n["total"] + memory.CUBLAS_WORKSPACE
+    assert loop.at_peak["other"] == 2 * 4 * n["embedding"] + memory.CUBLAS_WORKSPACE   # the largest tensor: embedding
+    assert foreach.peak_at == loop.peak_at == fused.peak_at == "optimizer step"
+    assert fused.peak == fused.static and fused.at_peak["activations"] == 0
+    assert memory.adamw_step_temporary([3, 5], 2, "for-loop") == 20 and memory.adamw_step_temporary([3, 5], 2, "foreach") == 16
+    assert memory.adamw_step_temporary([3, 5], 2, "fused") == 0 == memory.adamw_step_temporary([], 2, "foreach")
+
+
+@pytest.mark.parametrize("kwargs", [dict(method="full"), dict(method="full", batch_size=8, seq_len=4096),
+                                    dict(method="lora", gradient_checkpointing=True, batch_size=4),
+                                    dict(method="inference"), dict(memory.RECIPES["QLoRA, paper's code"], batch_size=4)])
+def test_the_parts_alive_at_the_peak_add_up_to_it(kwargs):
+    """Issue 25, item 1: the peak's parts are those alive at its moment (no activations at the optimizer step)."""
+    est = estimate("llama-7b", **kwargs)
+    assert sum(est.at_peak.values()) == est.peak and min(est.at_peak.values()) >= 0
+    assert est.peak_at in ("end of the forward pass", "start of the backward pass", "optimizer step", "recomputed layer",
+                           "inference")
+    if est.peak_at == "optimizer step":
+        assert est.at_peak["activations"] == 0 and est.at_peak["gradients"] == est.gradients
+    assert memory_views.parts_gb(est) == {k: v / memory.GB for k, v in est.at_peak.items()}
+
+
+def test_llama_65b_full_peak_is_at_the_step_not_the_activations():
+    """Issue 25, item 1: 1044.6 GB is 16 bytes a parameter + 64 MiB: weights, gradients, fp32 moments, foreach's temporary."""
+    est = estimate("llama-65b", method="full", weight_dtype="bf16", optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    n = parameter_counts("llama-65b")["total"]
+    assert est.peak == 16 * n + memory.CUBLAS_WORKSPACE and est.peak_at == "optimizer step"
+    assert round(est.peak / memory.GB, 1) == 1044.6
+
+
+def test_the_two_qlora_recipes():
+    """Issue 25, item 3: PEFT's prepare_model_for_kbit_training (all else fp32) vs the paper's qlora.py --bf16."""
+    n = parameter_counts("llama-65b")
+    kw = dict(method="lora", lora_r=64, lora_targets=LINEAR_MODULES, quantization="nf4", double_quant=True,
+              gradient_checkpointing=True)
+    peft, paper = estimate("llama-65b", **kw), estimate("llama-65b", qlora_recipe="paper", **kw)
+    q = memory.quantized_weight_bytes("llama-65b", True)
+    lora = memory.lora_parameter_count("llama-65b", 64, LINEAR_MODULES)
+    assert peft.weights == q + 4 * (n["total"] - n["linear_in_blocks"]) + 4 * lora
+    assert paper.weights == q + 2 * (n["embedding"] + n["lm_head"]) + 4 * n["norms"] + 2 * lora
+    assert paper.gradients == 2 * lora and paper.optimizer == 4 * lora           # bf16 adapters, AdamW's bf16 moments
+    paged = estimate("llama-65b", qlora_recipe="paper", optimizer="paged_adamw_32bit", **kw)
+    assert paged.optimizer == 8 * lora                                          # bitsandbytes' 32-bit state
+    assert estimate("llama-65b", qlora_recipe="paper", adapter_dtype="fp32", **kw).weights == paper.weights + 2 * lora
+    assert memory.MEASURED_CASES["qlora_dq"] == dict(memory.RECIPES["QLoRA"], weight_dtype="bf16")
+
+
+def test_lora_dropout_keeps_a_copy_and_a_mask_per_adapter():
+    per = lambda **kw: memory.activation_bytes_per_token_layer("llama-7b", "lora", **kw)  # noqa: E731
+    h = 4096
+    assert per(lora_dropout=0.05) - per() == 2 * (4 + 1) * h - 2 * 4 * h         # q, v: fp32 copies anyway, plus masks
+    bf16 = dict(adapter_dtype="bf16", weight_dtype="bf16")
+    assert per(lora_dropout=0.1, **bf16) - per(**bf16) == 2 * (2 + 1) * h - 2 * h  # shared bf16 input -> two copies + masks
