@@ -173,9 +173,9 @@ def report(model: str, settings: dict, batch: int, gpu_gib: float) -> str:
     lines.append("")
     verdict = "FITS" if est.peak <= card else "DOES NOT FIT"
     lines.append(f"Verdict: {verdict} a {gpu_gib:g} GB card ({card / _core.GiB:.2f} GiB usable: {gpu_gib:g} GiB less "
-                 f"the CUDA context): " + (f"{(card - est.peak) / _core.GiB:.2f} GiB to spare" if est.peak <= card else
-                                          f"{(est.peak - card) / _core.GiB:.2f} GiB over") + ".")
-    lines.append("The peak counts tensors only: the caching allocator's spare blocks come on top.")
+                 f"{_core.CONTEXT_MARGIN / _core.GiB:g} GiB kept for the CUDA context and the allocator): "
+                 + (f"{(card - est.peak) / _core.GiB:.2f} GiB to spare" if est.peak <= card else
+                    f"{(est.peak - card) / _core.GiB:.2f} GiB over") + ".")
     best = _core.largest_batch(arch, card, **settings)
     lines.append(f"Largest batch of {settings['seq_len']}-token sequences that fits: {best}"
                  + (" (not even one)" if best == 0 else ""))

@@ -108,6 +108,7 @@ MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama
 
 #: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
 #: its models from these same settings, so the measurement and the prediction cannot drift apart.
+#: The first 15 are measured (round 1, ``lora_edu/data/memory_measurements.json``); round 2's await a GPU.
 MEASURED_CASES = {
     "full_fp32": dict(method="full", weight_dtype="fp32"),
     "full_bf16": dict(method="full", weight_dtype="bf16"),
@@ -132,7 +133,9 @@ MEASURED_CASES = {
     "full_bf16_adamw8bit": dict(method="full", weight_dtype="bf16", optimizer="adamw_8bit"),
     "lora_all_adamw8bit": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
                                optimizer="adamw_8bit"),
-    # Round 2 (issue 25): PyTorch's three AdamW implementations, measured side by side ...
+    # Round 2 (issue 25), measured by ``benchmarks/measure_memory.py --round 2``, which needs a GPU and has not run
+    # yet (none could be had when these were added): the calculator models them from the libraries' source.
+    # PyTorch's three AdamW implementations, side by side ...
     "full_fp32_forloop": dict(method="full", weight_dtype="fp32", adamw_impl="for-loop"),
     "full_fp32_fused": dict(method="full", weight_dtype="fp32", adamw_impl="fused"),
     "full_bf16_forloop": dict(method="full", weight_dtype="bf16", adamw_impl="for-loop"),
@@ -175,10 +178,10 @@ RECIPES = {
 
 @dataclass(frozen=True)
 class Card:
-    """A GPU's memory as a training run can use it: ``total`` as the driver reports it, less the CUDA context.
+    """A GPU's memory as a training run can use it: ``total`` as the card reports it, less ``context``.
 
-    ``measured``: read on the card (benchmarks/measure_memory.py --round 2); else the size it is sold
-    under, counted in GiB, less the context measured on the card that was measured.
+    ``context``: what is kept free for the CUDA context and the allocator (:data:`CONTEXT_MARGIN`).
+    ``measured``: ``total`` was read on such a card; else it is the size the card is sold under, in GiB.
     """
 
     name: str
@@ -189,7 +192,7 @@ class Card:
 
     @property
     def usable(self) -> int:
-        """Bytes left for tensors once PyTorch has created its CUDA context (and cuBLAS its handle)."""
+        """Bytes left for the tensors of a training step: the card's memory less the margin."""
         return self.total - self.context
 
 
@@ -204,10 +207,23 @@ def usable_memory(card: Any) -> int:
     return int(card * GiB) - CUDA_CONTEXT
 
 
-#: PLACEHOLDER until the round-2 measurement: what the CUDA context takes.
-CUDA_CONTEXT = 512 * 2**20
-CARDS = {name: Card(name, gib * GiB, CUDA_CONTEXT, False, f"sold as {name}, counted as {gib} GiB")
-         for name, gib in (("16 GB", 16), ("24 GB", 24), ("40 GB", 40), ("48 GB", 48), ("80 GB", 80))}
+#: What the course keeps free on every card for the CUDA context and the caching allocator's spare blocks,
+#: on top of the peak (which counts tensors only). A margin the course chooses, not a measurement: the context
+#: was not measured on the cards here (benchmarks/measure_memory.py --round 2 measures it; no GPU could be had
+#: when this table was written). What is measured: PyTorch sees less of a card than nvidia-smi shows (on the
+#: H200 of round 1, 143,156 MiB against 143,771 MiB), and the context comes off what PyTorch sees.
+CONTEXT_MARGIN = 2**30
+#: The one table of cards: each card's memory as read on it where it was, else its name counted in GiB.
+CARDS = {
+    **{name: Card(name, gib * GiB, CONTEXT_MARGIN, False, f"sold as {name}, counted as {gib} GiB, less the 1 GiB margin")
+       for name, gib in (("16 GB", 16), ("24 GB", 24), ("40 GB", 40), ("48 GB", 48))},
+    "80 GB": Card("80 GB", 81_559 * 2**20, CONTEXT_MARGIN, True,
+                  "NVIDIA H100 80GB HBM3: nvidia-smi's 81,559 MiB, less the 1 GiB margin"),
+    "141 GB": Card("141 GB", 150_109_880_320, CONTEXT_MARGIN, True,
+                   "NVIDIA H200: PyTorch's total_memory in round 1's measurements, less the 1 GiB margin"),
+}
+#: Kept for the command line's --gpu-gb: a card given by its size is counted in GiB, less the same margin.
+CUDA_CONTEXT = CONTEXT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -412,6 +428,7 @@ class MemoryEstimate:
     total_params: int
     peak_at: str = ""
     at_peak: dict = field(default_factory=dict)
+    step: int = 0  #: the optimizer step's moment: weights, gradients, optimizer state, its temporary, workspace
 
     @property
     def rule_of_thumb(self) -> int:
@@ -723,8 +740,9 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
     parts = dict(weights=weights, gradients=grads_alive, optimizer=optimizer_state, activations=acts_alive,
                  other=transient + workspace)
     total_params = counts["total"] + (trainable if method == "lora" else 0)
+    step = weights + optimizer_state + sum(moments["optimizer step"]) + workspace
     return MemoryEstimate(weights, gradients, optimizer_state, activations, workspace, peak, trainable, total_params,
-                          peak_at, parts)
+                          peak_at, parts, step)
 
 
 def adamw_step_temporary(sizes: list[int], moment_bytes: int, impl: str = "foreach") -> int:

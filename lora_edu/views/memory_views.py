@@ -5,6 +5,8 @@ the unit tests can drive the very calculator the learner sees.
 """
 from __future__ import annotations
 
+from importlib import resources
+
 import matplotlib.pyplot as plt
 
 from lora_edu.core.memory import CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate, usable_memory
@@ -88,10 +90,11 @@ def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS
     ax.set_ylabel("GB (10⁹ bytes)")
 
 
-#: The GPU measurements committed with the course, one file a round of benchmarks/measure_memory.py:
-#: round 1 (calculator v1 and v2, issue 16) and round 2 (issue 25: AdamW's implementations, the QLoRA
-#: paper's recipe, LLaMA-7B itself, the card's memory).
-MEASUREMENT_FILES = ("memory_measurements.json", "memory_measurements_round2.json")
+#: The GPU measurements of benchmarks/measure_memory.py, one file a round: round 1 (calculator v1 and v2,
+#: issue 16) and, once a GPU has run ``--round 2``, round 2 (issue 25: AdamW's three implementations, the
+#: QLoRA paper's recipe, LLaMA-7B itself, the card's memory). Only the files that are committed are read.
+ROUND_FILES = ("memory_measurements.json", "memory_measurements_round2.json")
+MEASUREMENT_FILES = tuple(name for name in ROUND_FILES if resources.files("lora_edu.data").joinpath(name).is_file())
 
 
 def load_measurements(name: str = MEASUREMENT_FILES[0]) -> dict:
@@ -139,7 +142,7 @@ def _compare_run(run: dict, measured: dict) -> dict:
     if "static_after_step" in run:
         row.update(measured_static=run["static_after_step"] + paged, predicted_static=est.static)
     if "peak_step" in run:
-        row.update(measured_step=run["peak_step"] + paged)
+        row.update(measured_step=run["peak_step"] + paged, predicted_step=est.step)
     return row
 
 
