@@ -60,7 +60,7 @@ def test_01_memory_cost():
     assert b1.peak < card48 and "At the script's final batch of 1 the peak leaves room on a 48 GB card" in flat
     assert abs(b4.peak / card48 - 1) < 0.02 and "it reaches the card's limit" in flat
     assert "the paper states none" not in flat and "The paper does not derive" not in flat
-    assert "`prepare_model_for_kbit_training` [12]" in flat and "casts them back to bf16" in flat
+    assert "`prepare_model_for_kbit_training` [12] casts embedding and head to fp32" in flat and "casts them back to bf16" in flat
     # Item 5: one definition of QLoRA, named in the figure.
     assert R["QLoRA"]["lora_r"] == 16 and R["QLoRA"]["lora_targets"] == memory.LINEAR_MODULES
     assert memory.MEASURED_CASES["qlora_dq"] == dict(R["QLoRA"], weight_dtype="bf16")
