@@ -123,7 +123,7 @@ class ProbeExercise(FunctionExercise):
         return result
 
     def _verdict(self, n_cases: int) -> str:
-        return f"passes every check on the visible example and {n_cases - 1} hidden cases"
+        return f"passes every check on the visible example and {n_cases - 1} hidden case{'s' if n_cases != 2 else ''}"
 
     def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
         """As for a function, without the "visible example's inputs" note: the probe's messages say what was tried."""

@@ -73,8 +73,9 @@ def test_title_goals_time_and_summary(path):
     chapter = CHAPTERS[path.name]
     assert f"**Estimated time:** {chapter.minutes} minutes" in head, "first cell: the time that the course map gives"
     assert chapter.title in head.splitlines()[0], "title as in the course map"
-    last_md = [text_of(c) for c in cells if c["cell_type"] == "markdown"][-1]
-    assert "## Summary" in last_md, "last markdown cell: a summary"
+    markdown = [text_of(c) for c in cells if c["cell_type"] == "markdown"]
+    deep = next((i for i, text in enumerate(markdown) if "## Deep dive (optional):" in text), len(markdown))
+    assert "## Summary" in markdown[deep - 1], "the main line ends with a summary (then optional deep dives, then references)"
 
 
 IMPORT_STYLE = re.compile(r"^\s*(import lora_edu|from lora_edu)", re.M)

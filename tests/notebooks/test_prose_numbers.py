@@ -285,10 +285,41 @@ def _check_05():
 
     # measured in notebook 04 (not repeated in 05, which refers back to it), on the same runs
     flat = " ".join(text.split())
-    assert "found LoRA far ahead at r = 1 to 8" in flat and "trained LoRA beats it at r = 1–8 (notebook 04)" in flat
+    assert "found LoRA far ahead at r = 1 to 8" in flat
     assert all(runs[r]["accuracy"] - cut(r) > 0.05 for r in (1, 2, 4, 8))
     assert "truncate_update" not in "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "## References" in text and "footnote 5" in text
+
+
+def test_05_build_exercises():
+    """The numbers the build exercises' prompts and the summary state are the ones the checks use."""
+    import torch
+
+    from lora_edu.course import build_exercises as bx
+    from lora_edu.course import exercises, probes
+    from lora_edu.grade import sandbox
+
+    text = " ".join(prose("05_lora_from_scratch.ipynb").split())
+    assert "to the task that `x_train` and `y_train` show, 400 labelled digits" in text and bx.CAPSTONE_EXAMPLES == 400
+    assert "the adapters hold at most 2,048 numbers" in text and bx.CAPSTONE_BUDGET == 2048
+    assert "right on at least 75% of held-out digits" in text and bx.CAPSTONE_ACCURACY == 0.75
+    assert "Each case may use 5 s of CPU" in text and exercises.CPU_SECONDS == sandbox.DEFAULT_LIMITS.call_cpu_seconds == 5
+    assert "the hidden one changes the digits another way" in text and bx.adapt_digits().hidden_cases == 1
+    # the summary's 1,792: r = 4 on fc1 (64 → 128) and fc2 (128 → 128), the printed solution's choice
+    assert "1,792 adapter numbers adapt the pretrained network" in text and 'r=4, alpha=8' in bx.SOLUTION_ADAPT_DIGITS
+    assert 4 * (64 + 128) + 4 * (128 + 128) == 1792
+    # 5e's example of PEFT's rule, on the check's own model
+    assert '`"v_proj"` matches `blocks.0.attn.v_proj`, not `blocks.0.cross.kv_proj`' in text
+    names = probes.linear_names(probes.toy_model([6, 6], True, 0))
+    assert {"blocks.0.attn.v_proj", "blocks.0.cross.kv_proj"} <= set(names)
+    model = bx.reference_add_lora(probes.toy_model([6, 6], True, 0), ["v_proj"], 2, 4.0, lambda base, r, alpha: torch.nn.Identity())
+    assert isinstance(model.get_submodule("blocks.0.attn.v_proj"), torch.nn.Identity)
+    assert isinstance(model.get_submodule("blocks.0.cross.kv_proj"), torch.nn.Linear)
+    # 5d's init: Kaiming-uniform with a = √5 is uniform on ±1/√in (what the check tests)
+    assert "(`nn.init.kaiming_uniform_(…, a=math.sqrt(5))`)" in text and "1/√fan_in at a = √5" in text
+    a = torch.empty(64, 400)
+    torch.nn.init.kaiming_uniform_(a, a=5 ** 0.5)
+    assert a.abs().max() <= 1 / 20 and a.abs().max() > 0.99 / 20
 
 
 def test_04_rank_and_alpha():
@@ -349,8 +380,7 @@ def test_06_peft_comparison_and_committed_benchmarks():
     assert "under 4% even at r = 64" in text and max(r["extra_flops_fraction"] for r in rows["gpu"]) < 0.04
     assert "much larger than that on the GPU" in text
     assert all(r["ratio_unmerged_over_linear"] - 1 > r["extra_flops_fraction"] for r in rows["gpu"])
-    assert "within a few percent of `nn.Linear`'s" in text
-    assert all(r["ratio_merged_over_linear"] < 1.07 for kind in rows for r in rows[kind])
+    assert all(r["ratio_merged_over_linear"] < 1.07 for kind in rows for r in rows[kind])   # "within 7%", below
     # Issue 12, item 10: the cause is backed by an ablation, forward only; adapter dtypes are stated.
     forward = [r for kind in rows for r in rows[kind] if r["mode"] == "forward"]
     assert "in every forward case on both machines" in text and all(r["ratio_lora_edu_over_output_scaled"] < 1 for r in forward)
@@ -713,3 +743,31 @@ def test_07_real_language_model():
     adapter_mb = float(re.search(r"adapter file: ([\d.]+) MB", outputs).group(1))
     assert "a file of little more than a megabyte beside a model of hundreds" in text and 1 < adapter_mb < 1.5
     assert "**Exercise 7.**" in text and "ex07_dequantize_q4_1_block" in json.dumps(nb)
+
+
+def _main_line(name: str) -> str:
+    """The markdown of the main line: every markdown cell before the first deep dive, without the references."""
+    cells = [c for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "markdown"]
+    main = []
+    for cell in cells:
+        text = "".join(cell["source"])
+        if "## Deep dive (optional):" in text:
+            break
+        main.append(text.split("## References")[0])
+    return "\n".join(main)
+
+
+@pytest.mark.parametrize("name", ["04_rank_and_alpha.ipynb", "05_lora_from_scratch.ipynb", "06_peft_comparison.ipynb"])
+def test_04_to_06_keep_a_short_main_line_in_one_convention(name):
+    """Issue 24, items 1 and 3: at most 1,400 words before the deep dives; no sentence says that A starts at zero."""
+    from lora_edu.course import course_map
+
+    counter = getattr(course_map, "main_line_words", None)
+    words = counter(NOTEBOOKS / name) if counter else len(_main_line(name).split())
+    assert words <= 1400, f"{name}: {words} words in the main line"
+    main = " ".join(_main_line(name).split())
+    assert not re.search(r"\bA\b[^.;:]*\b(starts?|initiali[sz]ed|set) (at |to )?zero|\bA = 0\b", main), name
+    headings = [line for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "markdown"
+                for line in "".join(c["source"]).splitlines() if line.startswith("## ")]
+    after = headings[headings.index("## Summary") + 1:]
+    assert after[-1] == "## References" and all(h.startswith("## Deep dive (optional): ") for h in after[:-1]), after
