@@ -766,7 +766,9 @@ def test_04_to_06_keep_a_short_main_line_in_one_convention(name):
     words = counter(NOTEBOOKS / name) if counter else len(_main_line(name).split())
     assert words <= 1400, f"{name}: {words} words in the main line"
     main = " ".join(_main_line(name).split())
-    assert not re.search(r"\bA\b[^.;:]*\b(starts?|initiali[sz]ed|set) (at |to )?zero|\bA = 0\b", main), name
+    says_a_is_zero = r"\bA\b(?:(?!\bB\b)[^.;:])*\b(starts?|initiali[sz]ed|set|is) (at |to )?zero|\bA = 0\b"  # no B in between
+    assert not re.search(says_a_is_zero, main), (name, re.search(says_a_is_zero, main))
+    assert re.search(says_a_is_zero, "here A starts at zero") and not re.search(says_a_is_zero, "A random and B starts at zero")
     headings = [line for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "markdown"
                 for line in "".join(c["source"]).splitlines() if line.startswith("## ")]
     after = headings[headings.index("## Summary") + 1:]
