@@ -302,7 +302,7 @@ def test_05_build_exercises():
     text = " ".join(prose("05_lora_from_scratch.ipynb").split())
     assert "to the task that `x_train` and `y_train` show, 400 labelled digits" in text and bx.CAPSTONE_EXAMPLES == 400
     assert "the adapters hold at most 2,048 numbers" in text and bx.CAPSTONE_BUDGET == 2048
-    assert "right on at least 75% of held-out digits" in text and bx.CAPSTONE_ACCURACY == 0.75
+    assert "right on at least 70% of held-out digits" in text and bx.CAPSTONE_ACCURACY == 0.70
     assert "Each case may use 5 s of CPU" in text and exercises.CPU_SECONDS == sandbox.DEFAULT_LIMITS.call_cpu_seconds == 5
     assert "the hidden one changes the digits another way" in text and bx.adapt_digits().hidden_cases == 1
     # the summary's 1,792: r = 4 on fc1 (64 → 128) and fc2 (128 → 128), the printed solution's choice
