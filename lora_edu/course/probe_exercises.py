@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from lora_edu.course import answer_calls, probes
-from lora_edu.course.answer_calls import RAISED
-from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED, PASSED, CheckResult, FunctionExercise, _course_names_used, _Feedback, _helpers_from_other_cells
+from lora_edu.course.answer_calls import RAISED, STUB
+from lora_edu.course.exercises import (FAILED, NOT_ATTEMPTED, PASSED, CheckResult, FunctionExercise, _course_names_used, _Feedback,
+                                       _globals_read, _helpers_from_other_cells)
 
 
 class Case(dict):
@@ -52,10 +53,19 @@ def _functions_of(answer: Any) -> list:
     return found
 
 
+#: libraries whose LoRA would be a one-call answer to a build exercise (the grader's graded-course mode hides them)
+FORBIDDEN_LIBRARIES = ("peft",)
+
+
+def _from(obj: Any, packages: tuple) -> bool:
+    """Whether ``obj`` (a module, a class of the answer's ancestry, a global it reads) comes from one of ``packages``."""
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return isinstance(module, str) and module.split(".")[0] in packages
+
+
 def _from_course(obj: Any) -> bool:
     """Whether ``obj`` (a class of the answer's ancestry, or the answer itself) was defined in the course package."""
-    module = getattr(obj, "__module__", None)
-    return isinstance(module, str) and module.split(".")[0] == "lora_edu"
+    return _from(obj, ("lora_edu",))
 
 
 class ProbeExercise(FunctionExercise):
@@ -95,6 +105,11 @@ class ProbeExercise(FunctionExercise):
         if course_names:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(course_names)} from the course package. The grader runs it "
                                     "without the package (it holds the reference answers): write it with PyTorch.")
+        libraries = sorted({n for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
+                           | {k.__name__ for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)})
+        if libraries:
+            raise _Feedback(FAILED, f"your {what} uses {', '.join(libraries)} from PEFT, whose LoRA would answer the exercise for "
+                                    "you; a graded course's sandbox does not have it. Write it with PyTorch.")
         helpers = sorted({n for f in functions for n in _helpers_from_other_cells(f)} - set(self.uses))
         if helpers:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
@@ -131,7 +146,9 @@ class ProbeExercise(FunctionExercise):
 
     def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
         """As for a function, without the "visible example's inputs" note: the probe's messages say what was tried."""
-        if outcome is not None and isinstance(outcome, dict) and outcome.get("status") == RAISED:
+        if isinstance(outcome, dict) and outcome.get("status") == STUB and self.kind == "class":
+            raise _Feedback(NOT_ATTEMPTED, "your class still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+        if isinstance(outcome, dict) and outcome.get("status") == RAISED:
             error = outcome.get("error")
             if isinstance(error, str) and error.startswith("ProbeError: "):
                 raise _Feedback(FAILED, f"{where}: {answer_calls._short(error.removeprefix('ProbeError: '))}")

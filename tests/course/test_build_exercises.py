@@ -128,6 +128,16 @@ def test_a_layer_that_uses_the_course_package_or_an_object_is_refused(exercises)
     assert "not an object made from it" in exercises["LoRALinear"].check(ns["LoRALinear"](nn.Linear(2, 2), 1, 1)).message
 
 
+def test_a_layer_built_on_peft_is_refused_in_the_notebook(exercises):
+    """PEFT's own LoRA layer would answer 5d in a few lines; the check says so (the graded sandbox hides PEFT)."""
+    ns = namespace()
+    exec("from peft.tuners.lora import layer as peft_layer\n"  # noqa: S102
+         "class Wrapped(nn.Module):\n    def __init__(self, base, r, alpha):\n        super().__init__()\n"
+         "        self.inner = peft_layer.Linear(base, 'default', r=r, lora_alpha=alpha)\n", ns)
+    result = exercises["LoRALinear"].check(ns["Wrapped"])
+    assert result.status == FAILED and "peft_layer from PEFT" in result.message, result.message
+
+
 ADD = bx.SOLUTION_ADD_LORA
 WRONG_INJECTIONS = [
     ("a substring match (kv_proj for v_proj)", ADD.replace('name == t or name.endswith("." + t)', "t in name"), "only contains a target"),
