@@ -23,17 +23,16 @@ from __future__ import annotations
 import argparse
 import copy
 import html
-import json
 import re
 import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from urllib.parse import quote
 
 import nbformat
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "tools" / "site"
@@ -174,6 +173,9 @@ def site_notebook(nb: nbformat.NotebookNode, link_fixer=None) -> nbformat.Notebo
     for cell in nb.cells:
         if cell.cell_type == "markdown" and link_fixer is not None:
             cell.source = link_fixer(cell.source)
+        if cell.metadata.get("nbgrader", {}).get("grade") and not _is_solution(cell):
+            tags = cell.metadata.setdefault("tags", [])
+            tags.extend(t for t in ("check",) if t not in tags)   # course.css wraps a check's long lines
         if _is_solution(cell):
             if cell.cell_type == "code":
                 tags = cell.metadata.setdefault("tags", [])
@@ -281,9 +283,12 @@ def index_page(repo_url: str, notebooks: list[tuple[str, str]], extra: list[tupl
     return "\n".join(lines)
 
 
-def jupyterhub_page(repo_url: str) -> str:
-    """The page behind each notebook's "JupyterHub" launch link: a hub address in, an nbgitpuller link out."""
-    example = nbgitpuller_link("https://hub.example.edu", repo_url, "notebooks/00_start_here.ipynb")
+def jupyterhub_page(repo_url: str, first: str) -> str:
+    """The page behind each notebook's "JupyterHub" launch link: a hub address in, an nbgitpuller link out.
+
+    ``first`` (the course's first notebook) is the notebook the page opens when its link names none.
+    """
+    example = nbgitpuller_link("https://hub.example.edu", repo_url, first)
     return f"""---
 orphan: true
 ---
@@ -291,22 +296,23 @@ orphan: true
 
 Many universities and companies run a JupyterHub. With [nbgitpuller](https://nbgitpuller.readthedocs.io)
 installed on it (ask its administrators), one link copies the course into your home folder there, or
-updates your copy without touching your own changes, and opens the notebook in JupyterLab. The hub needs the
-course's packages too: `pip install "lora-edu @ git+{repo_url}"` in a terminal on the hub, once.
+updates your copy without touching your own changes, and opens the notebook in JupyterLab. Where the hub
+lacks the course's packages, the notebook's first cell installs them at the versions the course is tested
+with, as on Colab (the hub must have PyTorch).
 
 <form id="hub-form" class="hub-form" data-repo="{html.escape(repo_url)}" data-branch="{BRANCH}">
 <p><label for="hub-url">Your JupyterHub's address</label><br>
 <input id="hub-url" type="url" placeholder="https://hub.example.edu" required size="40">
 <button type="submit">Make the link</button></p>
-<p>Notebook: <code id="hub-path">notebooks/00_start_here.ipynb</code></p>
+<p>Notebook: <code id="hub-path">{first}</code></p>
 <p id="hub-result" hidden>Open it: <a id="hub-link" href="#">the notebook on your hub</a>
 (an instructor can hand this link to a class)</p>
 </form>
 
 The address is kept in this browser only. The link has nbgitpuller's form, for example:
 
-```text
-{example}
+```{{container}} hub-example
+`{example}`
 ```
 """
 
@@ -343,7 +349,7 @@ def stage(stage_dir: Path = STAGE) -> dict:
         doc_entries.append("bibliography.md")
     (stage_dir / "index.md").write_text(index_page(repo_url, nb_entries, extra_entries, doc_entries))
     (stage_dir / "launch").mkdir()
-    (stage_dir / "launch" / "jupyterhub.md").write_text(jupyterhub_page(repo_url))
+    (stage_dir / "launch" / "jupyterhub.md").write_text(jupyterhub_page(repo_url, entries[0][0]))
     return {"notebooks": [p for p, _ in nb_entries], "not_in_map": [p for p, _ in extra_entries], "docs": doc_entries}
 
 

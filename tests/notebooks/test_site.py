@@ -93,7 +93,7 @@ def test_solutions_are_folded_and_checks_keep_their_output():
     solution, check, md_solution = page.cells[3], page.cells[4], page.cells[5]
     assert {"hide-input", "solution"} <= set(solution.metadata["tags"])
     assert solution.metadata["mystnb"]["code_prompt_show"] == build_site.SHOW_SOLUTION
-    assert "tags" not in check.metadata and check.outputs[0].text.startswith("[f] ✅ PASSED")
+    assert check.metadata["tags"] == ["check"] and check.outputs[0].text.startswith("[f] ✅ PASSED"), "shown, wrapped"
     assert md_solution.source.startswith('<details class="solution">') and "open" not in md_solution.source.split("\n")[0]
     assert nb.cells[3].metadata.get("tags") is None and "widgets" in nb.metadata, "the notebook itself is not changed"
 
@@ -116,6 +116,12 @@ def test_launch_links_are_the_readmes_badges_for_notebook_00():
     hub = build_site.nbgitpuller_link("https://hub.example.edu/", "https://github.com/o/r", "notebooks/01_x.ipynb")
     assert hub == ("https://hub.example.edu/hub/user-redirect/git-pull?repo=https%3A%2F%2Fgithub.com%2Fo%2Fr"
                    "&urlpath=lab%2Ftree%2Fr%2Fnotebooks%2F01_x.ipynb&branch=main")
+
+
+def test_readme_links_the_published_site():
+    url = build_site.pages_url(build_site.repository_url())
+    assert url in (ROOT / "README.md").read_text(), f"README must link the site, {url}"
+    assert build_site.pages_url("https://github.com/Lora-Edu/course") == "https://lora-edu.github.io/course/"
 
 
 def test_the_launch_line_sits_under_the_title():
@@ -156,7 +162,7 @@ class _Anchors(html.parser.HTMLParser):
                 self.ids.add(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ids(path: Path) -> frozenset[str]:
     parser = _Anchors()
     parser.feed(path.read_text(errors="replace"))
@@ -183,7 +189,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site_browser():
-    from test_browser import CHROMIUM_FLAGS, find_chromium   # the course's one way to find Debian's chromium
+    from test_browser import CHROMIUM_FLAGS, find_chromium  # the course's one way to find Debian's chromium
 
     chromium = find_chromium()
     if not chromium:
@@ -341,12 +347,18 @@ def test_site_launch_links_open_the_repositorys_notebook(site, site_browser):
         hub_links = [h for h in hrefs if "launch/jupyterhub.html?path=" in h]
         assert hub_links and all(h.endswith(f"?path={path}") for h in hub_links), hub_links
         page.close()
-    # The JupyterHub page makes nbgitpuller's link, as build_site.nbgitpuller_link does.
-    page, problems = _open(site_browser, base, "launch/jupyterhub.html?path=notebooks/04_rank_and_alpha.ipynb")
+    # The JupyterHub page makes nbgitpuller's link, as build_site.nbgitpuller_link does, and remembers the hub.
+    path = f"notebooks/{NOTEBOOKS[-1].name}"
+    page, problems = _open(site_browser, base, f"launch/jupyterhub.html?path={path}")
     page.fill("#hub-url", "https://hub.example.edu/")
     page.click("#hub-form button[type=submit]")
     link = page.locator("#hub-link")
     link.wait_for(state="visible")
+    assert link.get_attribute("href") == build_site.nbgitpuller_link("https://hub.example.edu", repo, path)
+    page.goto(urljoin(base, f"launch/jupyterhub.html?path=notebooks/{NOTEBOOKS[0].name}"))
+    link.wait_for(state="visible")
     assert link.get_attribute("href") == build_site.nbgitpuller_link("https://hub.example.edu", repo,
-                                                                      "notebooks/04_rank_and_alpha.ipynb")
+                                                                      f"notebooks/{NOTEBOOKS[0].name}")
+    page.goto(urljoin(base, "launch/jupyterhub.html?path=../../etc/passwd.ipynb"))
+    assert page.locator("#hub-path").inner_text() != "../../etc/passwd.ipynb", "a path outside the course is ignored"
     assert not problems, problems

@@ -16,8 +16,8 @@ import build_site  # noqa: E402
 REPO_URL = build_site.repository_url()
 
 project = "LoRA from first principles"
-author = "The course's authors"
-copyright = "the course's authors, MIT licence"
+author = 'The "LoRA from first principles" authors'   # as LICENSE names them
+copyright = f"2026 {author}; MIT licence"
 language = "en"
 
 extensions = ["myst_nb", "sphinx-mathjax-offline"]
@@ -52,7 +52,10 @@ html_theme_options = {
     "show_toc_level": 2,
     "home_page_in_toc": True,
     "navigation_with_keys": False,
+    "footer_content_items": ["copyright.html"],
 }
+# The figures are drawn on white; without a default mode the theme's script logs an error on every page.
+html_context = {"default_mode": "light"}
 
 
 def add_launch_links(app, pagename, templatename, context, doctree):
