@@ -235,6 +235,10 @@ MATH_TYPESET = """async () => {
     };
 }"""
 
+# A Markdown table left as text: a paragraph holding a table's |---| rule (or |—|, once typography has run).
+RAW_TABLES = """() => [...document.querySelectorAll('article p')].map(p => p.innerText)
+    .filter(t => /\\|\\s*:?(-{3,}|\u2014)/.test(t))"""
+
 IMAGES = """() => [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}))"""
 
 
@@ -260,6 +264,7 @@ def test_site_every_page_reads_offline_without_errors(site, site_browser):
             if math["typeset"] != math["math"]:
                 found.append(f"{math['math'] - math['typeset']} of {math['math']} math elements not typeset")
         found += [f"image did not load: {i['src']}" for i in page.evaluate(IMAGES) if not i["ok"]]
+        found += [f"a Markdown table shown as text: {t[:80]}" for t in page.evaluate(RAW_TABLES)]
         for href in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)"):
             if href.startswith(base):
                 links.add((path, href))

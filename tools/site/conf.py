@@ -30,6 +30,7 @@ myst_url_schemes = {"http": None, "https": None, "mailto": None}
 nb_execution_mode = "off"          # the stored outputs, as nbval checks them
 nb_ipywidgets_js = {}              # widgets are live only in a kernel; the pages show their stills
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # Markdown outputs (the course map's table) with tables and math, as Jupyter shows them
 nb_output_stderr = "show"
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
