@@ -12,7 +12,8 @@ launch links name the notebook's path in the repository. Staging changes only wh
   loads no widget scripts from a CDN.
 - a solution (nbgrader's convention, as tools/student_versions.py reads it) is folded: the cell's source sits
   in a closed <details>, one click opens it. Checks keep their stored output.
-- a Markdown link to a repository file that is not a page of the site points at the file in the repository.
+- a Markdown link to a repository file that is not a page of the site points at the file in the repository;
+  an image the Markdown shows from the repository is copied beside the page, so that the site serves it.
 
 The order of the pages is the course map's (lora_edu/course/course_map.py); a notebook not (yet) in the map
 comes after them, and the build says so. The repository's address is read from pyproject.toml's
@@ -42,7 +43,7 @@ BRANCH = "main"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 SOLUTION_BEGIN = "### BEGIN SOLUTION"   # tools/student_versions.py's marker
-# The documents beside the notebooks, in this order; any other docs/*.md follows, by name.
+# The documents beside the notebooks (every docs/*.md): these first, in this order, then any other by name.
 DOCS_ORDER = ["cheat_sheet.md", "instructor_guide.md"]
 WIDGET_NOTE = ("Interactive widget: it works when the notebook runs in Jupyter (the launch buttons at the top of "
                "this page open it in Binder, Colab or your JupyterHub).")
@@ -202,27 +203,47 @@ def site_notebook(nb: nbformat.NotebookNode, link_fixer=None) -> nbformat.Notebo
     return nb
 
 
-_LINK = re.compile(r"(\]\()([^)\s]+)(\))")
+_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")          # [text](target) and ![alt](image)
+_IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc=["'])([^"']+)(["'])""", re.I)
 
 
-def link_fixer_for(source_path: Path, pages: set[Path], repo_url: str):
-    """A function that points Markdown links to repository files that are no page of the site at the repository."""
+def link_fixer_for(source_path: Path, pages: set[Path], repo_url: str, assets: set[Path] | None = None):
+    """A function that rewrites the relative links of ``source_path``'s Markdown for the site.
+
+    A link to a page stays (Sphinx resolves it); a link to another file of the repository points at that file
+    in the repository; an image of the repository is added to ``assets``, which stage() copies into the
+    staged tree at the same place, so that the site serves it.
+    """
+    def local(target: str) -> Path | None:
+        if re.match(r"^([a-z][a-z0-9+.-]*:|#|/)", target, re.I):
+            return None   # a URL, an anchor on this page, or a site-absolute path
+        resolved = (source_path.parent / target.partition("#")[0]).resolve()
+        try:
+            resolved.relative_to(ROOT)
+        except ValueError:
+            return None
+        return resolved if resolved.exists() else None   # a missing file: Sphinx warns
+
+    def image(m: re.Match) -> str:
+        path = local(m.group(2))
+        if path is not None and path.is_file() and assets is not None:
+            assets.add(path)
+        return m.group(0)
+
+    def one(m: re.Match) -> str:
+        if m.group(1).startswith("!"):
+            return image(m)
+        target = m.group(2)
+        path = local(target)
+        if path is None or path in pages:
+            return m.group(0)
+        anchor = target.partition("#")[2]
+        kind = "tree" if path.is_dir() else "blob"
+        rel = path.relative_to(ROOT).as_posix()
+        return f"{m.group(1)}{repo_url}/{kind}/{BRANCH}/{rel}{'#' + anchor if anchor else ''}{m.group(3)}"
+
     def fix(text: str) -> str:
-        def one(m: re.Match) -> str:
-            target = m.group(2)
-            if re.match(r"^([a-z][a-z0-9+.-]*:|#|/)", target, re.I):
-                return m.group(0)   # a URL, an anchor on this page, or a site-absolute path
-            path, _, anchor = target.partition("#")
-            resolved = (source_path.parent / path).resolve()
-            try:
-                rel = resolved.relative_to(ROOT)
-            except ValueError:
-                return m.group(0)
-            if resolved in pages or not resolved.exists():
-                return m.group(0)   # a page (Sphinx resolves it) or a missing file (Sphinx warns)
-            kind = "tree" if resolved.is_dir() else "blob"
-            return f"{m.group(1)}{repo_url}/{kind}/{BRANCH}/{rel.as_posix()}{'#' + anchor if anchor else ''}{m.group(3)}"
-        return _LINK.sub(one, text)
+        return _IMG_SRC.sub(image, _LINK.sub(one, text))
     return fix
 
 
@@ -328,10 +349,10 @@ def stage(stage_dir: Path = STAGE) -> dict:
                   key=lambda p: (DOCS_ORDER.index(p.name) if p.name in DOCS_ORDER else len(DOCS_ORDER), p.name))
     pages = {p.resolve() for p in [*ordered, *extra, *docs]}
 
-    entries = []
+    entries, assets = [], set()
     for path in [*ordered, *extra]:
         nb = nbformat.read(path, as_version=4)
-        page = site_notebook(nb, link_fixer_for(path, pages, repo_url))
+        page = site_notebook(nb, link_fixer_for(path, pages, repo_url, assets))
         _with_launch_line(page, launch_line(repo_url, f"notebooks/{path.name}"))
         nbformat.write(page, stage_dir / "notebooks" / path.name)
         entries.append((f"notebooks/{path.name}", _title(nb, path.stem)))
@@ -341,8 +362,12 @@ def stage(stage_dir: Path = STAGE) -> dict:
     if docs:
         (stage_dir / "docs").mkdir()
     for path in docs:
-        (stage_dir / "docs" / path.name).write_text(link_fixer_for(path, pages, repo_url)(path.read_text()))
+        (stage_dir / "docs" / path.name).write_text(link_fixer_for(path, pages, repo_url, assets)(path.read_text()))
         doc_entries.append(f"docs/{path.name}")
+    for asset in sorted(assets):   # images the pages show, at their place in the repository
+        target = stage_dir / asset.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(asset, target)
     bibliography = _readme_section((ROOT / "README.md").read_text(), "References (course bibliography)")
     if bibliography:
         (stage_dir / "bibliography.md").write_text("# Course bibliography\n\n" + bibliography + "\n")

@@ -109,6 +109,15 @@ def test_links_to_repository_files_point_at_the_repository_and_links_to_pages_st
         f"[x](https://example.org/a.py) [y](#here) [z]({repo}/tree/main/lora_edu)"
 
 
+def test_images_of_the_repository_are_served_by_the_site_not_linked():
+    source = ROOT / "notebooks" / "99_test.ipynb"
+    assets = set()
+    fix = build_site.link_fixer_for(source, set(), "https://github.com/someone/course", assets)
+    text = '![a figure](../pyproject.toml) <img src="../LICENSE" width=3> ![web](https://example.org/x.png)'
+    assert fix(text) == text, "an image keeps its relative path: stage() copies it to the same place"
+    assert assets == {ROOT / "pyproject.toml", ROOT / "LICENSE"}
+
+
 def test_launch_links_are_the_readmes_badges_for_notebook_00():
     readme = (ROOT / "README.md").read_text()
     links = build_site.launch_links(build_site.repository_url(), "notebooks/00_start_here.ipynb")
