@@ -54,6 +54,7 @@ html_theme_options = {
     "home_page_in_toc": True,
     "navigation_with_keys": False,
     "footer_content_items": ["copyright.html"],
+    "navbar_persistent": [],   # the sidebar has the search field; else the theme adds a header bar holding only a second one
 }
 # The figures are drawn on white; without a default mode the theme's script logs an error on every page.
 html_context = {"default_mode": "light"}
