@@ -18,6 +18,11 @@ launch links name the notebook's path in the repository. Staging changes only wh
 The order of the pages is the course map's (lora_edu/course/course_map.py); a notebook not (yet) in the map
 comes after them, and the build says so. The repository's address is read from pyproject.toml's
 [project.urls] Repository, the one place it is written. Sphinx's configuration is tools/site/conf.py.
+
+Why Sphinx (with sphinx-book-theme and MyST-NB, Jupyter Book 1's own parts) and not Jupyter Book 2: mystmd
+"resolves/downloads your template (default `book-theme`)" when it builds (jupyter-book/mystmd,
+docs/theme-developer.md, PR #2566), which a machine that reaches only the package registries cannot do; these
+install from PyPI alone (the `site` extra, in the lock).
 """
 from __future__ import annotations
 
