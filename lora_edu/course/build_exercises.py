@@ -14,7 +14,10 @@ hardest to forge to the easiest:
 * 5g ``adapt_digits``: only the adapter matrices and the base weights come back; this process rebuilds
   the adapted model from them and measures its accuracy on held-out digits it never sends.
 
-The exercise bank (:mod:`lora_edu.course.exercise_bank`) re-exports the factories.
+Student code runs before the probe in the grader's sandbox and can replace it, so the easy numbers (counts,
+B = 0, the initial A's spread) can be forged; the hard ones cannot without the computation they stand for.
+What remains possible is listed in the README (*Grading a class*); ``tests/grade/test_build_grading.py`` grades
+forged probes at 0. The exercise bank (:mod:`lora_edu.course.exercise_bank`) re-exports the factories.
 """
 from __future__ import annotations
 
