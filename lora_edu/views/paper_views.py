@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lora_edu.lessons.paper_analyses import FULL, RunSpec
+from lora_edu.lessons.paper_analyses import FULL
 
 
 def _set_name(targets: tuple[str, ...]) -> str:
@@ -60,8 +60,8 @@ def budget_bars(ax, rows: list[dict], budget: int, epochs: tuple[int, int]):
         ax.barh(y + offset, means, height=0.38, xerr=errors, alpha=alpha, capsize=2,
                 color=["#4C72B0" if len(row["targets"]) == 1 else "#55A868" for row in order],
                 label=f"after {epoch} epochs")
-        for k, m in enumerate(means):
-            ax.text(m + 0.02, k + offset, f"{m:.1%}", va="center", fontsize=6)
+        for k, (m, hi) in enumerate(zip(means, means + errors[1])):
+            ax.text(hi + 0.015, k + offset, f"{m:.1%}", va="center", fontsize=6)   # right of the whisker
     ax.set_yticks(y, [f"{_set_name(tuple(row['targets']))} (r = {row['r']}, {row['trainable']:,})" for row in order], fontsize=8)
     ax.set(xlim=(0, 1.12), xlabel="rotated-digits test accuracy (mean of the seeds; whiskers: their range)",
            title=f"At most {budget:,} trainable numbers (blue: one layer, green: several)")

@@ -618,6 +618,9 @@ def _check_09():
     assert min(e for e, _ in lora_slow) > max(e for e, _ in kept(("full",), None, 1e-3))
     assert np.mean([k for _, k in lora_slow]) > before / 2 > full_kept[1e-3]
     assert "LoRA forgot more than full fine-tuning at learning rate 0.01 and much less at 0.001" in text
+    # Biderman et al.'s rule (LoRA's rate ten times full fine-tuning's): LoRA at 0.01 against full fine-tuning at 0.001
+    assert "with their rule instead (LoRA at 0.01, full fine-tuning at 0.001, both in its table), LoRA kept less" in text
+    assert all(np.mean([k for _, k in kept(*c, LR)]) < full_kept[1e-3] for c in reached)
     final = [st(t, r, E, "original_history")[0] for t, r in lora + [(("full",), None)]]
     assert "After 300 epochs at 0.01 every run has forgotten nearly everything (guessing gets about 10%" in text and max(final) < 0.2
     r64 = sorted(pa.at_epoch(study[pa.RunSpec(pa.ALL_LAYERS, 64, s), LR], "history", E) for s in stored["seeds"])
@@ -674,7 +677,8 @@ def test_08_lora_variants():
     assert "8-bit scale codes that differ: 32 of 16,384" in outputs
     assert "dequantized weights that differ: 1,865 of 1,048,576, by at most 5.8e-04" in outputs
     assert "4-bit codes identical to bitsandbytes': True" in outputs
-    assert "Without double quantization our codes and weights equal bitsandbytes' bit for bit; with it the 4-bit codes are identical and a few 8-bit scale codes differ" in text
+    assert ("Without double quantization our codes and weights equal bitsandbytes' bit for bit; with it the 4-bit codes are "
+            "identical and a few 8-bit scale codes differ") in text
     assert "identical to bitsandbytes', and so are the dequantized weights" not in text
     assert "the lookup-table model gives bitsandbytes' 8-bit codes exactly: True" in outputs
     assert "where the codes differ (32): ours strictly nearer to the value True; the value within half a grid step of the two codes' midpoint True" in outputs
