@@ -1,9 +1,10 @@
 """The study behind notebook 09's tables: every run of its analyses, 3 seeds, trained for 300 epochs.
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_paper_analyses.py
-It writes lora_edu/data/paper_analyses_study.json. On the 2-core course machine, busy, it took about
-half an hour with one process per seed; notebook 09 has 30 s, so it reads the stored runs and trains
-only a few again (which must give the stored numbers).
+It writes lora_edu/data/paper_analyses_study.json. On the shared 2-core course machine, under a load
+average of 10 to 18 from other work, it took 38 minutes (2,261 s, stored as ``wall_s``) with one process
+per seed, about 3 CPU-minutes per seed; notebook 09 has 30 s, so it reads the stored runs and trains only
+four again (which must give the stored numbers; so does ``tests/lessons/test_paper_analyses.py``).
 
 What it trains (``paper_analyses.study_specs``), for seeds 0, 1, 2: the expressivity grid (5 target
 sets × r 1, 4, 16), the fixed budget of 2,048 trainable numbers (7 target sets), `fc2` alone and all
