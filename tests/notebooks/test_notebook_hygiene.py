@@ -74,10 +74,11 @@ def test_title_goals_time_and_summary(path):
     assert f"**Estimated time:** {chapter.minutes} minutes" in head, "first cell: the time that the course map gives"
     assert chapter.title in head.splitlines()[0], "title as in the course map"
     markdown = [text_of(c) for c in cells if c["cell_type"] == "markdown"]
-    deep = next((i for i, text in enumerate(markdown) if "## Deep dive (optional):" in text), len(markdown))
-    # the main line ends with a summary, then come the optional deep dives, then the references (a notebook whose
-    # deep dive still sits before its summary passes while its last cell holds the summary)
-    assert "## Summary" in markdown[deep - 1] or "## Summary" in markdown[-1], "the main line ends with a summary"
+    summary = [i for i, text in enumerate(markdown) if "## Summary" in text]
+    assert summary, "a summary"
+    after = re.findall(r"^## (.*)", "\n".join(t.split("## Summary", 1)[-1] for t in markdown[summary[-1]:]), re.M)
+    assert all(h.startswith(("Deep dive (optional):", "References")) for h in after), \
+        f"{path.name}: after the summary only deep dives and References, found sections {after}"
 
 
 IMPORT_STYLE = re.compile(r"^\s*(import lora_edu|from lora_edu)", re.M)
