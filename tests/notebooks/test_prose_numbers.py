@@ -80,7 +80,7 @@ def test_01_memory_cost():
     assert (paper["lora_r"], paper["lora_dropout"], paper["qlora_recipe"], paper["optimizer"]) == (64, 0.05, "paper", "paged_adamw_32bit")
     b1, b4 = (memory.estimate("llama-65b", **paper, batch_size=b, seq_len=16 + 512) for b in (1, 4))
     assert b1.peak < card48 and "At the script's final batch of 1 the peak leaves room on a 48 GB card" in flat
-    assert abs(b4.peak / card48 - 1) < 0.02 and "it reaches the card's limit" in flat
+    assert card48 < b4.peak < 1.02 * card48 and "it goes just past the card's usable memory" in flat
     assert "the paper states none" not in flat and "The paper does not derive" not in flat
     assert "`prepare_model_for_kbit_training` [12] casts embedding and head to fp32" in flat and "casts them back to bf16" in flat
     # Item 5: one definition of QLoRA, named in the figure.
@@ -123,6 +123,7 @@ def test_01_memory_cost():
     main = raw.split("## Summary")[0]
     for detail in ("cuBLAS", "What LoRA does to the activations", "predicted against measured", "FSDP"):
         assert detail not in main, detail
+    assert main_line_words("01_memory_cost.ipynb") <= 1400
 
 
 def test_00_start_here():
