@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lora_edu import memory, memory_views
+from lora_edu import memory
 from lora_edu.core.memory import GB, GiB
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -89,12 +89,13 @@ def test_01_memory_cost():
     # Item 6: cards by their usable memory (le.memory.CARDS), in every verdict.
     assert "`le.memory.CARDS`" in flat and "81,559 MiB" in flat
     # Item 7: the 32k vocabulary cited where it is stated.
-    assert '"We use the same tokenizer as Llama 1 [...] The total vocabulary size is 32k tokens"' in flat and "arXiv:2307.09288, Section 2.2, *Tokenizer*" in flat
+    assert '"We use the same tokenizer as Llama 1 [...] The total vocabulary size is 32k tokens"' in flat
+    assert "arXiv:2307.09288, Section 2.2, *Tokenizer*" in flat
     assert "The LLaMA paper states no vocabulary size" in flat
     # The script's two versions, cited by commit.
     assert "0b46ca8" in flat and "86ac601" in flat and "(lines 396-405)" in flat
     # Round 1's pins that still hold.
-    assert "folk figure" in text and f"The Transformers guide [3] counts 18" in flat
+    assert "folk figure" in text and "The Transformers guide [3] counts 18" in flat
     assert "arXiv:1910.02054" in text and "2Ψ + 2Ψ + 12Ψ = 16Ψ" in text and "ForCausalLMLoss" in text
     assert "they outweigh the 84 GB" in text and memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
     assert f"{memory.CUBLAS_WORKSPACE // 2**20} MiB of cuBLAS workspace" in flat or "cuBLAS" not in flat
