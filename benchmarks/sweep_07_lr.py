@@ -12,6 +12,8 @@ Run from the repository root:  .venv/bin/python benchmarks/sweep_07_lr.py
 2. Held out. Each method, at its chosen rate, trains on every training question once per seed, as the
    notebook does (its live run is seed 0), and is measured on the held-out questions (replies in the
    format, right in the format, loss on the taught replies) and on plain prose (perplexity: forgetting).
+3. Routing. The second adapter of the notebook (customer messages to four teams): its learning rate is
+   chosen the same way, on every fifth training message set aside; then per seed the held-out accuracy.
 
 A seed fixes LoRA's random A and the order of the batches (full fine-tuning has no random start, so
 there only the order changes). Everything else is deterministic: one thread, greedy decoding.
@@ -36,6 +38,35 @@ from lora_edu.lessons import chat_task as ct  # noqa: E402
 LRS = {"LoRA": (1e-3, 2e-3, 4e-3, 8e-3), "full fine-tuning": (3e-5, 1e-4, 3e-4, 1e-3)}
 SEEDS = (0, 1, 2)
 OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "chat_task_sweep.json"
+
+
+def sweep_routing(base, tokenizer, k: int) -> dict:
+    """The routing adapter's learning rate (lowest mean validation loss over the seeds) and its held-out accuracy per seed."""
+    routing = ct.load_routing()
+    encode = lambda messages: ct.CachedBatch(base, k, ct.encode_routing(tokenizer, routing["instruction"], messages))  # noqa: E731
+    fit, val = ct.validation_split(routing["train"])
+    fit_data, val_data, train_data, test_data = encode(fit), encode(val), encode(routing["train"]), encode(routing["held_out"])
+    choices = ct.label_tokens(tokenizer, routing["labels"])
+    truth = torch.tensor([routing["labels"].index(m["label"]) for m in routing["held_out"]])
+    validation = []
+    for lr in LRS["LoRA"]:
+        for seed in SEEDS:
+            model = ct.prepare(base, "LoRA", seed)
+            ct.train(model, fit_data, steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
+            with torch.no_grad():
+                validation.append(dict(lr=lr, seed=seed, val_loss=round(val_data.loss(model).item(), 4)))
+            print("routing", validation[-1], flush=True)
+    mean = {lr: statistics.mean(r["val_loss"] for r in validation if r["lr"] == lr) for lr in LRS["LoRA"]}
+    chosen = min(mean, key=mean.get)
+    held_out = []
+    for seed in SEEDS:
+        model = ct.prepare(base, "LoRA", seed)
+        ct.train(model, train_data, steps=ct.RECIPE["steps"], lr=chosen, batch_size=ct.RECIPE["batch_size"], seed=seed)
+        held_out.append(dict(seed=seed, accuracy=round((ct.route(model, test_data, choices) == truth).float().mean().item(), 4)))
+        print("routing", held_out[-1], flush=True)
+    zero_shot = round((ct.route(base, test_data, choices) == truth).float().mean().item(), 4)
+    return dict(n_fit=len(fit), n_val=len(val), n_train=len(routing["train"]), n_held_out=len(routing["held_out"]),
+                validation=validation, chosen=chosen, zero_shot=zero_shot, held_out=held_out)
 
 
 def main() -> None:
@@ -84,12 +115,13 @@ def main() -> None:
             row = dict(method=method, lr=lr, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model))
             held_out.append(row)
             print(row, flush=True)
+    routing = sweep_routing(base, tokenizer, k)
     OUT.write_text(json.dumps(dict(
         about="Notebook 07's learning rates, chosen by validation loss, and LoRA against full fine-tuning of the same weight "
               "matrices on the held-out questions and on plain prose, over several seeds (benchmarks/sweep_07_lr.py).",
         recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=len(fit), n_val=len(val),
         n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs=LRS, seeds=list(SEEDS),
-        validation=validation, chosen=chosen, base=base_row, held_out=held_out,
+        validation=validation, chosen=chosen, base=base_row, held_out=held_out, routing=routing,
         machine=machine_info(), torch_threads=torch.get_num_threads(), seconds=round(time.perf_counter() - start)),
         indent=1) + "\n")
     print(f"wrote {OUT} in {time.perf_counter() - start:.0f} s")

@@ -42,7 +42,7 @@ FORMAT_TOKENS = 24
 HELD_OUT_SIZE = 48
 #: The notebook's recipe, read by benchmarks/sweep_07_lr.py and the tests from here: LoRA of rank ``r`` and scale
 #: ``alpha``/r on the ``modules`` of the last ``top_layers`` layers, ``steps`` AdamW steps of ``batch_size`` examples.
-RECIPE = {"top_layers": 2, "modules": r"self_attn\.(q|k|v|o)_proj", "r": 8, "alpha": 16, "steps": 30, "batch_size": 8}
+RECIPE = {"top_layers": 2, "modules": r"(self_attn|mlp)\.\w+_proj", "r": 8, "alpha": 16, "steps": 30, "batch_size": 8}
 METHODS = ("LoRA", "full fine-tuning")
 
 
@@ -64,6 +64,11 @@ def load_base_replies() -> dict:
 def load_sweep() -> dict:
     """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen by validation loss, and the learn/forget seeds."""
     return _data_file("chat_task_sweep.json")
+
+
+def load_cache_timing() -> dict:
+    """``benchmarks/bench_07_cache.py``'s record: a cached training step against an uncached one, timed."""
+    return _data_file("chat_task_cache_timing.json")
 
 
 def question_hash(question: str) -> str:
@@ -205,12 +210,22 @@ class CachedBatch:
 
     ``loss(rows)`` runs only the top ``k`` layers and the head for those rows: the training step of
     :func:`train`. Any model whose layers below the top ``k`` equal ``model``'s can use the same cache
-    (LoRA or full fine-tuning of the top ``k`` layers, of a copy of ``model``).
+    (LoRA or full fine-tuning of the top ``k`` layers, of a copy of ``model``). The lower layers run on
+    rows of similar length together, ``chunk`` at a time, so that little of their work goes into padding.
     """
 
-    def __init__(self, model, k: int, batch: dict[str, torch.Tensor]):
+    def __init__(self, model, k: int, batch: dict[str, torch.Tensor], chunk: int = 8):
         self.k, self.batch = k, batch
-        self.hidden = layer_cache.lower_outputs(model, k, batch["input_ids"], batch["attention_mask"])
+        lengths = batch["attention_mask"].sum(1)
+        order = torch.argsort(lengths, stable=True)
+        self.hidden = None
+        for start in range(0, len(order), chunk):
+            rows = order[start:start + chunk]
+            width = int(lengths[rows].max())
+            part = layer_cache.lower_outputs(model, k, batch["input_ids"][rows, :width], batch["attention_mask"][rows, :width])
+            if self.hidden is None:
+                self.hidden = part.new_zeros(len(order), batch["input_ids"].shape[1], part.shape[-1])
+            self.hidden[rows, :width] = part
 
     def __len__(self) -> int:
         return len(self.hidden)

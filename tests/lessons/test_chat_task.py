@@ -131,6 +131,35 @@ def test_validation_split_keeps_the_held_out_set_apart():
         chat_task.validation_split(train[:3])
 
 
+def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
+    """The notebook's trick on the real model: the training set cached in chunks, a step's loss and gradients as without it."""
+    from lora_edu.core import layer_cache, smollm2
+
+    model, tokenizer = smollm2.load()
+    batch = chat_task.encode(tokenizer, chat_task.load_task()["train"][:12])
+    data = chat_task.CachedBatch(model, chat_task.RECIPE["top_layers"], batch, chunk=5)
+    lora = chat_task.prepare(model, "LoRA", seed=0)
+    rows = torch.tensor([11, 0, 6, 3])
+    cached = data.loss(lora, rows)
+    cached.backward()
+    grads = [p.grad.clone() for p in lora.parameters() if p.requires_grad]
+    lora.zero_grad()
+    width = int(batch["attention_mask"][rows].sum(1).max())
+    plain = layer_cache.reply_loss(lora, batch["labels"][rows, :width], batch["attention_mask"][rows, :width],
+                                   input_ids=batch["input_ids"][rows, :width])
+    plain.backward()
+    torch.testing.assert_close(cached, plain, rtol=0, atol=1e-6)
+    for g, p in zip(grads, [p for p in lora.parameters() if p.requires_grad]):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-7)
+    flags = [p.requires_grad for p in model.parameters()]
+    full = chat_task.prepare(model, "full fine-tuning")
+    trained = {n for n, p in full.named_parameters() if p.requires_grad}
+    assert len(trained) == 14 and all(".layers.28." in n or ".layers.29." in n for n in trained)   # the same 14 matrices
+    adapted = {n.removesuffix("lora_A") + "weight" for n, _ in lora.named_parameters() if n.endswith("lora_A")}
+    assert adapted == trained, "LoRA adapts other matrices than full fine-tuning trains"
+    assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
+
+
 def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
     sweep = chat_task.load_sweep()
     for method, lr in sweep["chosen"].items():
