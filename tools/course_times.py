@@ -94,12 +94,12 @@ def planned_edits(times: dict) -> dict[Path, str]:
 
 
 def report(times: dict) -> str:
-    lines = [f"{'notebook':<32} {'words':>6} {'cells':>5}  exercises (minutes)                       {'exact':>6} {'stated':>6}"]
+    lines = [f"{'notebook':<30} {'words':>6} {'cells':>5} {'exercises':>9} {'exact':>6} {'stated':>6}  exercises (kind minutes)"]
     for name, t in times["notebooks"].items():
         ex = ", ".join(f"{n} ({m})" for n, _, m in t["exercises"]) or "-"
-        flag = "" if t["words"] <= cm.MAIN_LINE_MAX_WORDS else f"  main line over {cm.MAIN_LINE_MAX_WORDS} words"
-        lines.append(f"{name:<32} {t['words']:>6} {t['code_cells']:>5}  {ex:<41} {t['minutes_exact']:>6.1f} "
-                     f"{t['minutes']:>6}{flag}")
+        flag = "" if t["words"] <= cm.MAIN_LINE_MAX_WORDS else f"  [main line over {cm.MAIN_LINE_MAX_WORDS} words]"
+        lines.append(f"{name:<30} {t['words']:>6} {t['code_cells']:>5} {sum(m for *_, m in t['exercises']):>9} "
+                     f"{t['minutes_exact']:>6.1f} {t['minutes']:>6}  {ex}{flag}")
     core = times["core_path"]
     verdict = "within" if core["minutes"] <= cm.CORE_PATH_MAX_MINUTES else "OVER"
     lines.append(f"core path ({', '.join(n[:2] for n in core['notebooks'])}): {core['minutes']} min stated "

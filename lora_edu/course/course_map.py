@@ -148,6 +148,28 @@ def time_breakdown(path) -> dict:
                 minutes_exact=round(exact, 2), minutes=stated_minutes(exact))
 
 
+def minutes_until(path, text: str) -> float:
+    """The time method's minutes of the main line from its start up to and including the first cell holding ``text``.
+
+    Notebook 00 promises the idea of LoRA (the layer, what it adds, why it starts unchanged, a picture of why a
+    low rank can be enough) and the count exercises within its first 15 minutes; a test measures it with this.
+    """
+    cells = main_line(path)
+    end = next((i for i, c in enumerate(cells) if text in _source(c)), None)
+    if end is None:
+        raise ValueError(f"no main-line cell of {Path(path).name} holds {text!r}")
+    exercise_names = {m for c in cells if c["cell_type"] == "code" for m in _EXERCISE_VARIABLE.findall(_source(c))}
+    minutes = 0.0
+    for cell in cells[:end + 1]:
+        text_ = _source(cell)
+        if cell["cell_type"] == "markdown":
+            minutes += len(text_.split()) / WORDS_PER_MINUTE
+        elif not text_.startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(cell, exercise_names):
+            minutes += MINUTES_PER_CODE_CELL
+        minutes += sum(exercise_minutes(n) for n in dict.fromkeys(_EXERCISE_CALL.findall(text_)))
+    return minutes
+
+
 def stated_minutes(exact: float) -> int:
     """Minutes as the course states them: the nearest multiple of 5 (halves up), at least 5."""
     return max(5, 5 * math.floor(exact / 5 + 0.5))

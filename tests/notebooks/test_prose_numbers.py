@@ -115,106 +115,123 @@ def test_01_memory_cost():
 
 
 def test_00_start_here():
-    """One convention story: 00 states PEFT's, says 02–03 differ, and maps which matrix starts at zero."""
+    """The idea first (the layer, its ΔW, B at zero, the low-rank picture), one convention, the time method as computed."""
     text = " ".join(prose("00_start_here.ipynb").split())
+    from lora_edu.course import course_map as cm
     from lora_edu.course import exercise_bank
 
-    assert "throughout" not in text  # the old, false "this convention throughout"
-    assert "Notebooks 02–03 do **not** use it" in text
-    assert "A = `lora_A` is r×in, the down-projection (applied first), random at start" in text
-    assert "B = `lora_B` is out×r, the up-projection (applied last), zero at start" in text
-    assert "For linear layers with PEFT's default `init_lora_weights=True`, LoRA starts with the matrix **applied last** at zero" in text
-    assert "Whatever the names" not in text  # false for PEFT's embedding LoRA and for PiSSA/OLoRA/LoftQ
-    assert "zeros(lora_embedding_A)" not in text and "`zeros_(lora_embedding_A)`" in text and "PiSSA, OLoRA" in text
-    assert "Write-up 1" not in text and "Write-up 3" not in text  # unnamed, uncited sources: dropped
+    assert "**A = `lora_A` (r×in), applied first, random at start** and **B = `lora_B` (out×r), applied last, zero at start**" in text
+    assert "row vector" not in text.split("## Deep dive")[0], "the main line of 00 does not explain the write-up's names"
+    # the time method, as stated, is the one computed (words a minute, kinds' minutes)
+    assert f"read at {cm.WORDS_PER_MINUTE} words a minute, plus a minute for each code cell" in text and cm.MINUTES_PER_CODE_CELL == 1
+    k = cm.KIND_MINUTES
+    assert (f"({k['predict']} for a prediction, {k['formula']} for a short function or a bug hunt, up to {k['capstone']} "
+            "for the capstone)") in text and k["bug hunt"] == k["formula"] and max(k.values()) == k["capstone"]
+    assert "00–07 are the core path" in text and cm.CORE_PATH == tuple(f"{i:02d}" for i in range(8))
+    # the picture: shares and accuracies are printed by code; the prose only reads them
+    from lora_edu import digits_task
+    import torch
+
+    pretrained = digits_task.pretrained_model()
+    rotated = digits_task.load_digits_task(rotate=True)
+    full = digits_task.adapt(pretrained, rotated, "full", progress=False)
+    delta = (full["model"].fc2.weight - pretrained.fc2.weight).detach()
+    torch.manual_seed(1)
+    for seed in range(3):   # "every rank printed keeps far more of ΔW than of the random matrix", for any draw
+        noise = torch.randn_like(delta)
+        noise *= delta.norm() / noise.norm()
+        kept, kept_noise = digits_task.kept_share(delta), digits_task.kept_share(noise)
+        assert all(kept[r - 1] > 2 * kept_noise[r - 1] for r in (1, 4, 8)) and all(kept[r - 1] > kept_noise[r - 1] + 0.3
+                                                                                   for r in (16, 32))
+    assert "every rank printed keeps far more of ΔW than of the random matrix" in text
+    lora = digits_task.adapt(pretrained, rotated, "lora", r=4, progress=False)
+    assert lora["trainable"] == 1792 and "LoRA at rank 4 trained 1,792 numbers" in text
     assert "Once installed, the course runs entirely on a laptop CPU" in text
-    assert "the ones the stored notebooks were executed with" not in text
-    assert "read from the machine that runs this cell, each time it runs" in text
     assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
+    assert "zeros `lora_embedding_A`" in text and "PiSSA, OLoRA or LoftQ zero neither" in text
     from lora_edu.course.exercises import CPU_SECONDS
     assert f"The limit is {CPU_SECONDS:g} s of CPU time per call" in text  # what the grader and the check use
-    # the exercises' hints name their convention: 00's is PEFT's (B out×r), 02's is row vectors (B k×r)
-    assert "lora_B is d×r (out×r, the up-projection)" in exercise_bank.lora_param_count()._hint
-    assert "B is k×r (applied first, the down-projection" in exercise_bank.delta_w()._hint
-    assert "Row vectors, as in notebooks 02–03" in exercise_bank.delta_w()._hint
-    # 03's hints (exercises 3a, 3b) state the same convention
-    for ex in (exercise_bank.grad_b(), exercise_bank.one_step()):
-        assert "B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ)" in ex._hint
-        assert "A is r×d (applied last, the up-projection: lora_B is Aᵀ)" in ex._hint
+    # the hints of 00, 02 and 03 speak PEFT's names only
+    assert "A = lora_A is r×k (r×in) and B = lora_B is d×r (out×r)" in exercise_bank.lora_param_count()._hint
+    for ex in (exercise_bank.delta_w(), exercise_bank.grad_b(), exercise_bank.one_step()):
+        assert "PEFT's names: W is out×in, A (lora_A) is r×in, B (lora_B) is out×r" in ex._hint
+        assert "row vector" not in ex._hint.lower() and "k×r" not in ex._hint
 
 
 def test_02_worked_example():
     text = prose("02_worked_example.ipynb").replace("\n", " ")
     from lora_edu import worked_example as we
 
-    s = we.gradient_step(**we.example())
-    assert f"y = [{', '.join(f'{v:g}' for v in s['y'][0])}]".replace("-", "−") in text
+    ex = we.example()
+    s = we.gradient_step(**ex)
+    assert f"y = [{', '.join(f'{v:g}' for v in s['y'].ravel())}]".replace("-", "−") in text
     assert f"L ≈ {s['loss_before']:g}" in text
     assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
-    assert (f"at r = 8 trains r·(k + d) = {8 * (4096 + 4096):,} numbers, {8 * (4096 + 4096) / 4096**2:.2%} of W's "
-            f"{4096**2:,}; W itself stays frozen") in text
-    assert "of its weights" not in text and "popular write-up" not in text and "write-up 2" not in text
+    assert (f"at r = 8 trains r·(in + out) = {8 * (4096 + 4096):,} numbers, {8 * (4096 + 4096) / 4096**2:.2%} of W's "
+            f"{4096**2:,}; W itself stays frozen") in " ".join(text.split())
     assert "the repository does not record its title or author" in " ".join(text.split())
-    # the convention, stated at the start: B applied first (down), A applied last (up, zero at start)
-    assert "**B (k×r) is the down-projection** (k → r)" in text and "**A (r×d) is the up-projection** (r → d)" in text
-    assert "For linear layers with PEFT's default init, LoRA starts training with the matrix applied last at zero: **here A**" in " ".join(text.split())
+    # the translation box: the write-up's names appear there (and in the summary's one line, and the references) only
+    box = text.split("## The example, and its one translation")[1].split("## ΔW, the effective weight")[0]
+    box = " ".join(re.sub(r"(^|\s)> ?", " ", box).split())
+    assert "**Translation box: the only place in the course that uses another write-up's names.**" in box
+    assert "**W = its Wᵀ, A = `lora_A` = its Bᵀ, B = `lora_B` = its Aᵀ**" in box and "Its row vector x·W_eff is W_effᵀ·x" in box
+    recap = "The write-up translates once: its B is `lora_A`ᵀ, its A is `lora_B`ᵀ"
+    rest = " ".join(text.split("## ΔW, the effective weight")[1].split("## References")[0].split())
+    assert recap in rest
+    for writeup_name in ("row vector", "k×r", "r×d", "k×d", "x·W_eff", "its B", "its A"):
+        assert writeup_name not in rest.replace(recap, ""), writeup_name
+    assert we.TRANSLATION["B (k×r, applied first)"][0].startswith("A = lora_A") and we.TRANSLATION["A (r×d, applied last)"][0].startswith("B = lora_B")
     assert "## References" in text and "arXiv:2106.09685" in text
 
 
 def test_03_gradient_step():
     text = " ".join(prose("03_gradient_step.ipynb").split())
+    main = text.split("## Deep dive")[0]
     from lora_edu import worked_example as we
 
     ex = we.example()
     x, W, t = ex["x"], ex["W"], ex["y_true"]
-    # the convention is stated at the start, and LoRA's zero is on the matrix applied last (here A)
     start = "".join(json.loads((NOTEBOOKS / "03_gradient_step.ipynb").read_text())["cells"][0]["source"])
-    assert "B is k×r and applied first: the down-projection" in start.replace("\n", " ").replace("**", "")
-    assert "here A = 0" in start and "`lora_B` = 0" in start
-    assert "LoRA's default start is **B random, A = 0**" in text and "Why A (the up-projection) starts at zero" in text
-    assert "must be zero" not in text and "LoRA's choice is to zero one of them" in text
-    assert "B·A = 0 does not need a zero matrix" in text and "popular write-up" not in text
-    assert "it prints no B_new" in text and "B_new" not in we.SOURCE_PRINTED
-    # errata: the printed W_eff,new fits B updated with the printed ∇B (15 of 16), not the old B (14 of 16)
-    src = we.SOURCE_PRINTED
-    fit = {name: 16 - len(we.errata({"W_eff_new": src["W_eff_new"]}, {"W_eff_new": W + Bu @ src["A_new"]}))
-           for name, Bu in (("updated", ex["B"] - 0.1 * src["grad_B"]), ("old", ex["B"]))}
+    assert "A = `lora_A` (r×in), B = `lora_B` (out×r)" in start
+    assert "**B = `lora_B` = 0**" in main and "## Why B starts at zero" in main
+    assert "B·A = 0 does not need" not in text and "ΔW = 0 needs no zero matrix at all for r ≥ 2" in text
+    # the first step from PEFT's start: ∇A = 0, B moves first; the other way round A moves first
+    A0, B0 = we.lora_init(4, 4, 2)
+    assert we.zero_gradient(x, W, A0, B0, t) == ["A"] and "∇A = 0 on the first step, so B moves first" in main
+    A1, B1 = we.lora_init(4, 4, 2, zero="A")
+    assert we.zero_gradient(x, W, A1, B1, t) == ["B"] and "Zeroing A instead makes A move first" in main
+    # errata, in PEFT's names: the printed W_eff,new fits A updated with the printed ∇A (15 of 16), not the old A (14)
+    src = we.printed_in_peft_names()
+    fit = {name: 16 - len(we.errata({"W_eff_new": src["W_eff_new"]}, {"W_eff_new": W + src["B_new"] @ Au}))
+           for name, Au in (("updated", ex["A"] - 0.1 * src["grad_A"]), ("old", ex["A"]))}
     assert fit == {"updated": 15, "old": 14}
-    assert "fits B *updated* with that wrong ∇B best" in text and "not from a skipped update" in text
-    assert "B was never updated" not in text
-    assert np.allclose(we.swapped_grad_B(x, ex["A"], src["grad_A"][:1]), src["grad_B"])  # "x and the error swapped"
-    assert "swapped the roles of x and the error" in text
-    # the √s rule, at every step; "s acts like the learning rate" only on the first step
-    A0_, B0_ = we.lora_init(4, 4, 2, zero="A")
+    assert "fits A *updated* with that wrong ∇A best" in text and "not from a skipped update" in text
+    assert abs(src["W_eff_new"][1, 3] - (W + src["B_new"] @ (ex["A"] - 0.1 * src["grad_A"]))[1, 3]) < 0.01
+    assert "its one miss, [1, 3], is within 0.01 of the printed value" in text
+    assert np.allclose(we.swapped_grad_A(x, ex["B"], src["grad_B"][:, :1]), src["grad_A"])  # "x and the error swapped"
+    assert "swapped the roles of x and the error" in text and "it prints no update of its B" in text
+    assert src["grad_B"][1, 0] == 0.2 and we.gradient_step(**ex)["y"][1, 0] == pytest.approx(0.2)  # "used y₁ instead of the error"
+    # the 4×4 reason B = 0 ends lower: true for many seeds, not only the one plotted
+    assert all(we.train(x, W, *we.lora_init(4, 4, 2, zero="B", seed=sd), t, steps=40)[-1]
+               < we.train(x, W, *we.lora_init(4, 4, 2, zero="A", seed=sd), t, steps=40)[-1] for sd in range(10))
+    assert "That is this one-example problem, not a width effect" in text
+    # the √s rule at every step; "α acts like the learning rate" only on the first step (deep dive)
     for opt, lr in (("adam", 0.01), ("sgd", 0.1)):
-        A1_, B1_, lr1 = we.equivalent_at_scale_one(A0_, B0_, 2.0, opt, lr)
-        assert np.abs(we.trajectory(x, W, A0_, B0_, t, 2.0, opt, lr) - we.trajectory(x, W, A1_, B1_, t, 1.0, opt, lr1)).max() < 1e-7
-    drift = np.abs(we.trajectory(x, W, A0_, B0_, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A0_, B0_, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
-    assert drift[0] < 1e-8 < 0.1 < drift[-1] and "On the **first step** from A = 0" in text
-    assert "s multiplies the step just as the learning rate does" not in text and "ties α to the learning rate" not in text
-    # Hayou et al.: the mapping of Init[A] and its cost
-    assert "internal instability" in text and "Init[A] = their A random, their B = 0 = PEFT's default = here B random, A = 0" in text
-    # the 4×4 reason A = 0 ends lower: true for many seeds, not only the one plotted
-    assert all(we.train(x, W, *we.lora_init(4, 4, 2, zero="A", seed=sd), t, steps=40)[-1]
-               < we.train(x, W, *we.lora_init(4, 4, 2, zero="B", seed=sd), t, steps=40)[-1] for sd in range(10))
-    assert "That is this one-example problem, not a width effect" in text and "reversed:  B" not in open(NOTEBOOKS / "03_gradient_step.ipynb").read()
-    assert "A random, B = 0" not in text and "Why B starts at zero" not in text
-    A0, B0 = we.lora_init(4, 4, 2, zero="A")
-    assert we.zero_gradient(x, W, A0, B0, t) == ["B"]  # "∇B = 0 at the first step, so A moves first"
-    assert "∇B = 0 at the first step, so A moves first" in text
-    A1, B1 = we.lora_init(4, 4, 2, zero="B")
-    assert we.zero_gradient(x, W, A1, B1, t) == ["A"] and "Zeroing B instead makes B move first" in text
-    assert "Hayou et al. 2024" in text and "arXiv:2406.08447" in text
-    # SGD: the first change of W_eff grows like s²; Adam: like s (from LoRA's start)
+        A_, B_, lr1 = we.equivalent_at_scale_one(A0, B0, 2.0, opt, lr)
+        assert np.abs(we.trajectory(x, W, A0, B0, t, 2.0, opt, lr) - we.trajectory(x, W, A_, B_, t, 1.0, opt, lr1)).max() < 1e-7
+    drift = np.abs(we.trajectory(x, W, A0, B0, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A0, B0, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
+    assert drift[0] < 1e-8 < 0.1 < drift[-1] and "On the **first step** from B = 0" in text and "After the first step the two runs drift apart" in text
+    # SGD: the first change of W_eff grows like s²; Adam: like s (from PEFT's start)
     sgd = [we.first_step_change(x, W, A0, B0, t, s, "sgd", 0.1) for s in (1, 2)]
     adam = [we.first_step_change(x, W, A0, B0, t, s, "adam", 0.01) for s in (1, 2)]
-    assert "Doubling α quadruples SGD's first change of W_eff and only doubles Adam's" in text
     assert sgd[1] / sgd[0] == pytest.approx(4) and adam[1] / adam[0] == pytest.approx(2)
+    assert "Doubling α quadruples SGD's first change of W_eff and only doubles Adam's" in text
     assert "grows like s² under SGD and like s under Adam" in text
-    assert "about quadruples" not in text
+    # Hayou et al.: their names are PEFT's
+    assert "Their names are PEFT's: *Init[A]* is A random, B = 0 (PEFT's default)" in text and "internal instability" in text
+    assert "Hayou, Ghosh and Yu (2024)" in text and "arXiv:2406.08447" in text
     assert "tuning α is roughly the same as tuning the learning rate" in text and "§4.1" in text
     assert text.rstrip().split("## References")[-1].count("arXiv:") >= 3
-    assert "error y₁ − 1 = −0.8" not in text  # that value is printed by code, not typed
 
 
 def test_05_lora_from_scratch():
@@ -431,13 +448,17 @@ def test_exercises_worth_doing_say_what_the_bank_checks():
     sizes = {name: (getattr(mlp, name).in_features, getattr(mlp, name).out_features) for name in ("fc1", "fc2", "head")}
     assert sizes == {"fc1": (64, 128), "fc2": (128, 128), "head": (128, 10)}
     assert "`fc1` (64 → 128), `fc2` (128 → 128) and `head` (128 → 10)" in text00 and "r=4, alpha=8" in text00
+    # ... and the LoRA it describes is the one notebook 00 trains (digits_task.adapt: alpha = 2r on fc1 and fc2)
+    import inspect
+    assert 'add_lora(model, list(targets), r=r, alpha=2 * r)' in inspect.getsource(digits_task.adapt)
+    assert inspect.signature(digits_task.adapt).parameters["targets"].default == ("fc1", "fc2")
     # 02 and 05, bug hunts: the notebook shows exactly the bank's buggy code (the tests of the bank prove it fails)
     assert any(c.startswith(bank.BUGGY_TORCH_STYLE) for c in cells("02_worked_example.ipynb"))
     assert any(c.startswith(bank.BUGGY_MERGE) for c in cells("05_lora_from_scratch.ipynb"))
     # 03, predict first: asked before the cell that measures it
     c03 = cells("03_gradient_step.ipynb")
     asked = next(i for i, c in enumerate(c03) if "Exercise 3c (predict first)" in c)
-    measured = next(i for i, c in enumerate(c03) if "first_step_change(x, W, A0, B0, y_true, s, opt" in c)
+    measured = next(i for i, c in enumerate(c03) if "first_step_change(x, W, A0, B0, y_true, alpha / r, opt" in c)
     assert asked < measured and not any("like s²" in c for c in c03[:asked])
     # 04, open task: the steps, tolerance, visible example and number of hidden cases the prompt names
     text04 = " ".join(prose("04_rank_and_alpha.ipynb").split())
