@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
     if "--write" in argv:
         for path, text in edits.items():
             path.write_text(text, encoding="utf-8")
-        if edits:
+        if any(path.suffix == ".ipynb" for path in edits):
             print("notebook 00 shows the course map as a stored output: re-execute it "
                   "(python tools/execute_notebooks.py notebooks/00_start_here.ipynb)")
         return 0
