@@ -294,6 +294,10 @@ def test_the_guide_states_the_course_maps_minutes_and_each_exercises_kind_and_or
 
     last_core = max(ch.notebook[:2] for ch in COURSE_MAP if ch.core)
     assert f"The course is self-paced: {core_path_minutes()} minutes for the core path (notebooks 00–{last_core})" in GUIDE.read_text()
+    from lora_edu.course.course_map import KIND_MINUTES as k
+
+    assert (f"{k['predict']} for a prediction, {k['formula']} for a formula, a derivation or a bug hunt, {k['open']} for an "
+            "open task") in " ".join(GUIDE.read_text().split()) and k["formula"] == k["derive first"] == k["bug hunt"]
     bugs = {"torch_style_output": exercise_bank.BUGGY_TORCH_STYLE, "outputs_around_merge": exercise_bank.BUGGY_MERGE,
             "merge_conv1d": exercise_bank.BUGGY_MERGE_CONV1D}
     where = {}
