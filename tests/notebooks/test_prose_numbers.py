@@ -122,6 +122,9 @@ def test_00_start_here():
 
     assert "**A = `lora_A` (r×in), applied first, random at start** and **B = `lora_B` (out×r), applied last, zero at start**" in text
     assert "row vector" not in text.split("## Deep dive")[0], "the main line of 00 does not explain the write-up's names"
+    for name in ("00_start_here.ipynb", "03_gradient_step.ipynb"):   # "say it once, clearly" (was 18 and 16 times)
+        said = len(re.findall(r"down-projection|up-projection|applied first|applied last", prose(name)))
+        assert said <= 3, f"{name} names the roles {said} times"
     # the time method, as stated, is the one computed (words a minute, kinds' minutes)
     assert f"read at {cm.WORDS_PER_MINUTE} words a minute, plus a minute for each code cell" in text and cm.MINUTES_PER_CODE_CELL == 1
     k = cm.KIND_MINUTES
@@ -145,7 +148,10 @@ def test_00_start_here():
                                                                                    for r in (16, 32))
     assert "every rank printed keeps far more of ΔW than of the random matrix" in text
     lora = digits_task.adapt(pretrained, rotated, "lora", r=4, progress=False)
-    assert lora["trainable"] == 1792 and "LoRA at rank 4 trained 1,792 numbers" in text
+    before = digits_task.accuracy(pretrained, rotated.x_test, rotated.y_test)
+    assert lora["trainable"] == 1792 and (f"LoRA at rank 4, training 1,792 numbers, reached {lora['accuracy']:.1%} on held-out "
+                                          f"rotated digits: full fine-tuning {full['accuracy']:.1%}, the pretrained network "
+                                          f"{before:.1%}") in text
     assert "Once installed, the course runs entirely on a laptop CPU" in text
     assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
     assert "zeros `lora_embedding_A`" in text and "PiSSA, OLoRA or LoftQ zero neither" in text
