@@ -46,6 +46,8 @@ EXERCISE_KINDS = {
     "predict_alpha_doubling": "predict", "grad_b": "formula", "one_step": "formula",                   # 03
     "smallest_rank": "formula", "lora_plan": "open",                                                  # 04
     "lora_forward": "formula", "merge_weight": "formula", "outputs_around_merge": "bug hunt",          # 05
+    "lora_linear_class": "build", "add_lora_function": "build", "train_adapters_loop": "build",       # 05: build LoRA
+    "adapt_digits": "capstone",                                                                       # 05
     "lora_qv_trainable": "formula", "merge_conv1d": "bug hunt",                                       # 06
     "dequantize_q4_1_block": "formula",                                                               # 07
     "nf4_block_codes": "formula",                                                                     # 08

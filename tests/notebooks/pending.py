@@ -8,20 +8,11 @@ be deleted here. Notebooks 00, 02 and 03 are never listed.
 import pytest
 
 PENDING = {
-    "main line": {
-        "04_rank_and_alpha.ipynb": "main line over 1,400 words: move secondary experiments to deep dives (issue 24, item 3)",
-        "06_peft_comparison.ipynb": "main line over 1,400 words (issue 24, item 3)",
-        "08_lora_variants.ipynb": "main line over 1,400 words (issue 24, item 3)",
-        "09_paper_analyses.ipynb": "main line over 1,400 words (issue 24, item 3)",
-    },
+    "main line": {},
     "structure": {
         "01_memory_cost.ipynb": "its deep dive comes before its Summary; deep dives go after it (issue 24, item 3)",
     },
-    "prompts": {
-        "05_lora_from_scratch.ipynb": "lora_forward lost its 'Exercise 5a' prompt (issue 24, item 5)",
-        "08_lora_variants.ipynb": "the prompt is a heading; write '**Exercise 8.** Write `nf4_block_codes(...)` …' (item 5)",
-        "09_paper_analyses.ipynb": "the prompt is a heading; write '**Exercise 9.** Write `random_similarity(...)` …' (item 5)",
-    },
+    "prompts": {},
     "slide text": {name: "slides of more than 120 words: split each long heading cell after a short lead "
                          "(python tools/slides.py --check lists them; issue 24, item 6)"
                    for name in ("01_memory_cost.ipynb", "04_rank_and_alpha.ipynb", "05_lora_from_scratch.ipynb",
