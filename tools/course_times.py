@@ -114,13 +114,15 @@ def main(argv: list[str]) -> int:
         return 2
     times = compute()
     print(report(times))
+    stored = json.loads(TIMES_PATH.read_text(encoding="utf-8")) if TIMES_PATH.is_file() else {"notebooks": {}}
+    minutes_changed = any(stored["notebooks"].get(name, {}).get("minutes") != t["minutes"] for name, t in times["notebooks"].items())
     edits = planned_edits(times)
     for path in edits:
         print(f"{'writing' if '--write' in argv else 'out of date:'} {path.relative_to(ROOT)}")
     if "--write" in argv:
         for path, text in edits.items():
             path.write_text(text, encoding="utf-8")
-        if any(path.suffix == ".ipynb" for path in edits):
+        if minutes_changed:
             print("notebook 00 shows the course map as a stored output: re-execute it "
                   "(python tools/execute_notebooks.py notebooks/00_start_here.ipynb)")
         return 0
