@@ -689,6 +689,14 @@ def test_08_lora_variants():
     # the code book: 8 positive, 7 negative, an exact 0; the offset as bitsandbytes writes it, and its docstring (item 12)
     code = nf4.nf4_code_book()
     assert "8 positive, 7 negative and an exact 0" in text and (code > 0).sum() == 8 and (code < 0).sum() == 7
+    assert "about equally often" not in text and "dense near 0 where normal weights are dense" in text
+    share = re.search(r"share of normal weights on each code, blocks of 64: ([\d.]+)% to ([\d.]+)%", outputs)
+    assert share and float(share.group(2)) > 4 * float(share.group(1))  # far from equal shares of 6.25 % each
+    assert "at most one float32 step" not in text and "only in the last few bits of float32" in text
+    steps = nf4.nf4_code_book(929 / 960) - code
+    ulp = torch.nextafter(code.abs(), torch.tensor(2.0)) - code.abs()
+    assert 1 < (steps.abs() / ulp).max() <= 8
+    assert re.search(r"absmax 2\.\d\d standard deviations on average \(the code book puts ±1 at 1\.85\)", outputs)
     assert "bitsandbytes uses 0.9677083, which its docstring says \"was empirically optimized\"" in text
     assert f"{nf4.NF4_OFFSET:.7f}" == "0.9677083" and f"{929 / 960:.7f}" == "0.9677083"
     import bitsandbytes.functional as bnbf
@@ -707,7 +715,7 @@ def test_08_lora_variants():
     assert "8-bit scale codes that differ: 32 of 16,384" in outputs
     assert "dequantized weights that differ: 1,865 of 1,048,576, by at most 5.8e-04" in outputs
     assert "4-bit codes identical to bitsandbytes': True" in outputs
-    assert ("Without double quantization our codes and weights equal bitsandbytes' bit for bit; with it the 4-bit codes are "
+    assert ("Without double quantization our codes and weights equal bitsandbytes' (on the CPU) bit for bit; with it the 4-bit codes are "
             "identical and a few 8-bit scale codes differ") in text
     assert "identical to bitsandbytes', and so are the dequantized weights" not in text
     assert "the lookup-table model gives bitsandbytes' 8-bit codes exactly: True" in outputs
@@ -745,9 +753,18 @@ def test_08_lora_variants():
     sweep = stored.load_json("variants_digits.json")
     best = {b["method"]: b for b in variant_runs.best_per_method(sweep["results"])}
     assert f"Adam, {sweep['epochs']} epochs" in text and "rank 4 on `fc1` and `fc2`" in text and sweep["r"] == 4
-    assert "DoRA's best rate is the largest one tried" in text and best["DoRA"]["lr"] == max(sweep["lrs"])
-    assert "has the best accuracy on this task" in text and max(best.values(), key=lambda b: b["accuracy"])["method"] == "PiSSA"
-    assert "QLoRA** pays for the 4-bit base in accuracy" in text and best["QLoRA"]["accuracy"] < best["LoRA"]["accuracy"]
+    # the whole procedure with five seeds (review round 2: one seed had put QLoRA 9 points below LoRA)
+    runs = {0: sweep["results"], **{int(s): res for s, res in sweep["seed_repeats"].items()}}
+    chosen = {s: {b["method"]: b for b in variant_runs.best_per_method(res)} for s, res in runs.items()}
+    assert sorted(runs) == [0, 1, 2, 3, 4] and "repeated with five seeds" in text
+    assert "has the highest test accuracy at every seed" in text
+    assert all(max(c.values(), key=lambda b: b["accuracy"])["method"] == "PiSSA" for c in chosen.values())
+    above = [s for s in runs if chosen[s]["QLoRA"]["accuracy"] > chosen[s]["LoRA"]["accuracy"]]
+    assert "QLoRA** scored below LoRA at seed 0 and above it at three of the other four" in text and above == [1, 3, 4]
+    assert "one seed put QLoRA below LoRA, three of four others above" in text
+    assert "pays for the 4-bit base in accuracy" not in text and "has the best accuracy on this task" not in text
+    ranges = [max(c[m]["accuracy"] for c in chosen.values()) - min(c[m]["accuracy"] for c in chosen.values()) for m in variant_runs.METHODS]
+    assert "the seed alone moves a method by up to 16 points" in text and round(100 * max(ranges)) == 16
     extra = best["DoRA"]["extra"] - best["LoRA"]["extra"]
     assert f"DoRA** trains {extra} more numbers (one magnitude per output feature)" in text and extra == 128 + 128
     assert "rsLoRA at r = 4 is LoRA with a scale twice as large" in text and (8 / 4**0.5) / (8 / 4) == 2
@@ -757,8 +774,11 @@ def test_08_lora_variants():
     assert f"the other half ({len(x_test)})" in text and f"One digit of the {len(x_test)} is {100 / len(x_test):.2f} points" in text
     spread = lambda accs: max(accs) - min(accs)  # noqa: E731
     tuned = spread([b["accuracy"] for b in best.values()])
-    assert "At every shared rate the methods lie further apart than at their own rates" in text
-    assert all(spread([r["accuracy"] for r in sweep["results"] if r["lr"] == lr]) > tuned for lr in sweep["lrs"])
+    assert all(spread([r["accuracy"] for r in sweep["results"] if r["lr"] == lr]) > tuned for lr in sweep["lrs"])  # seed 0
+    wider = [s for s in runs if all(spread([r["accuracy"] for r in runs[s] if r["lr"] == lr])
+                                    > spread([b["accuracy"] for b in chosen[s].values()]) for lr in sweep["lrs"])]
+    assert "At four of the five seeds (printed last), every shared rate spreads the methods further apart" in text
+    assert len(wider) == 4 and 0 in wider
     assert "computes an extra norm per step" in text
     # the step-time columns, from benchmarks/bench_variants_step.py's stored result
     steps = stored.load_json("variants_step_times.json")
@@ -770,7 +790,7 @@ def test_08_lora_variants():
     assert "LoRA and rsLoRA do identical work (only the scale differs), so their times must agree: they do, within the min-to-median spread" in text
     assert abs(ms["LoRA"]["min"] - ms["rsLoRA"]["min"]) <= max(jitter["LoRA"], jitter["rsLoRA"])
     others = [t["median"] for m, t in ms.items() if m != "QLoRA"]
-    assert "its step is the slowest in the table" in text and ms["QLoRA"]["min"] > max(others)
+    assert "Its step is the slowest in the table" in text and ms["QLoRA"]["min"] > max(others)
     assert "max difference to each adapter alone: 1.8e-15; to PEFT's adapter_names: 1.8e-15" in outputs
     assert "## References" in text and "§4.3" in text and "arXiv:2402.12354" in text
 
