@@ -34,7 +34,7 @@ COURSE_MAP = [
             "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each equal to bitsandbytes or PEFT", 40,
             "05, 06"),
     Chapter("09_paper_analyses.ipynb", "The paper's analyses on the course's model",
-            "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", 30, "04, 05"),
+            "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", 40, "04, 05"),
 ]
 
 

@@ -591,7 +591,7 @@ def _check_09():
     assert "it is preferable to adapt more weight matrices than adapting a single type of weights with a larger rank" in text
     assert "W_o alone (73.2%) beats {W_q, W_k} (71.4%) on WikiSQL" in text and table5["Wo"][1] > table5["Wq,Wk"][1]
     best_gap = max(v[1] for w, v in table5.items() if "," in w) - max(v[1] for w, v in table5.items() if "," not in w)
-    assert "on WikiSQL by 0.5 points, no more than the ±0.5% the table gives as the spread across seeds" in text and round(best_gap, 1) == 0.5
+    assert "on WikiSQL by 0.5 points, no more than the ±0.5% the table gives as the standard deviation across seeds" in text and round(best_gap, 1) == 0.5
     assert "2,048 trainable numbers, `fc2` alone at r = 8" in text and pa.BUDGET == 2048
     assert pa.rank_for_budget(("fc2",), 2048, shapes) == 8 and pa.trainable_count(pa.RunSpec(("fc2",), 8), shapes) == 2048
     assert "the head alone stops at r = 10" in text and pa.rank_for_budget(("head",), 2048, shapes) == 10
