@@ -1,0 +1,456 @@
+"""A class on a real JupyterHub, end to end, as root on this machine (issue 28, items 2 and 4).
+
+System users (an instructor and six students) are created with useradd; deploy/install_class.py sets the class
+up; deploy/start_hub.sh starts JupyterHub 6 with configurable-http-proxy on 127.0.0.1. The instructor releases
+notebooks 00 and 02; each student logs in through the hub's login page, gets a server, fetches, works in a kernel
+(that runs as the student), and submits through nbgrader's Assignments extension:
+
+- alice is honest, bob is wrong, dave hands in a wrong version then an honest one (the latest counts);
+- mallory attacks: from her kernel she tries to list and read the exchange, her classmates' work, the instructor's
+  files, the hub's secrets and the proxy's API, to use her server's token on others, to hand in as alice (a
+  folder named for alice with a later time) and to hand in links to the instructor's source; her answer cells try
+  the same at grading time;
+- erin hands in after the due date a malformed notebook and an oversized one;
+- the hub is restarted between the first submissions and the later ones.
+
+The instructor collects, grades with the trusted grader (``python -m lora_edu.grade``), writes feedback from its
+reasons and releases it; students fetch it. A second test drives Debian's Chromium through the login page to a
+running notebook, and kills that student's server to show the autosaved notebook survives.
+
+Everything this makes starts with ``lehub`` (accounts, groups) or lives in /srv/lehub-test, and is removed at the
+end and at the start of the next run. Needs root, Linux, bubblewrap, Node (deploy/proxy, `npm ci`) and chromium:
+``make test`` installs them (tools/setup_env.sh --test-tools).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import datetime as dt
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hub_driver as hd  # noqa: E402
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+if sys.platform != "linux" or os.geteuid() != 0:
+    pytest.skip("the class test creates system users and runs the hub as root (Linux): run it as root (CI does)", allow_module_level=True)
+
+SITE = Path("/srv/lehub-test")
+INSTRUCTOR = "lehub-instr"
+STUDENTS = ("alice", "bob", "mallory", "dave", "erin", "frank")
+NOTEBOOKS = ("00_start_here.ipynb", "02_worked_example.ipynb")
+BIG = 33 << 20   # an oversized notebook: over the grader's 32 MiB
+
+
+def user(short: str) -> str:
+    return f"lehub-{short}"
+
+
+def _need(path: Path | str, what: str) -> None:
+    if not (Path(path).exists() or shutil.which(str(path))):
+        pytest.fail(f"{what} is missing: run `bash tools/setup_env.sh --test-tools` (as root it installs it)")
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory):
+    """The class: users, the set-up, the instructor's release, the hub running. Torn down whatever happens."""
+    _need("bwrap", "bubblewrap (the grader's sandbox)")
+    _need(hd.PROXY, "configurable-http-proxy (deploy/proxy: npm ci)")
+    hd.cleanup(SITE)
+    logs = tmp_path_factory.mktemp("hub")
+    site = hd.ClassSite(SITE)
+    SITE.mkdir(parents=True)
+    os.chmod(SITE, 0o755)
+    hub = None
+    try:
+        passwords = {name: hd.make_user(name) for name in (INSTRUCTOR, *map(user, STUDENTS))}
+        hd.install(site, INSTRUCTOR, [user(s) for s in STUDENTS], hd.venv_for_students())
+        release(site)
+        hub = hd.Hub(site, logs / "hub.log")
+        hub.start()
+        yield site, hub, passwords, logs
+    finally:
+        if hub is not None:
+            hub.stop_everything()
+            artifacts = hd.ROOT / "test-artifacts"
+            artifacts.mkdir(exist_ok=True)
+            shutil.copy(hub.log, artifacts / "hub.log")
+        hd.cleanup(SITE)
+
+
+def instructor_env(site: hd.ClassSite) -> dict:
+    modes = site.settings()["jupyter_config"]
+    return {"JUPYTER_CONFIG_PATH": f"{modes['instructor']}:{modes['common']}", "PATH": f"{site.settings()['venv']}/bin:/usr/bin:/bin"}
+
+
+def as_instructor(site: hd.ClassSite, *cmd: str) -> subprocess.CompletedProcess:
+    course = Path(pwd.getpwnam(INSTRUCTOR).pw_dir) / site.course_id
+    done = hd.as_user(INSTRUCTOR, *cmd, env=instructor_env(site), cwd=course)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed as the instructor:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def release(site: hd.ClassSite) -> None:
+    """The instructor's part before class: source notebooks, nbgrader's student versions, the release."""
+    home = Path(pwd.getpwnam(INSTRUCTOR).pw_dir)
+    source = home / site.course_id / "source" / site.assignment
+    source.mkdir(parents=True)
+    for name in NOTEBOOKS:
+        shutil.copy(hd.ROOT / "notebooks" / name, source / name)
+    subprocess.run(["chown", "-R", f"{INSTRUCTOR}:{INSTRUCTOR}", str(source.parent)], check=True)
+    as_instructor(site, "nbgrader", "generate_assignment", site.assignment)
+    as_instructor(site, "nbgrader", "release_assignment", site.assignment)
+
+
+# -- what students write ----------------------------------------------------------------------------------------------
+
+
+def _solutions(name: str) -> dict[str, str]:
+    nb = json.loads((hd.ROOT / "notebooks" / name).read_text())
+    out = {}
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution"):
+            src = "".join(cell["source"])
+            out[meta["grade_id"]] = "\n".join(line for line in src.splitlines() if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
+    return out
+
+
+def answer(nb: dict, name: str, how: str) -> dict:
+    """The fetched notebook with its answer cells filled in: "honest", "wrong" or "attack"."""
+    solutions = _solutions(name)
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("solution"):
+            continue
+        src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        if how == "honest":
+            cell["source"] = solutions[meta["grade_id"]]
+        elif how == "wrong":
+            cell["source"] = src.replace("raise NotImplementedError()", "return -1.0")
+        else:  # at grading time, in the sandbox: look for the instructor's and classmates' files, return nonsense
+            cell["source"] = src.replace("raise NotImplementedError()", ATTACK_AT_GRADING)
+    return nb
+
+
+ATTACK_AT_GRADING = """import os, glob
+    found = glob.glob('/home/*/lora/source/*/*.ipynb') + glob.glob('/home/*/lora/*') + glob.glob('/srv/lehub-test/*/*/*/*')
+    leaked = [open(p).read(100) for p in found if os.path.isfile(p)]
+    return len(leaked) + 12345"""
+
+
+def attack_probe(site: hd.ClassSite, alice_folder: str) -> str:
+    """Python for mallory's kernel: try everything a student should not be able to do; print one JSON verdict."""
+    s = site.settings()
+    instr = pwd.getpwnam(INSTRUCTOR).pw_dir
+    alice = pwd.getpwnam(user("alice")).pw_dir
+    inbound = f"{site.exchange}/{site.course_id}/inbound"
+    reads = [f"{alice}/lora/00_start_here.ipynb", f"{alice}/.local/share/jupyter/nbgrader_cache",
+             f"{inbound}/{alice_folder}/00_start_here.ipynb", f"{inbound}/{alice_folder}/submission_secret.txt",
+             f"{instr}/lora/source/lora/00_start_here.ipynb", f"{instr}/lora/gradebook.db", f"{instr}/lora/grading_run.json",
+             f"{instr}/lora/grades.csv", f"{instr}/lora/submitted", f"{site.state}/jupyterhub_cookie_secret",
+             f"{site.state}/jupyterhub.sqlite", f"{site.state}/proxy.pid"]
+    lists = [inbound, f"{inbound}/{alice_folder}", f"{site.exchange}/{site.course_id}/feedback", alice, instr, str(site.state)]
+    return f"""
+import glob, json, os, shutil, urllib.request, urllib.error
+verdict = {{"read": {{}}, "list": {{}}, "environ": [], "http": {{}}, "write": {{}}}}
+for p in {reads!r}:
+    try:
+        with open(p, 'rb') as f:
+            verdict['read'][p] = 'READ ' + repr(f.read(40))
+    except Exception as e:
+        verdict['read'][p] = type(e).__name__
+for d in {lists!r}:
+    try:
+        verdict['list'][d] = 'LISTED ' + repr(os.listdir(d)[:5])
+    except Exception as e:
+        verdict['list'][d] = type(e).__name__
+me = os.getuid()
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        if os.stat('/proc/' + pid).st_uid != me:
+            text = open('/proc/' + pid + '/environ', 'rb').read()
+            verdict['environ'].append(pid + ' ' + repr(text[:60]))
+    except Exception:
+        pass
+def http(name, url, headers={{}}):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=20) as r:
+            verdict['http'][name] = r.status
+    except urllib.error.HTTPError as e:
+        verdict['http'][name] = e.code
+    except Exception as e:
+        verdict['http'][name] = type(e).__name__
+token = {{'Authorization': 'token ' + os.environ.get('JUPYTERHUB_API_TOKEN', '')}}
+http('proxy_api_routes', 'http://127.0.0.1:{s['proxy_api_port']}/api/routes')
+http('hub_api_all_users', 'http://127.0.0.1:{s['hub_port']}/hub/api/users', token)
+http('hub_api_alice', 'http://127.0.0.1:{s['hub_port']}/hub/api/users/{user('alice')}', token)
+http('hub_api_new_token_for_alice', 'http://127.0.0.1:{s['hub_port']}/hub/api/users/{user('alice')}/tokens', token)
+http('alice_server_via_proxy', 'http://127.0.0.1:{s['port']}/user/{user('alice')}/api/contents/lora', token)
+http('instructor_server_via_proxy', 'http://127.0.0.1:{s['port']}/user/{INSTRUCTOR}/api/contents/lora/source', token)
+ports = set()
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        env_port = [a for a in open('/proc/' + pid + '/cmdline').read().split('\\0') if a.startswith('--port=')]
+        ports.update(a.split('=')[1] for a in env_port)
+    except Exception:
+        pass
+for port in sorted(ports):
+    http('server_port_' + port + '_alice', 'http://127.0.0.1:' + port + '/user/{user('alice')}/api/contents/lora', token)
+    http('server_port_' + port + '_instr', 'http://127.0.0.1:' + port + '/user/{INSTRUCTOR}/api/contents/lora', token)
+for name, target in (('rename_course', '{site.exchange}/{site.course_id}'), ('rename_alice', '{inbound}/{alice_folder}')):
+    try:
+        os.rename(target, target + '.stolen')
+        verdict['write'][name] = 'RENAMED'
+    except Exception as e:
+        verdict['write'][name] = type(e).__name__
+try:
+    shutil.rmtree('{inbound}/{alice_folder}')
+    verdict['write']['delete_alice'] = 'DELETED'
+except Exception as e:
+    verdict['write']['delete_alice'] = type(e).__name__
+print('VERDICT' + json.dumps(verdict))
+"""
+
+
+def forge(site: hd.ClassSite) -> str:
+    """Python for mallory's kernel: hand in as alice (a later time), and hand in links to the instructor's source."""
+    inbound = f"{site.exchange}/{site.course_id}/inbound"
+    instr = pwd.getpwnam(INSTRUCTOR).pw_dir
+    return f"""
+import os, shutil
+stamp = '2099-01-01 00:00:00.000000 UTC'
+forged = '{inbound}/{user('alice')}+{site.assignment}+' + stamp + '+forged'
+os.mkdir(forged)
+for nb in {list(NOTEBOOKS)!r}:
+    shutil.copy(os.path.expanduser('~/lora/' + nb), forged)
+open(forged + '/timestamp.txt', 'w').write(stamp)
+links = '{inbound}/{user('mallory')}+{site.assignment}+' + stamp + '+links'
+os.mkdir(links)
+for nb in {list(NOTEBOOKS)!r}:
+    os.symlink('{instr}/lora/source/{site.assignment}/' + nb, links + '/' + nb)
+open(links + '/timestamp.txt', 'w').write(stamp)
+os.chmod(links, 0o755)
+print('FORGED')
+"""
+
+
+# -- the test ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_class_end_to_end(klass):
+    site, hub, passwords, logs = klass
+    students = {short: hd.Student(hub, user(short), passwords[user(short)]) for short in STUDENTS if short != "frank"}
+    teacher = hd.Student(hub, INSTRUCTOR, passwords[INSTRUCTOR])
+
+    # A wrong password and an account outside the class are refused at the login page.
+    assert hd.Student(hub, user("alice"), "not-her-password").login().status_code == 403
+    assert hd.Student(hub, "nobody", "x").login().status_code == 403
+
+    # Everyone logs in through the login form and gets a server (at once, as a class does).
+    def arrive(person: hd.Student) -> float:
+        r = person.login()
+        assert r.status_code == 302, (person.name, r.status_code, r.text[:300])
+        return person.start_server()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        starts = dict(zip([*students, "instructor"], pool.map(arrive, [*students.values(), teacher])))
+    print("server start times (s):", {k: round(v, 1) for k, v in starts.items()})
+
+    # Modes: a student's server has no formgrader and hides nbgrader's instructor plugins; the instructor's has it.
+    alice = students["alice"]
+    assert alice.api("GET", "/formgrader").status_code == 404
+    lab = alice.api("GET", "/lab").text
+    assert "@jupyter/nbgrader:formgrader" in lab and "@jupyter/nbgrader:create-assignment" in lab  # listed as disabled
+    assert teacher.api("GET", "/formgrader").status_code == 200
+
+    # Fetch, and each kernel runs as its student.
+    for short, person in students.items():
+        listing = person.assignments("fetch", site.course_id, site.assignment)
+        assert any(a["assignment_id"] == site.assignment for a in listing), listing
+        who = person.run_code("import os, pwd; print(pwd.getpwuid(os.geteuid()).pw_name, os.getuid())")
+        assert who.split()[0] == person.name, who
+
+    def hand_in(short: str, how: str) -> None:
+        person = students[short]
+        for name in NOTEBOOKS:
+            path = f"{site.assignment}/{name}"
+            person.save_notebook(path, answer(person.read_notebook(path), name, how))
+        result = person.assignments("submit", site.course_id, site.assignment)
+        assert not (isinstance(result, dict) and result.get("success") is False), result
+
+    hand_in("alice", "honest")
+    hand_in("bob", "wrong")
+    inbound = site.exchange / site.course_id / "inbound"
+    alice_folder = next(p.name for p in inbound.iterdir() if p.name.startswith(user("alice") + "+"))
+    info = os.stat(inbound / alice_folder)
+    assert (info.st_mode & 0o777, info.st_gid) == (0o750, __import__("grp").getgrnam("lehub-instructors").gr_gid)
+
+    # mallory: everything a student should not be able to do, from her kernel.
+    mallory = students["mallory"]
+    out = mallory.run_code(attack_probe(site, alice_folder))
+    verdict = json.loads(out.split("VERDICT", 1)[1])
+    print("attack verdict:", json.dumps(verdict, indent=1))
+    assert not [p for p, v in verdict["read"].items() if v.startswith("READ")], verdict["read"]
+    assert not [p for p, v in verdict["list"].items() if v.startswith("LISTED")], verdict["list"]
+    assert verdict["environ"] == [], verdict["environ"]
+    assert verdict["write"] == {"rename_course": "PermissionError", "rename_alice": "PermissionError",
+                                "delete_alice": "PermissionError"}, verdict["write"]
+    assert verdict["http"]["proxy_api_routes"] == 403
+    for name, status in verdict["http"].items():
+        if name != "proxy_api_routes":
+            assert status in (302, 403, 404), (name, status)  # never 200: no other user's data, no token
+    assert mallory.run_code(forge(site)).strip() == "FORGED"
+    hand_in("mallory", "attack")
+
+    # The hub restarts mid-class: servers, sessions and submissions stay.
+    hub.stop()
+    hub.start()
+    hand_in("dave", "wrong")
+    time.sleep(1.1)  # nbgrader's timestamps have microseconds; the kernel's ctime too, but be clear about "later"
+    hand_in("dave", "honest")
+
+    # The due date passes; erin hands in late, a malformed notebook and an oversized one.
+    due = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    as_instructor(site, "nbgrader", "db", "assignment", "add", site.assignment, f"--duedate={due:%Y-%m-%d %H:%M:%S} UTC")
+    time.sleep(1.1)
+    erin = students["erin"]
+    erin.save_file(f"{site.assignment}/00_start_here.ipynb", '{"cells": [ this is not json')
+    big = answer(erin.read_notebook(f"{site.assignment}/02_worked_example.ipynb"), "02_worked_example.ipynb", "honest")
+    big["cells"][0].setdefault("metadata", {})["padding"] = "x" * BIG
+    erin.save_notebook(f"{site.assignment}/02_worked_example.ipynb", big)
+    result = erin.assignments("submit", site.course_id, site.assignment)
+    assert not (isinstance(result, dict) and result.get("success") is False), result
+
+    # The instructor collects (refusing what mallory forged), grades, writes and releases feedback.
+    collected = as_instructor(site, "nbgrader", "collect", site.assignment)
+    log = collected.stdout + collected.stderr
+    assert re.search(rf"Refused .*{user('alice')}\+.*forged: it claims to be {user('alice')}'s but belongs to {user('mallory')}", log), log
+    course = Path(pwd.getpwnam(INSTRUCTOR).pw_dir) / site.course_id
+    graded = as_instructor(site, "python", "-m", "lora_edu.grade", str(course), site.assignment)
+    print(graded.stdout[-2000:])
+    as_instructor(site, "python", "-m", "lora_edu.classroom", "feedback", str(course), site.assignment)
+    as_instructor(site, "nbgrader", "release_feedback", site.assignment)
+
+    totals = {row["student_id"]: float(row["score"]) for row in csv.DictReader(open(course / "grades_totals.csv"))}
+    top = 4.0  # notebooks 00 and 02: two graded cells each, one point each
+    assert totals == {user("alice"): top, user("bob"): 0.0, user("mallory"): 0.0, user("dave"): top, user("erin"): 0.0}, totals
+    rows = list(csv.DictReader(open(course / "grades_feedback.csv")))
+    reasons = {(r["student_id"], r["notebook"]): r["message"] for r in rows}
+    assert "symbolic links are not accepted" in reasons[(user("mallory"), "00_start_here.ipynb")]
+    assert "not valid JSON" in reasons[(user("erin"), "00_start_here.ipynb")]
+    assert "the grader reads at most 32 MiB" in reasons[(user("erin"), "02_worked_example.ipynb")]
+    report = {r["student_id"]: r for r in csv.DictReader(open(course / "class_report.csv"))}
+    assert float(report[user("erin")]["minutes_late"]) > 0
+    assert all(float(report[user(s)]["minutes_late"]) == 0 for s in ("alice", "bob", "mallory", "dave")), report
+
+    # Students fetch their feedback; it holds their marks and reasons and no hidden case.
+    seed = json.loads((course / "grading_run.json").read_text())["seed"]
+    hidden = hidden_cases(course / "source" / site.assignment, seed)
+    for short, expected in (("alice", "4 / 4"), ("bob", "0 / 2"), ("dave", "2 / 2"), ("erin", "0 / 2")):
+        person = students[short]
+        person.assignments("fetch_feedback", site.course_id, site.assignment)
+        pages = person.run_code("import glob; [print(p) for p in sorted(glob.glob('lora/feedback/*/*.html'))]").split()
+        assert len(pages) == 2, (short, pages)
+        text = "".join(person.api("GET", f"/api/contents/{p}", params={"content": 1, "type": "file", "format": "text"}).json()["content"]
+                       for p in pages)
+        assert str(seed) not in text
+        for shown in hidden:
+            assert shown not in text, (short, shown)
+        if short == "alice":
+            assert text.count("correct") >= 4 and "late" not in text
+        if short == "erin":
+            assert "<strong>late</strong>" in text
+        assert expected.split(" / ")[1] in text
+
+    # After grading, mallory still reaches none of the grader's secrets.
+    again = json.loads(mallory.run_code(attack_probe(site, alice_folder)).split("VERDICT", 1)[1])
+    assert not [p for p, v in again["read"].items() if v.startswith("READ")], again["read"]
+
+
+def hidden_cases(source: Path, seed: int) -> list[str]:
+    """The hidden cases this grading run drew (from its seed), as the feedback would show inputs: none may appear."""
+    from lora_edu.course.exercises import _show_inputs
+    from lora_edu.grade import sandbox
+    from lora_edu.grade.course_folder import read_source
+    from lora_edu.grade.grader import _Notebook
+
+    shown = []
+    for i, path in enumerate(sorted(source.glob("*.ipynb"))):
+        notebook = _Notebook(read_source(path), seed, i, sandbox.DEFAULT_LIMITS)
+        for cases in notebook.cases.values():  # cases[0] is the visible example, which feedback may show
+            visible = _show_inputs(cases[0][1]) if cases else ""
+            shown += [s for _, inputs in cases[1:] if "=" in (s := _show_inputs(inputs)) and s != visible]  # values, not just shapes
+    return shown
+
+
+# -- a real browser -----------------------------------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.mark.browser
+def test_browser_login_to_a_running_notebook_and_a_killed_server_keeps_the_autosave(klass):
+    """frank logs in through the hub's login page in Chromium, types in a notebook and runs it; JupyterLab autosaves;
+    his server is killed (SIGKILL, as the out-of-memory killer would); restarted, it opens his typed work."""
+    site, hub, passwords, logs = klass
+    browser_path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser_path:
+        pytest.fail("No Chromium: install Debian's package (apt-get install chromium; `make test` does it as root) or set CHROMIUM",
+                    pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    frank = hd.Student(hub, user("frank"), passwords[user("frank")])
+    marker = f"frank_was_here_{os.getpid()}"
+    notebook = Path(pwd.getpwnam(frank.name).pw_dir) / site.assignment / "00_start_here.ipynb"
+    artifacts = hd.ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        try:
+            page.goto(f"{hub.url}/hub/login", timeout=60_000)
+            page.fill("#username_input", frank.name)
+            page.fill("#password_input", frank.password)
+            page.click("#login_submit")
+            page.wait_for_url(re.compile(rf".*/user/{frank.name}/lab.*"), timeout=240_000)  # the spawn page, then JupyterLab
+            page.wait_for_selector(".jp-LabShell", timeout=120_000)
+            # The assignment, fetched by frank's own server (the Assignments panel calls the same endpoint)
+            cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+            frank.http.cookies.update(cookies)
+            frank.assignments("fetch", site.course_id, site.assignment)
+            page.goto(f"{frank.base}/lab/tree/{site.assignment}/00_start_here.ipynb", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            cell = page.locator(".jp-Notebook .jp-CodeCell").first
+            cell.locator(".cm-content").click()
+            page.keyboard.press("Control+End")
+            page.keyboard.type(f"\n{marker} = 1\nprint('ran as', __import__('getpass').getuser())")
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_selector(f"text=ran as {frank.name}", timeout=180_000)  # a running kernel, as frank
+            page.screenshot(path=str(artifacts / "hub_notebook.png"))
+            deadline = time.monotonic() + 120   # autosave: every 30 s in a class (deploy/install_class.py)
+            while marker not in notebook.read_text() and time.monotonic() < deadline:
+                time.sleep(2)
+            assert marker in notebook.read_text(), "JupyterLab did not autosave the notebook within 120 s"
+
+            hd.kill_processes_of(frank.name)   # the server and its kernel die at once, unsaved state and all
+            frank.hub_api("DELETE", f"/users/{frank.name}/server")   # the hub's "stop my server", then start again
+            frank.start_server()
+            page.goto(f"{frank.base}/lab/tree/{site.assignment}/00_start_here.ipynb", timeout=120_000)
+            page.wait_for_selector(f".jp-Notebook :text('{marker}')", timeout=120_000)
+            page.screenshot(path=str(artifacts / "hub_notebook_after_kill.png"))
+        finally:
+            browser.close()
