@@ -4,6 +4,7 @@
     deploy/install_class.py setup --instructor NAME [options]   the layout below (idempotent)
     deploy/install_class.py students NAME...                      put existing system users in the class
     deploy/install_class.py remove                                undo `setup` (groups, exchange, config, hub state)
+    deploy/install_class.py venv [--venv PATH]                     build or update the course's environment only
 
 What `setup` makes (every path is an option; the defaults are for a server that holds one class):
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -53,6 +55,8 @@ LEARNER_SERVER_EXTENSIONS = {"nbgrader.server_extensions.formgrader": False, "nb
 #: JupyterLab saves an open notebook this often (s) in a class: a server that dies loses at most this much typing
 AUTOSAVE_SECONDS = 30
 PROXY = ROOT / "deploy" / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+#: the interpreter the environment is made from: the system's, which every user can run (pyenv's under /root is not)
+BASE_PYTHON = "/usr/bin/python3"
 
 
 class SetupError(RuntimeError):
@@ -98,17 +102,42 @@ def readable_by_nobody(path: Path) -> bool:
     return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r", str(path)]).returncode == 0
 
 
-def ensure_venv(venv: Path) -> None:
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def ensure_venv(venv: Path, base_python: str = BASE_PYTHON) -> None:
+    """The course's environment for every user: built from the lock when missing or when the lock changed; the course
+    itself re-installed when its files changed (a few seconds). Its interpreter must be one every user can run."""
     python = venv / "bin" / "python"
-    if not python.exists():
-        print(f"install_class: building the course's environment in {venv} from lock/full.txt (a few minutes)")
-        _run(sys.executable, "-m", "venv", str(venv))
+    lock = _digest([ROOT / "lock" / "full.txt", ROOT / "constraints-cpu.txt"])
+    course = _digest(sorted(p for p in (ROOT / "lora_edu").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+                     + [ROOT / "pyproject.toml"])
+    stamps = venv / ".class-stamp.json"
+    old = json.loads(stamps.read_text()) if stamps.exists() else {}
+    if not python.exists() or old.get("lock") != lock:
+        if not readable_by_nobody(Path(base_python)):
+            raise SetupError(f"{base_python} cannot be run by an ordinary user (is it under /root, like pyenv's?): pass "
+                             "--base-python with a system Python 3.11+ (Debian: /usr/bin/python3)")
+        print(f"install_class: building the course's environment in {venv} from lock/full.txt with {base_python} (a few minutes)")
+        shutil.rmtree(venv, ignore_errors=True)
+        _run(base_python, "-m", "venv", str(venv))
         subprocess.run(["bash", str(ROOT / "tools" / "install_locked.sh"), str(python), "lock/full.txt"], check=True, cwd=ROOT)
+    elif old.get("course") != course:
+        print(f"install_class: re-installing the course into {venv} (its files changed)")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--no-build-isolation", "--force-reinstall", "."], check=True, cwd=ROOT)
+    write(stamps, json.dumps({"lock": lock, "course": course}))
+    for path in (ROOT / "build",):  # pip's build folder in the repository, left by a non-editable install
+        shutil.rmtree(path, ignore_errors=True)
     if not (venv / "bin" / "jupyterhub-singleuser").exists():
         raise SetupError(f"{venv} has no jupyterhub-singleuser: it was not built from the course's lock with the hub extra "
-                         "(tools/lock.py includes it); rebuild it")
+                         "(tools/lock.py includes it); remove it and run again")
     if not readable_by_nobody(python):
-        raise SetupError(f"{python} cannot be read by an ordinary user (a folder above it is private, such as /root): "
+        raise SetupError(f"{python} cannot be run by an ordinary user (a folder above it is private, such as /root): "
                          "put the environment where every student can read it, e.g. --venv /opt/lora-edu/venv")
 
 
@@ -148,7 +177,7 @@ def setup(args) -> dict:
         instructor = pwd.getpwnam(args.instructor)
     except KeyError:
         raise SetupError(f"no system user {args.instructor!r}: create it first (useradd -m {args.instructor}; passwd {args.instructor})") from None
-    ensure_venv(Path(args.venv))
+    ensure_venv(Path(args.venv), args.base_python)
     proxy = Path(args.proxy)
     if not os.access(proxy, os.X_OK):
         raise SetupError(f"no proxy at {proxy}: run `npm ci --prefix deploy/proxy` (Node 20+; Debian: apt-get install nodejs npm)")
@@ -216,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in DEFAULTS.items():
         p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value)
     p.add_argument("--proxy", default=str(PROXY), help="configurable-http-proxy (default: deploy/proxy's, from npm ci)")
+    p.add_argument("--base-python", default=BASE_PYTHON, help="the Python the environment is made from (default: the system's)")
+    v = sub.add_parser("venv", help="build or update the course's environment only (setup does it too)")
+    v.add_argument("--venv", default=DEFAULTS["venv"])
+    v.add_argument("--base-python", default=BASE_PYTHON)
     s = sub.add_parser("students", help="put existing system users in the class (and make their homes private)")
     s.add_argument("names", nargs="+")
     s.add_argument("--etc", default=DEFAULTS["etc"])
@@ -223,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--etc", default=DEFAULTS["etc"])
     args = parser.parse_args(argv)
     try:
-        {"setup": setup, "students": students, "remove": remove}[args.command](args)
+        if args.command == "venv":
+            ensure_venv(Path(args.venv), args.base_python)
+        else:
+            {"setup": setup, "students": students, "remove": remove}[args.command](args)
     except (SetupError, subprocess.CalledProcessError) as exc:
         detail = f"{exc}" if isinstance(exc, SetupError) else f"{' '.join(exc.cmd)} failed: {exc.stderr.strip()}"
         print(f"install_class: error: {detail}", file=sys.stderr)

@@ -42,7 +42,7 @@ c.JupyterHub.pid_file = str(STATE / "jupyterhub.pid")
 
 c.JupyterHub.authenticator_class = "pam"
 c.LocalAuthenticator.create_system_users = False  # accounts are made by the administrator (useradd), never by the hub
-c.Authenticator.allowed_groups = {CLASS["students_group"], CLASS["instructors_group"]}
+c.LocalAuthenticator.allowed_groups = {CLASS["students_group"], CLASS["instructors_group"]}
 c.Authenticator.admin_users = set()  # nobody administers the hub through the web; root runs it
 c.JupyterHub.admin_access = False
 

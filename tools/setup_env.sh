@@ -71,4 +71,10 @@ if [ "${1:-}" = "--test-tools" ]; then
             && echo "$proxy_stamp" > deploy/proxy/node_modules/.course-stamp \
             || echo "setup: npm ci in deploy/proxy failed; the class test will say how to install the proxy" >&2
     fi
+    # The class test's students cannot run this .venv when its Python lives where they cannot read (pyenv under /root):
+    # then, as root, a class environment from the same lock, made from the system's Python (minutes the first time).
+    if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c "test -r $VENV/bin/python && test -r lora_edu/__init__.py" 2>/dev/null; then
+        "$PYTHON" deploy/install_class.py venv --venv /opt/lehub-venv \
+            || echo "setup: could not build the class test's environment /opt/lehub-venv; the class test will fail and say why" >&2
+    fi
 fi

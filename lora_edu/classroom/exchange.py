@@ -41,6 +41,7 @@ import shutil
 import stat
 from collections import defaultdict
 
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.exchange.default import (
     ExchangeCollect,
     ExchangeFetchAssignment,
@@ -51,7 +52,6 @@ from nbgrader.exchange.default import (
     ExchangeSubmit,
 )
 from nbgrader.exchange.default.exchange import Exchange
-from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import check_mode, ignore_patterns, parse_utc
 
 #: the modes a handed-in folder and its files keep: the student and the instructors' group, nobody else
@@ -98,8 +98,10 @@ class Submit(_FixedRoot, ExchangeSubmit):
         self.log.info("Source: %s", self.src_path)
         self.log.info("Destination: %s", dest)
         self.check_filename_diff()
-        os.mkdir(dest, 0o700)  # private while it fills: copytree copies the student's own (often 0644) modes
-        os.chmod(dest, 0o700)  # whatever the umask
+        # Private while it fills (copytree copies the student's own, often 0644, modes). mkdir, not chmod: the folder
+        # keeps the setgid bit inherited from inbound/, so every file made in it gets the instructors' group (a chmod
+        # by the student, who is not in that group, would clear the bit).
+        os.mkdir(dest, 0o700)
         self._copy_into(self.src_path, dest)
         secret = self._write_stamps(dest)
         self.set_perms(dest, fileperms=SUBMISSION_FILE_MODE, dirperms=SUBMISSION_DIR_MODE)
@@ -112,13 +114,26 @@ class Submit(_FixedRoot, ExchangeSubmit):
         self.log.info("Submitted as: %s %s %s", self.coursedir.course_id, self.coursedir.assignment_id, self.timestamp)
 
     def _copy_into(self, src: str, dest: str) -> None:
-        """nbgrader's do_copy (its size limits and ignore patterns), into a folder that exists already."""
+        """nbgrader's do_copy (its size limits and ignore patterns), into ``dest``, which exists and keeps its mode.
+
+        Entry by entry, not ``copytree(src, dest, dirs_exist_ok=True)``: that ends by copying ``src``'s mode onto
+        ``dest`` (0755, say, for a moment, and without the setgid bit, so later files lose the instructors' group).
+        """
         size = self.get_size(src)
         if size > 1000 * self.coursedir.max_dir_size:
             raise RuntimeError(f"Directory size is too big. Size is {size}, maximum size is {1000 * self.coursedir.max_dir_size}")
-        shutil.copytree(src, dest, dirs_exist_ok=True,
-                        ignore=ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
-                                               max_file_size=self.coursedir.max_file_size, log=self.log))
+        ignore = ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
+                                 max_file_size=self.coursedir.max_file_size, log=self.log)
+        names = os.listdir(src)
+        skipped = ignore(src, names)
+        for name in names:
+            if name in skipped:
+                continue
+            source, target = os.path.join(src, name), os.path.join(dest, name)
+            if os.path.isdir(source):
+                shutil.copytree(source, target, ignore=ignore)
+            else:
+                shutil.copy2(source, target)
 
     def _write_stamps(self, folder: str, secret: str | None = None) -> str:
         secret = secret or os.urandom(64).hex()

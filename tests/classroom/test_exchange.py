@@ -12,8 +12,7 @@ import pwd
 import pytest
 
 pytest.importorskip("nbgrader")
-from lora_edu.classroom import EXCHANGE_FACTORY  # noqa: E402
-from lora_edu.classroom import exchange  # noqa: E402
+from lora_edu.classroom import EXCHANGE_FACTORY, exchange  # noqa: E402
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 

@@ -58,20 +58,27 @@ def make_user(name: str) -> str:
     return password
 
 
+#: the class's environment for the tests when this one is not usable by other accounts (set-up builds it)
+TEST_VENV = Path("/opt/lehub-venv")
+
+
 def venv_for_students() -> Path:
-    """The course's environment every student runs: this one where an ordinary user can read it (and the course it
-    imports), else one deploy/install_class.py builds from the lock once (minutes) and later runs re-use."""
+    """The course's environment every student runs: this one where an ordinary user can run it (and read the course
+    it imports), else the one `tools/setup_env.sh --test-tools` built from the lock for the class test (TEST_VENV),
+    brought up to date with the course's files here (deploy/install_class.py venv: seconds)."""
     here = Path(sys.prefix)
     if all(readable_by_nobody(p) for p in (here / "bin" / "python", ROOT / "lora_edu" / "__init__.py")):
         return here
-    return Path("/opt/lehub-venv")
+    done = subprocess.run([sys.executable, str(DEPLOY / "install_class.py"), "venv", "--venv", str(TEST_VENV)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return TEST_VENV
 
 
 def readable_by_nobody(path: Path) -> bool:
     return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r", str(path)]).returncode == 0
 
 
-def install(site: "ClassSite", instructor: str, students: list[str], venv: Path) -> None:
+def install(site: ClassSite, instructor: str, students: list[str], venv: Path) -> None:
     """deploy/install_class.py setup (ports chosen free here) and students, as an administrator would run them."""
     setup = subprocess.run(
         [sys.executable, str(DEPLOY / "install_class.py"), "setup", "--instructor", instructor, "--venv", str(venv),
@@ -83,7 +90,7 @@ def install(site: "ClassSite", instructor: str, students: list[str], venv: Path)
     add_students(site, students)
 
 
-def add_students(site: "ClassSite", students: list[str]) -> None:
+def add_students(site: ClassSite, students: list[str]) -> None:
     added = subprocess.run([sys.executable, str(DEPLOY / "install_class.py"), "students", "--etc", str(site.etc), *students],
                            capture_output=True, text=True)
     assert added.returncode == 0, added.stderr
@@ -254,10 +261,13 @@ class Student:
     def api(self, method: str, path: str, **kw) -> requests.Response:
         return self.http.request(method, f"{self.base}{path}", headers={"X-XSRFToken": self._xsrf()}, timeout=kw.pop("timeout", 300), **kw)
 
-    def assignments(self, action: str, course: str, assignment: str) -> object:
+    def assignments(self, action: str, course: str, assignment: str) -> list[dict]:
+        """nbgrader's Assignments panel: fetch, submit or fetch_feedback; returns the course's assignments as it lists them."""
         r = self.api("POST", f"/assignments/{action}", data={"course_id": course, "assignment_id": assignment})
         assert r.status_code == 200, (action, r.status_code, r.text[:500])
-        return r.json()
+        answer = r.json()
+        assert answer.get("success") is True, (self.name, action, str(answer.get("value"))[-2000:])
+        return answer["value"]
 
     def read_notebook(self, path: str) -> dict:
         r = self.api("GET", f"/api/contents/{path}", params={"content": 1})
