@@ -367,7 +367,7 @@ def test_a_class_end_to_end(klass):
     for short, expected in (("alice", "4 / 4"), ("bob", "0 / 2"), ("dave", "2 / 2"), ("erin", "0 / 2")):
         person = students[short]
         person.assignments("fetch_feedback", site.course_id, site.assignment)
-        pages = person.run_code("import glob; [print(p) for p in sorted(glob.glob('lora/feedback/*/*.html'))]").split()
+        pages = person.run_code("import glob; [print(p) for p in sorted(glob.glob('lora/feedback/*/*.html'))]").splitlines()
         assert len(pages) == 2, (short, pages)
         text = "".join(person.api("GET", f"/api/contents/{p}", params={"content": 1, "type": "file", "format": "text"}).json()["content"]
                        for p in pages)
