@@ -423,6 +423,11 @@ def test_browser_login_to_a_running_notebook_and_a_killed_server_keeps_the_autos
     notebook = Path(pwd.getpwnam(frank.name).pw_dir) / site.assignment / "00_start_here.ipynb"
     artifacts = hd.ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
+    assert frank.login().status_code == 302   # frank's assignment first, through his server's Assignments extension
+    frank.start_server()
+    frank.assignments("fetch", site.course_id, site.assignment)
+    docmanager = frank.api("GET", "/lab/api/settings/@jupyterlab/docmanager-extension:plugin").json()
+    assert docmanager["composite"]["autosaveInterval"] == 30   # the class's setting (install_class.py), not JupyterLab's 120 s
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
         page = browser.new_page()
@@ -431,19 +436,15 @@ def test_browser_login_to_a_running_notebook_and_a_killed_server_keeps_the_autos
             page.fill("#username_input", frank.name)
             page.fill("#password_input", frank.password)
             page.click("#login_submit")
-            page.wait_for_url(re.compile(rf".*/user/{frank.name}/lab.*"), timeout=240_000)  # the spawn page, then JupyterLab
+            page.wait_for_url(re.compile(rf".*/user/{frank.name}/lab.*"), timeout=240_000)  # the hub's OAuth hop, then JupyterLab
             page.wait_for_selector(".jp-LabShell", timeout=120_000)
-            # The assignment, fetched by frank's own server (the Assignments panel calls the same endpoint)
-            cookies = {c["name"]: c["value"] for c in page.context.cookies()}
-            frank.http.cookies.update(cookies)
-            frank.assignments("fetch", site.course_id, site.assignment)
             page.goto(f"{frank.base}/lab/tree/{site.assignment}/00_start_here.ipynb", timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            cell = page.locator(".jp-Notebook .jp-CodeCell").first
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Control+End")
-            page.keyboard.type(f"\n{marker} = 1\nprint('ran as', __import__('getpass').getuser())")
+            page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-InputPrompt").click()   # select it (command mode)
+            page.keyboard.press("b")       # a new cell below, as a learner adds one
+            page.keyboard.press("Enter")   # edit it
+            page.keyboard.type(f"{marker} = 1\nprint('ran as', __import__('getpass').getuser())")
             page.keyboard.press("Shift+Enter")
             page.wait_for_selector(f"text=ran as {frank.name}", timeout=180_000)  # a running kernel, as frank
             page.screenshot(path=str(artifacts / "hub_notebook.png"))
@@ -458,5 +459,8 @@ def test_browser_login_to_a_running_notebook_and_a_killed_server_keeps_the_autos
             page.goto(f"{frank.base}/lab/tree/{site.assignment}/00_start_here.ipynb", timeout=120_000)
             page.wait_for_selector(f".jp-Notebook :text('{marker}')", timeout=120_000)
             page.screenshot(path=str(artifacts / "hub_notebook_after_kill.png"))
+        except Exception:
+            page.screenshot(path=str(artifacts / "hub_notebook_failed.png"))
+            raise
         finally:
             browser.close()
