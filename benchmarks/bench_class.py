@@ -7,9 +7,10 @@ Part 1, servers (as root: it creates system users ``lehub-s001``... and removes 
 exactly as deploy/ does (install_class.py, start_hub.sh: JupyterHub with configurable-http-proxy on 127.0.0.1, PAM
 users) and then, one student after another, logs in through the hub, starts the student's server and runs every
 code cell of notebook 02 in a kernel that stays open, as a class does while everyone works. For each student it
-records the seconds from "start my server" to a server that answers, the seconds notebook 02 took, the memory of
-all the student's processes (PSS, so shared libraries are split between the processes that share them) and the
-memory the machine still had available. It stops at the first of: ``--max-servers``; less than
+records the seconds from "start my server" to a server that answers, the seconds notebook 02 took, the CPU time all
+the student's processes used for both (what a busy machine cannot shrink: the basis of "students per core"), the
+memory of all the student's processes (PSS, so shared libraries are split between the processes that share them)
+and the memory the machine still had available. It stops at the first of: ``--max-servers``; less than
 ``--reserve-gib`` available; a server that does not start within ``--start-timeout`` s; notebook 02 slower
 than ``--run-timeout`` s. Why it stopped is in the result.
 
@@ -61,6 +62,19 @@ def pss_mib(user: str) -> float:
     return total / 1024
 
 
+def cpu_seconds(user: str) -> float:
+    """CPU time (user + system) used so far by every live process of ``user``: its server's start and its kernels' work."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in hd.processes_of(user):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15 of proc(5))
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / ticks
+
+
 def notebook_cells(path: Path) -> list[str]:
     nb = json.loads(path.read_text())
     return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
@@ -106,6 +120,7 @@ def servers(args) -> dict:
                 break
             run_s = time.monotonic() - t0
             rows.append(dict(student=n, start_s=round(start_s, 2), notebook02_s=round(run_s, 2), pss_mib=round(pss_mib(name), 1),
+                             cpu_s=round(cpu_seconds(name), 2),
                              mem_available_gib=round(mem_available_gib(), 2), load_average=load_average()))
             print(f"server {n}: started in {start_s:.1f} s, notebook 02 in {run_s:.1f} s, {rows[-1]['pss_mib']:.0f} MiB, "
                   f"{rows[-1]['mem_available_gib']:.1f} GiB left", flush=True)
@@ -119,6 +134,7 @@ def servers(args) -> dict:
                 servers_held=len(rows), stopped_because=reason, per_server=rows,
                 pss_mib=min_median(pss) if pss else None, start_s=min_median([r["start_s"] for r in rows]) if rows else None,
                 notebook02_s=min_median([r["notebook02_s"] for r in rows]) if rows else None,
+                cpu_s=min_median([r["cpu_s"] for r in rows]) if rows else None,
                 reserve_gib=args.reserve_gib, load_average_before=load_before, load_average_after=load_average())
 
 

@@ -87,7 +87,8 @@ def install(site: ClassSite, instructor: str, students: list[str], venv: Path) -
          "--port", str(free_port()), "--hub-port", str(free_port(True)), "--proxy-api-port", str(free_port(True, after=1))],
         capture_output=True, text=True)
     assert setup.returncode == 0, setup.stderr + setup.stdout
-    add_students(site, students)
+    if students:
+        add_students(site, students)
 
 
 def add_students(site: ClassSite, students: list[str]) -> None:
