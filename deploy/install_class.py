@@ -161,7 +161,11 @@ c.Exchange.root = {str(args.exchange)!r}
     write(settings / "overrides.json", json.dumps({"@jupyterlab/docmanager-extension:plugin": {"autosaveInterval": AUTOSAVE_SECONDS},
                                                    "@jupyterlab/apputils-extension:notification": {"checkForUpdates": False,
                                                                                                   "fetchNews": "false"}}, indent=1))
-    write(d / "jupyter_server_config.json", json.dumps({"LabApp": {"app_settings_dir": str(settings)}}, indent=1))
+    # Kernels talk to their server over Unix sockets in the user's private runtime folder, not TCP on 127.0.0.1: a
+    # kernel's IOPub port publishes every cell's code and output to anyone who subscribes, and on one machine every
+    # account can reach every loopback port (the red team's finding, docs/reviews/hub_red_team.md).
+    write(d / "jupyter_server_config.json", json.dumps({"LabApp": {"app_settings_dir": str(settings)},
+                                                        "KernelManager": {"transport": "ipc"}}, indent=1))
 
 
 def instructor_config(etc: Path, course: Path) -> None:

@@ -286,6 +286,19 @@ def test_a_class_end_to_end(klass):
         who = person.run_code("import os, pwd; print(pwd.getpwuid(os.geteuid()).pw_name, os.getuid())")
         assert who.split()[0] == person.name, who
 
+    # A kernel's channels are Unix sockets in the student's private runtime folder: no TCP port of a student listens
+    # but the student's server itself (a kernel's IOPub port on 127.0.0.1 would publish its code and output to anyone).
+    kernel = alice.start_kernel()
+    assert alice.execute(kernel, "print(1 + 1)").strip() == "2"
+    ports = listening_ports(alice.name)
+    runtime = Path(pwd.getpwnam(alice.name).pw_dir) / ".local/share/jupyter/runtime"
+    assert [json.loads(f.read_text())["transport"] for f in runtime.glob("kernel-*.json")] == ["ipc"]
+    # her server's HTTP port, and at most ipykernel's pipe for subprocesses' output (a PULL socket: it only receives,
+    # and drops any message without the kernel's random 16-byte key); with TCP there would be five more, IOPub among them
+    assert sorted("singleuser" if "jupyterhub-singleuser" in c else "kernel" for c in ports.values()) in (
+        ["singleuser"], ["kernel", "singleuser"]), ports
+    alice.api("DELETE", f"/api/kernels/{kernel}")
+
     def hand_in(short: str, how: str) -> None:
         person = students[short]
         for name in NOTEBOOKS:
@@ -385,6 +398,28 @@ def test_a_class_end_to_end(klass):
     assert not [p for p, v in again["read"].items() if v.startswith("READ")], again["read"]
 
 
+def listening_ports(name: str) -> dict[int, str]:
+    """The TCP ports ``name``'s processes listen on, each with the command line of the process holding it."""
+    uid, inodes = pwd.getpwnam(name).pw_uid, {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[7]) == uid:
+                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    found = {}
+    for pid in hd.processes_of(name):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            command = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:200]
+        except OSError:
+            continue
+        for link in links:
+            inode = link[len("socket:["):-1] if link.startswith("socket:[") else None
+            if inode in inodes:
+                found[inodes[inode]] = command
+    return found
+
+
 def hidden_cases(source: Path, seed: int) -> list[str]:
     """The hidden cases this grading run drew (from its seed), as the feedback would show inputs: none may appear."""
     from lora_edu.course.exercises import _show_inputs
@@ -427,7 +462,8 @@ def test_browser_login_to_a_running_notebook_and_a_killed_server_keeps_the_autos
     frank.start_server()
     frank.assignments("fetch", site.course_id, site.assignment)
     docmanager = frank.api("GET", "/lab/api/settings/@jupyterlab/docmanager-extension:plugin").json()
-    assert docmanager["composite"]["autosaveInterval"] == 30   # the class's setting (install_class.py), not JupyterLab's 120 s
+    # the class's setting (install_class.py's overrides.json becomes the schema's default), not JupyterLab's 120 s
+    assert docmanager["schema"]["properties"]["autosaveInterval"]["default"] == 30, docmanager["schema"]["properties"]["autosaveInterval"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
         page = browser.new_page()
