@@ -184,7 +184,7 @@ def setup(args) -> dict:
     ensure_venv(Path(args.venv), args.base_python)
     proxy = Path(args.proxy)
     if not os.access(proxy, os.X_OK):
-        raise SetupError(f"no proxy at {proxy}: run `npm ci --prefix deploy/proxy` (Node 20+; Debian: apt-get install nodejs npm)")
+        raise SetupError(f"no proxy at {proxy}: run `(cd deploy/proxy && npm ci --omit=dev)` (Node 20+; Debian: apt-get install nodejs npm)")
     igid = ensure_group(args.instructors_group)
     ensure_group(args.students_group)
     add_to_group(args.instructor, args.instructors_group)
