@@ -118,6 +118,8 @@ def ensure_venv(venv: Path, base_python: str = BASE_PYTHON) -> None:
                      + [ROOT / "pyproject.toml"])
     stamps = venv / ".class-stamp.json"
     old = json.loads(stamps.read_text()) if stamps.exists() else {}
+    leftover = ROOT / "build"          # pip builds the course in the repository's build/; ours to remove only if we made it
+    had_build = leftover.exists()
     if not python.exists() or old.get("lock") != lock:
         if not readable_by_nobody(Path(base_python)):
             raise SetupError(f"{base_python} cannot be run by an ordinary user (is it under /root, like pyenv's?): pass "
@@ -131,8 +133,8 @@ def ensure_venv(venv: Path, base_python: str = BASE_PYTHON) -> None:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                         "--no-build-isolation", "--force-reinstall", "."], check=True, cwd=ROOT)
     write(stamps, json.dumps({"lock": lock, "course": course}))
-    for path in (ROOT / "build",):  # pip's build folder in the repository, left by a non-editable install
-        shutil.rmtree(path, ignore_errors=True)
+    if not had_build:
+        shutil.rmtree(leftover, ignore_errors=True)
     if not (venv / "bin" / "jupyterhub-singleuser").exists():
         raise SetupError(f"{venv} has no jupyterhub-singleuser: it was not built from the course's lock with the hub extra "
                          "(tools/lock.py includes it); remove it and run again")
