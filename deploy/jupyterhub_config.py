@@ -5,7 +5,9 @@ naming class.json. Why each choice:
 
 - **Loopback only.** The proxy listens on 127.0.0.1 (put a TLS front end such as nginx or Caddy before it for a
   real class: TLJH does this); the hub's API and the proxy's API listen on ports below 1024, which only root can
-  bind, so no student's process can take either port over, even while the hub restarts.
+  bind, so no student's process can take either port over, even while the hub restarts; and the hub, the proxy and
+  the students' servers talk to each other over mutual TLS (``internal_ssl``), so a student's process that binds a
+  port a dead server left gets nothing from the proxy.
 - **PAM with system users.** Every student is a Unix account, so the operating system keeps students apart (their
   homes are 0700, their servers and kernels run as themselves) and nbgrader's exchange knows who handed in what.
   Only members of the class's two groups may log in.
@@ -29,8 +31,8 @@ VENV = Path(CLASS["venv"])
 c = get_config()  # noqa: F821  (JupyterHub's)
 
 c.JupyterHub.bind_url = f"http://127.0.0.1:{CLASS['port']}"
-c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{CLASS['hub_port']}"
-c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{CLASS['proxy_api_port']}"
+c.JupyterHub.hub_bind_url = f"https://127.0.0.1:{CLASS['hub_port']}"          # TLS: internal_ssl below
+c.ConfigurableHTTPProxy.api_url = f"https://127.0.0.1:{CLASS['proxy_api_port']}"
 c.ConfigurableHTTPProxy.command = [CLASS["proxy"]]
 c.ConfigurableHTTPProxy.pid_file = str(STATE / "proxy.pid")
 c.ConfigurableHTTPProxy.should_start = True
@@ -39,6 +41,13 @@ c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = f"sqlite:///{STATE / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(STATE / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(STATE / "jupyterhub.pid")
+# Mutual TLS between the hub, the proxy and every student's server, each with a certificate from the hub's own CAs
+# (a student server's key goes to the student's ~/.jupyterhub, 0700). On one machine every account can bind any free
+# port: without this, a student who binds the port a classmate's dead server left would receive the classmate's
+# requests (and server cookie) from the proxy; with it, the proxy talks only to servers holding a certificate the hub
+# signed. The two internal URLs above must then say https.
+c.JupyterHub.internal_ssl = True
+c.JupyterHub.internal_certs_location = str(STATE / "internal-ssl")
 
 c.JupyterHub.authenticator_class = "pam"
 c.LocalAuthenticator.create_system_users = False  # accounts are made by the administrator (useradd), never by the hub
