@@ -52,7 +52,16 @@ if [ "$(uname -s)" = Linux ]; then
         pip_install --no-deps --index-url "$TORCH_CPU_INDEX" "$torch_pin"
     else
         echo "setup: PyTorch's CPU index ($TORCH_CPU_INDEX) is unreachable; installing $torch_pin from pip's configured indexes"
-        pip_install --no-deps "$torch_pin"
+        # Ask pip which file it would take (metadata only) and stop before a multi-GB download of a CUDA build.
+        if "$PY" -m pip install --quiet --disable-pip-version-check --dry-run --no-deps --ignore-installed --report - "$torch_pin" 2>/dev/null \
+            | "$PY" -c 'import json, sys; r = json.load(sys.stdin)["install"][0]["metadata"]; sys.exit(any("nvidia" in d for d in r.get("requires_dist", [])))'; then
+            pip_install --no-deps "$torch_pin"
+        else
+            echo "setup: error: pip's configured indexes offer only a CUDA build of $torch_pin (several GB of nvidia-* wheels)." >&2
+            echo "setup: fix: run set-up where $TORCH_CPU_INDEX can be reached, or point pip at a CPU wheel:" >&2
+            echo "       PIP_FIND_LINKS=/folder/with/torch-cpu-wheel bash tools/setup_env.sh" >&2
+            exit 1
+        fi
     fi
 else
     pip_install --no-deps "$torch_pin"   # macOS: PyPI's wheel is the CPU build

@@ -109,12 +109,13 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float) -> dict:
+def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float, encoder: Any = None) -> dict:
     """Run ``fn(**copies of inputs)`` and return its outcome as plain data.
 
     The outcome has ``status`` (one of :data:`STATUSES`), ``answer`` (:func:`encode` of the return
     value, or None), ``error`` (for a raised exception), ``changed`` (inputs modified in place),
     ``notes`` (warnings and anything printed to stderr, which never cost marks) and ``cpu_seconds``.
+    ``encoder`` replaces :func:`encode` for the return value: :func:`encode_record` for a probe's record.
     """
     args = {name: _copy(value) for name, value in inputs.items()}
     before = {name: _copy(value) for name, value in inputs.items()}
@@ -135,7 +136,7 @@ def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float) -> d
         except (Exception, SystemExit) as exc:
             outcome.update(status=RAISED, error=_short(f"{type(exc).__name__}: {exc}"))
         else:
-            outcome["answer"] = encode(value)
+            outcome["answer"] = (encoder or encode)(value)
     outcome["cpu_seconds"] = round(time.process_time() - start, 4)
     if outcome["status"] == RETURNED and outcome["cpu_seconds"] > cpu_seconds:  # no signal off the main thread
         outcome.update(status=CPU_LIMIT, answer=None)
@@ -176,6 +177,41 @@ def encode(value: Any) -> dict:
             return {"kind": "array", "dtype": array.dtype.name, "shape": list(array.shape),
                     "data": array.reshape(-1).tolist(), "origin": "numpy array" if isinstance(value, np.ndarray) else origin}
     return {"kind": "other", "description": _short(f"{origin} {value!r}", 80)}
+
+
+#: the most fields a record may have, and the longest field name
+MAX_FIELDS, MAX_FIELD_NAME = 64, 40
+
+
+def encode_record(value: Any) -> dict:
+    """A probe's record (a dict of names to values) as plain data: ``{"kind": "record", "fields": {name: encode(value)}}``.
+
+    Anything that is not such a dict (at most :data:`MAX_FIELDS` str keys) is :func:`encode`'d as it is,
+    so the judge can say what came back instead. All fields together hold at most :data:`MAX_ENTRIES` numbers.
+    """
+    if not (type(value) is dict and len(value) <= MAX_FIELDS
+            and all(type(k) is str and len(k) <= MAX_FIELD_NAME for k in value)):
+        return encode(value)
+    fields = {name: encode(field) for name, field in value.items()}
+    if sum(len(f.get("data", ())) for f in fields.values()) > MAX_ENTRIES:
+        return {"kind": "other", "description": f"a record of more than {MAX_ENTRIES:,} numbers (too many)"}
+    return {"kind": "record", "fields": fields}
+
+
+def decode_record(plain: Any) -> dict:
+    """The fields of an :func:`encode_record` dict, each decoded by :func:`decode` (an array, None or a description).
+
+    Checks the types exactly and raises ``ValueError`` naming the first problem; an answer that is not a
+    record raises too, saying what it is.
+    """
+    _exact(plain, dict, "an answer")
+    if plain.get("kind") != "record" or set(plain) != {"kind", "fields"}:
+        got = decode(plain)
+        raise ValueError(f"expected a record of named values, got {'None' if got is None else got if isinstance(got, str) else 'an array'}")
+    fields = _exact(plain["fields"], dict, "fields")
+    if len(fields) > MAX_FIELDS or not all(type(k) is str and len(k) <= MAX_FIELD_NAME for k in fields):
+        raise ValueError(f"a record has at most {MAX_FIELDS} fields with names of at most {MAX_FIELD_NAME} characters")
+    return {name: decode(field) for name, field in fields.items()}
 
 
 def _exact(value: Any, kind: type, what: str):

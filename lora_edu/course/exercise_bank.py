@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from lora_edu.course.build_exercises import adapt_digits, add_lora_function, lora_linear_class, train_adapters_loop
 from lora_edu.course.exercises import CriterionExercise, FunctionExercise, PredictExercise
+
+#: notebook 05's exercises in which the learner builds LoRA (a class, functions of a model): lora_edu.course.build_exercises
+BUILD_EXERCISES = (lora_linear_class, add_lora_function, train_adapters_loop, adapt_digits)
 
 # ---------------------------------------------------------------- notebook 00
 

@@ -156,7 +156,7 @@ class _Notebook:
         return {
             "prelude": [list(p) for p in self.source.prelude],
             "cells": cells,
-            "calls": [{"grade_id": cell.grade_id, "function": cell.function,
+            "calls": [{"grade_id": cell.grade_id, "function": cell.function, "probe": getattr(self.exercises[cell.grade_id], "probe", None),
                        "cases": [{k: answer_calls.encode(v) for k, v in inputs.items()} for _, inputs in self.cases[cell.grade_id]]}
                       for cell in self.source.graded],
             "cpu_seconds": self.limits.call_cpu_seconds, "wall_seconds": self.limits.call_wall_seconds,

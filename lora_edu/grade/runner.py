@@ -2,7 +2,9 @@
 
 Why a separate, standalone script: the student's code must run in a process that cannot see the
 course package (it holds the reference answers), the instructor's files or other students. The
-grader copies this file and ``answer_calls.py`` into an otherwise empty folder of the sandbox.
+grader copies this file, ``answer_calls.py`` and ``probes.py`` into an otherwise empty folder of the
+sandbox. A task that names a probe (notebook 05's classes and functions of a model) is called through
+it: the probe exercises the student's answer and returns a record of named numbers.
 Everything here is untrusted once the student's first cell has run: the student may change any of
 it. That is fine, because only plain data leaves this process, and the grader checks every value
 of it against references computed in its own process.
@@ -11,6 +13,7 @@ Protocol: a job (JSON) in the read-only file named on the command line; one JSON
 the pipe whose file descriptor the job names ("ready" once set up, before any student code; "done" at
 the end); stdout and stderr are the student's (the grader keeps their last 4000 bytes).
 """
+import functools
 import json
 import os
 import re
@@ -18,6 +21,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import answer_calls  # noqa: E402  (the copy beside this file)
+import probes  # noqa: E402  (the copy beside this file: how a class or a function of a model is exercised)
+
+#: the probes, bound before any student code runs (student code may still change the module they live in: see probes)
+PROBES = dict(probes.PROBES)
 
 
 def _input(plain: dict):
@@ -56,6 +63,8 @@ def main() -> None:
     inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]
               for task in job["calls"]}
     code = "\n".join(job["cells"])
+    if any(task.get("probe") for task in job["calls"]):
+        import torch  # noqa: F401  (the probes build torch modules: imported now, before any limit can interrupt it)
     for name, statement in job["prelude"]:  # a name the code never mentions is never used: torch costs seconds to import
         if re.search(rf"\b{re.escape(name)}\b", code):
             exec(statement, shell.user_ns)
@@ -80,9 +89,12 @@ def main() -> None:
         if not callable(fn):
             send(grade_id=task["grade_id"], missing=True)
             continue
+        target, encoder = fn, None
+        if task.get("probe"):  # a class or a function of a model: the probe exercises it and returns a record
+            target, encoder = functools.partial(PROBES[task["probe"]], fn), answer_calls.encode_record
         for index, case in enumerate(inputs[task["grade_id"]]):
             try:
-                outcome = answer_calls.call(fn, case, **limits)
+                outcome = answer_calls.call(target, case, **limits, encoder=encoder)
             except BaseException as exc:  # the student's code broke the calling machinery itself
                 send(grade_id=task["grade_id"], missing=True, error=answer_calls._short(f"{type(exc).__name__}: {exc}"))
                 break

@@ -34,8 +34,8 @@ from lora_edu.course.exercises import CPU_SECONDS, WALL_SECONDS
 from lora_edu.grade import seccomp
 
 HERE = Path(__file__).resolve().parent
-#: the two files the sandbox gets: the script, and the calling code it shares with the notebooks
-SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py")
+#: the files the sandbox gets: the script, and the calling code and probes it shares with the notebooks
+SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py", HERE.parent / "course" / "probes.py")
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
                 "or pass --no-sandbox where there is none (macOS; the README says what protection remains)")
 

@@ -9,6 +9,7 @@ not change with how a CPU orders its sums.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 
@@ -84,11 +85,25 @@ def train(model: nn.Module, data: Split, epochs: int, lr: float = 1e-2, desc: st
 
 
 def pretrained_model(epochs: int = 30, seed: int = 0) -> nn.Module:
-    """The MLP trained on the upright digits (the "pretrained model" of the notebook)."""
+    """The MLP trained on the upright digits (the "pretrained model" of the notebook): a fresh copy on every call.
+
+    The training runs once per (epochs, seed) and process (notebook 05 needs the model twice: for its
+    own cells and for its capstone's check). Either way the call leaves torch's global generator where
+    training from scratch leaves it (seeded, then the MLP's initialisation; training draws from its own).
+    """
     torch.manual_seed(seed)
     model = MLP()
-    train(model, load_digits_task(rotate=False), epochs=epochs, lr=1e-2, seed=seed)
+    model.load_state_dict(_pretrained_state(epochs, seed))
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrained_state(epochs: int, seed: int) -> dict:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP()
+        train(model, load_digits_task(rotate=False), epochs=epochs, lr=1e-2, seed=seed)
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
 def adapt(base: nn.Module, data: Split, method: str, r: int | None = None, epochs: int = 30, lr: float = 1e-2,

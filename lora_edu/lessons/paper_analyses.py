@@ -60,6 +60,26 @@ class RunSpec:
         return "full fine-tuning" if self.targets == (FULL,) else f"{'+'.join(self.targets)} r={self.r}"
 
 
+#: The study behind notebook 09's tables (``benchmarks/bench_paper_analyses.py`` trains it once, 3 seeds, and stores
+#: it in ``lora_edu/data/paper_analyses_study.json``): too long for the notebook's 30 s, so the notebook reads it.
+STUDY_SEEDS = (0, 1, 2)
+#: Long enough that nearly every run has stopped improving (the notebook counts those that have not).
+STUDY_EPOCHS = 300
+#: Every epoch up to 30 (the early trade-off between learning and forgetting moves fast), then sparser.
+STUDY_EVAL_EPOCHS = tuple(range(1, 31)) + (40, 50, 60, 75, 100, 125, 150, 200, 250, 300)
+#: The expressivity grid: target sets (rows) × ranks (columns), the paper's Table 6 design.
+GRID_ROWS = (("head",), ("fc2",), ("fc1",), ("fc1", "fc2"), ("fc1", "fc2", "head"))
+GRID_RANKS = (1, 4, 16)
+#: The fixed budget of trainable numbers (the paper's Table 5 design): `fc2` alone at r = 8.
+BUDGET = 2048
+#: Learning against forgetting: `fc2` alone at these ranks, and every layer (the setting full fine-tuning has).
+FORGET_RANKS = (1, 4, 8, 16, 64)
+ALL_LAYERS = ("fc1", "fc2", "head")
+ALL_LAYER_RANKS = (4, 16, 64)
+#: notebook 05's learning rate, and a ten times smaller one for the matched comparison of forgetting.
+STUDY_LRS = (1e-2, 1e-3)
+
+
 def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     """(in, out) of each of :data:`LAYERS`."""
     return {name: (getattr(model, name).in_features, getattr(model, name).out_features) for name in LAYERS}
@@ -200,19 +220,22 @@ def _train_stack(stack: _Stack, specs: list[RunSpec], data: digits_task.Split, e
     opt = torch.optim.Adam([p for p in stack.parameters() if p.requires_grad], lr=lr, foreach=True)
     n, M = len(data.x_train), len(specs)
     h_train = stack.prefix(data.x_train)
-    history = {name: [] for name in evals}
+    history = {name: [] for name in [*evals, "train_loss"]}
     for epoch in range(1, epochs + 1):
         orders = torch.stack([torch.randperm(n, generator=g) for g in generators])     # (M, n)
+        epoch_loss = torch.zeros(M, dtype=digits_task.DTYPE)
         for batch in orders.split(128, dim=1):
             opt.zero_grad()
             logits = stack(h_train[batch])
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.y_train[batch].reshape(-1),
-                                               reduction="none").view(M, -1).mean(1).sum()
-            loss.backward()
+            per_run = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.y_train[batch].reshape(-1),
+                                                  reduction="none").view(M, -1).mean(1)
+            per_run.sum().backward()
             opt.step()
+            epoch_loss += per_run.detach() * batch.shape[1] / n
         if epoch in eval_epochs:
             for name, split in evals.items():
                 history[name].append(stack.accuracy(split.x_test, split.y_test))
+            history["train_loss"].append(epoch_loss.numpy().copy())
     return {name: np.stack(h, axis=1) for name, h in history.items()}
 
 
@@ -248,7 +271,8 @@ def train_runs(pretrained: nn.Module, data: digits_task.Split, specs: list[RunSp
         history = _train_stack(stack, group, data, epochs, lr, evals, sorted(set(eval_epochs)))
         for m, (k, spec) in enumerate(zip(indices, group)):
             out = dict(spec=spec, label=spec.label, trainable=trainable_count(spec, shapes),
-                       history=history["new"][m], accuracy=float(history["new"][m, -1]))
+                       history=history["new"][m], accuracy=float(history["new"][m, -1]),
+                       train_loss_history=history["train_loss"][m])
             if original is not None:
                 out.update(original_history=history["original"][m], original_accuracy=float(history["original"][m, -1]))
             if not stack.full:
@@ -256,3 +280,59 @@ def train_runs(pretrained: nn.Module, data: digits_task.Split, specs: list[RunSp
             results[k] = out
     trained = by_spec(results)
     return [trained[spec] for spec in requested]
+
+
+def study_specs(shapes: dict[str, tuple[int, int]], seed: int) -> dict[float, list[RunSpec]]:
+    """The runs of one seed of notebook 09's study, by learning rate (each spec once).
+
+    At 0.01: the grid, the fixed budget, `fc2` alone and all layers at the forgetting ranks, and full
+    fine-tuning. At 0.001: all layers at r = 16 and full fine-tuning, to see whether the comparison
+    of forgetting holds at a second learning rate.
+    """
+    main = (grid_specs(GRID_ROWS, GRID_RANKS, seed) + budget_specs(BUDGET, shapes, seed)
+            + [RunSpec(("fc2",), r, seed) for r in FORGET_RANKS] + [RunSpec(ALL_LAYERS, r, seed) for r in ALL_LAYER_RANKS]
+            + [RunSpec((FULL,), None, seed)])
+    slow = [RunSpec(ALL_LAYERS, 16, seed), RunSpec((FULL,), None, seed)]
+    return {STUDY_LRS[0]: list(dict.fromkeys(main)), STUDY_LRS[1]: slow}
+
+
+def study_record(run: dict, lr: float, n_new: int, n_original: int) -> dict:
+    """One trained run as the study's JSON stores it: counts of correct test digits, the training loss to 5 digits."""
+    spec = run["spec"]
+    return dict(targets=list(spec.targets), r=spec.r, seed=spec.seed, lr=lr, trainable=run["trainable"],
+                new_correct=[int(round(a * n_new)) for a in run["history"]],
+                original_correct=[int(round(a * n_original)) for a in run["original_history"]],
+                train_loss=[float(f"{v:.5g}") for v in run["train_loss_history"]])
+
+
+def load_study(stored: dict) -> dict[tuple[RunSpec, float], dict]:
+    """The stored study keyed by (spec, learning rate); each run with ``history`` / ``original_history`` as accuracies."""
+    n_new, n_original = stored["n_test_new"], stored["n_test_original"]
+    out = {}
+    for rec in stored["runs"]:
+        spec = RunSpec(tuple(rec["targets"]), rec["r"], rec["seed"])
+        out[spec, rec["lr"]] = dict(spec=spec, label=spec.label, lr=rec["lr"], trainable=rec["trainable"],
+                                    history=np.array(rec["new_correct"]) / n_new,
+                                    original_history=np.array(rec["original_correct"]) / n_original,
+                                    train_loss=np.array(rec["train_loss"]))
+    return out
+
+
+def at_epoch(run: dict, key: str, epoch: int, eval_epochs=STUDY_EVAL_EPOCHS) -> float:
+    """A run's ``key`` history (``"history"``, ``"original_history"``, ``"train_loss"``) at ``epoch``."""
+    if epoch not in eval_epochs:
+        raise ValueError(f"epoch {epoch} was not evaluated; choose one of {tuple(eval_epochs)}.")
+    return float(run[key][tuple(eval_epochs).index(epoch)])
+
+
+def over_seeds(study: dict, targets: tuple[str, ...], r: int | None, lr: float, key: str, epoch: int,
+               seeds=STUDY_SEEDS, eval_epochs=STUDY_EVAL_EPOCHS) -> tuple[float, float, float]:
+    """Mean, smallest and largest value of ``key`` at ``epoch`` over the seeds of one setting."""
+    values = [at_epoch(study[RunSpec(tuple(targets), r, s), lr], key, epoch, eval_epochs) for s in seeds]
+    return float(np.mean(values)), float(min(values)), float(max(values))
+
+
+def kept_when_learned(run: dict, level: float, eval_epochs=STUDY_EVAL_EPOCHS) -> tuple[int, float] | None:
+    """The first evaluated epoch at which the new task reaches ``level``, and the original-task accuracy then (or None)."""
+    hit = np.flatnonzero(run["history"] >= level)
+    return None if len(hit) == 0 else (eval_epochs[hit[0]], float(run["original_history"][hit[0]]))

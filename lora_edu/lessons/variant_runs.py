@@ -1,4 +1,5 @@
-"""Notebook 08's comparison: each LoRA variant on the rotated-digits task, at a learning rate tuned per method.
+"""Notebook 08's computations: each LoRA variant on the rotated-digits task, at a learning rate tuned per method;
+and why bitsandbytes' CPU kernel and ours give different 8-bit scale codes (:func:`bitsandbytes_cpu_lookup_codes`).
 
 Same task, model, rank, targets, epochs, batch order and Adam as notebook 05
 (``digits_task``); only the variant changes. The learning rate is *selected* on a validation
@@ -20,6 +21,9 @@ from lora_edu.core.variants import loraplus_param_groups
 from lora_edu.lessons import digits_task
 
 METHODS = ("LoRA", "rsLoRA", "DoRA", "PiSSA", "LoRA+", "QLoRA")
+#: bitsandbytes' compiled CPU quantizer looks codes up on this many evenly spaced points of [-1, 1]
+#: (``kLUTSize`` in ``csrc/cpu_ops.cpp``, 0.50.1, line 499).
+BNB_CPU_LUT_POINTS = 65536
 #: LoRA+'s ratio ηB/ηA used in notebook 08 (PEFT's docstring asks for a ratio ≥ 1).
 LORAPLUS_RATIO = 16
 
@@ -89,3 +93,36 @@ def best_per_method(results: list[dict]) -> list[dict]:
         if res["method"] not in best or res["val_accuracy"] > best[res["method"]]["val_accuracy"]:
             best[res["method"]] = res
     return list(best.values())
+
+
+def bitsandbytes_cpu_lookup_codes(values: torch.Tensor, code: torch.Tensor, blocksize: int = 256) -> torch.Tensor:
+    """The 8-bit codes bitsandbytes' compiled CPU kernel gives ``values``: the nearest code of the nearest grid point.
+
+    Why notebook 08 needs it: with double quantization, bitsandbytes (0.50.2, on a CPU) and
+    :func:`lora_edu.core.nf4.nf4_quantize` agree on every 4-bit code but not on every 8-bit code of
+    the block scales. Ours is the code nearest to the value. bitsandbytes' ``quantize_cpu_impl``
+    (``csrc/cpu_ops.cpp`` at tag 0.50.1, lines 501-521, 569-572 and 575-661; unchanged since) does
+    not search: it rounds each scaled value to the nearest of 65,536 evenly spaced points of
+    [-1, 1] (``norm_to_lut_index``) and reads that point's nearest code from a table built once
+    (``build_quantize_lut``). A value within half a grid step (1/65,535) of the midpoint between two
+    codes can land on the other side of it, and where neighbouring codes lie closer together than
+    a grid step (the dynamic code book near 0) the table cannot tell them apart. This re-implements
+    those float32 steps; ``tests/lessons/test_variant_runs.py`` checks that it reproduces
+    bitsandbytes' codes exactly.
+    """
+    code = code.float()
+    n = BNB_CPU_LUT_POINTS
+    midpoints = 0.5 * (code[:-1] + code[1:])
+    points = -1.0 + (2.0 * torch.arange(n, dtype=torch.float32)) / (n - 1)
+    table = torch.searchsorted(midpoints, points, side="left")       # how many midpoints lie below each point
+    flat = values.detach().float().reshape(-1)
+    out = []
+    for block in flat.split(blocksize):
+        absmax = block.abs().max()
+        if absmax == 0:
+            out.append(torch.zeros(len(block), dtype=torch.long))
+            continue
+        scaled = torch.clamp(block * (1.0 / absmax), -1.0, 1.0)
+        index = ((scaled + 1.0) * 0.5 * (n - 1) + 0.5).to(torch.long)  # the C cast truncates (values are ≥ 0)
+        out.append(table[index])
+    return torch.cat(out).to(torch.uint8)

@@ -7,35 +7,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from lora_edu.lessons.paper_analyses import FULL, RunSpec
+from lora_edu.lessons.paper_analyses import FULL
 
 
 def _set_name(targets: tuple[str, ...]) -> str:
     return " + ".join(targets)
 
 
-def grid_heatmap(ax, lookup: dict, rows, ranks, seed: int = 0):
+def grid_heatmap(ax, cells: dict, full: dict, rows, ranks, title: str):
     """Test accuracy for each target set (rows) × rank (columns), full fine-tuning alone in the far corner.
 
-    ``lookup``: :func:`paper_analyses.by_spec` of the results. Each cell shows the accuracy and the
-    trainable numbers; cells not trained stay blank (grey).
+    ``cells[(targets, r)]`` and ``full``: dicts with ``mean``, ``lo`` and ``hi`` (over seeds). Each cell
+    shows the mean and, below it, the range over the seeds, so that a difference smaller than the
+    range is visibly not one; cells not trained stay blank (grey).
     """
-    full = lookup[RunSpec((FULL,))]
+    def label(v):
+        return f"{v['mean']:.1%}\n{100 * v['lo']:.1f}–{100 * v['hi']:.1f}"
+
     acc = np.full((len(rows) + 1, len(ranks) + 1), np.nan)
     for i, t in enumerate(rows):
         for j, r in enumerate(ranks):
-            run = lookup[RunSpec(tuple(t), r, seed)]
-            acc[i, j] = run["accuracy"]
-            ax.text(j, i, f"{run['accuracy']:.1%}\n{run['trainable']:,}", ha="center", va="center", fontsize=7,
-                    color="white" if run["accuracy"] < 0.6 else "black")
-    acc[-1, -1] = full["accuracy"]
-    ax.text(len(ranks), len(rows), f"{full['accuracy']:.1%}\n{full['trainable']:,}", ha="center", va="center", fontsize=7)
-    cmap = _cmap_with_grey()
-    image = ax.imshow(np.ma.masked_invalid(acc), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+            v = cells[tuple(t), r]
+            acc[i, j] = v["mean"]
+            ax.text(j, i, label(v), ha="center", va="center", fontsize=7, color="white" if v["mean"] < 0.6 else "black")
+    acc[-1, -1] = full["mean"]
+    ax.text(len(ranks), len(rows), label(full), ha="center", va="center", fontsize=7)
+    image = ax.imshow(np.ma.masked_invalid(acc), cmap=_cmap_with_grey(), vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(ranks) + 1), [f"r = {r}" for r in ranks] + ["every weight"])
     ax.set_yticks(range(len(rows) + 1), [_set_name(t) for t in rows] + ["full fine-tuning"])
-    ax.set(xlabel="rank (LoRA) → full fine-tuning", ylabel="layers adapted",
-           title="Rotated-digits test accuracy (and trainable numbers)")
+    ax.set(xlabel="rank (LoRA) → full fine-tuning", ylabel="layers adapted", title=title)
     return image
 
 
@@ -45,17 +45,27 @@ def _cmap_with_grey():
     return plt.get_cmap("viridis").with_extremes(bad="#eeeeee")   # cells not trained: light grey
 
 
-def budget_bars(ax, runs: list[dict], budget: int):
-    """One horizontal bar per target set at a fixed budget: accuracy, with rank and trainable numbers as labels."""
-    order = sorted(runs, key=lambda run: run["accuracy"])
+def budget_bars(ax, rows: list[dict], budget: int, epochs: tuple[int, int]):
+    """One pair of horizontal bars per target set at a fixed budget: mean accuracy after each of two epochs, seed range as whiskers.
+
+    ``rows``: dicts with ``targets``, ``r``, ``trainable`` and, per epoch e of ``epochs``, ``(mean, lo, hi)``
+    under key e. Sorted by the later epoch's mean; blue one layer, green several; the lighter bar is the earlier epoch.
+    """
+    early, late = epochs
+    order = sorted(rows, key=lambda row: row[late][0])
     y = np.arange(len(order))
-    ax.barh(y, [run["accuracy"] for run in order], color=["#4C72B0" if len(run["spec"].targets) == 1 else "#55A868"
-                                                           for run in order])
-    ax.set_yticks(y, [f"{_set_name(run['spec'].targets)} (r = {run['spec'].r})" for run in order], fontsize=8)
-    for k, run in enumerate(order):
-        ax.text(run["accuracy"] + 0.01, k, f"{run['accuracy']:.1%} · {run['trainable']:,} numbers", va="center", fontsize=7)
-    ax.set(xlim=(0, 1.25), xlabel="rotated-digits test accuracy",
+    for offset, epoch, alpha in ((-0.2, early, 0.45), (0.2, late, 1.0)):
+        means = np.array([row[epoch][0] for row in order])
+        errors = np.array([[row[epoch][0] - row[epoch][1] for row in order], [row[epoch][2] - row[epoch][0] for row in order]])
+        ax.barh(y + offset, means, height=0.38, xerr=errors, alpha=alpha, capsize=2,
+                color=["#4C72B0" if len(row["targets"]) == 1 else "#55A868" for row in order],
+                label=f"after {epoch} epochs")
+        for k, (m, hi) in enumerate(zip(means, means + errors[1])):
+            ax.text(hi + 0.015, k + offset, f"{m:.1%}", va="center", fontsize=6)   # right of the whisker
+    ax.set_yticks(y, [f"{_set_name(tuple(row['targets']))} (r = {row['r']}, {row['trainable']:,})" for row in order], fontsize=8)
+    ax.set(xlim=(0, 1.12), xlabel="rotated-digits test accuracy (mean of the seeds; whiskers: their range)",
            title=f"At most {budget:,} trainable numbers (blue: one layer, green: several)")
+    ax.legend(fontsize=7, loc="lower right")
     return ax
 
 

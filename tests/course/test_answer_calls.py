@@ -76,3 +76,34 @@ def test_check_outcome_shortens_what_would_go_into_feedback_files():
     clean = check_outcome(forged)
     assert len(clean["error"]) <= 300 and "\n" not in clean["error"]
     assert len(clean["changed"]) == 10 and len(clean["notes"][0]) <= 300
+
+
+def test_a_probes_record_round_trips_field_by_field_and_a_plain_decoder_refuses_it():
+    from lora_edu.course.answer_calls import decode_record, encode_record
+
+    plain = encode_record({"y": torch.ones(2, 3), "losses": [1.0, 0.5], "scaling": 2.0, "grad": None})
+    got = decode_record(plain)
+    assert got["y"].shape == (2, 3) and got["losses"].tolist() == [1.0, 0.5] and got["scaling"] == 2.0 and got["grad"] is None
+    with pytest.raises(ValueError, match="unrecognised"):
+        decode(plain)   # a record is never read as one number or array
+
+
+@pytest.mark.parametrize("plain,words", [
+    ({"kind": "record", "fields": [1]}, "fields must be dict"),
+    ({"kind": "record", "fields": {"x" * 41: {"kind": "none"}}}, "names of at most 40"),
+    ({"kind": "record", "fields": {"y": {"kind": "array", "dtype": "object", "shape": [1], "data": [1], "origin": "x"}}}, "unsupported dtype"),
+    ({"kind": "record", "fields": {}, "passed": True}, "unrecognised"),
+    ({"kind": "array", "dtype": "float64", "shape": [1], "data": [1.0], "origin": "x"}, "expected a record"),
+])
+def test_a_forged_record_is_refused_with_the_reason(plain, words):
+    from lora_edu.course.answer_calls import decode_record
+
+    with pytest.raises(ValueError, match=words):
+        decode_record(plain)
+
+
+def test_a_value_that_is_not_a_record_is_encoded_as_it_is():
+    from lora_edu.course.answer_calls import encode_record
+
+    assert encode_record(3.0)["kind"] == "array" and encode_record({1: 2})["kind"] == "other"
+    assert encode_record({f"f{i}": 1 for i in range(65)})["kind"] == "other"

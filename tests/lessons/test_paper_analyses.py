@@ -92,3 +92,53 @@ def test_bad_train_runs_arguments(setting, kwargs, match):
 def test_bad_budget():
     with pytest.raises(ValueError, match="budget"):
         pa.rank_for_budget(("fc1",), 0, pa.layer_shapes(digits_task.MLP()))
+
+
+def test_study_specs_one_seed():
+    shapes = pa.layer_shapes(digits_task.MLP())
+    specs = pa.study_specs(shapes, seed=2)
+    assert list(specs) == list(pa.STUDY_LRS) and all(s.seed == 2 for group in specs.values() for s in group)
+    main = specs[pa.STUDY_LRS[0]]
+    assert len(main) == len(set(main)) == 24   # grid 15 + budget 7 + fc2 r 8, 64 + all layers r 64 + full, less repeats
+    assert set(pa.grid_specs(pa.GRID_ROWS, pa.GRID_RANKS, 2)) <= set(main) and set(pa.budget_specs(pa.BUDGET, shapes, 2)) <= set(main)
+    assert specs[pa.STUDY_LRS[1]] == [pa.RunSpec(pa.ALL_LAYERS, 16, 2), pa.RunSpec(("full",), None, 2)]
+
+
+def test_study_record_round_trip_and_summaries():
+    spec = pa.RunSpec(("fc2",), 4, 1)
+    run = dict(spec=spec, trainable=1024, history=np.array([0.2, 0.8, 0.9]), original_history=np.array([0.9, 0.5, 0.4]),
+               train_loss_history=np.array([2.0, 0.5123456, 0.1]))
+    rec = pa.study_record(run, 0.01, 450, 450)
+    assert rec["new_correct"] == [90, 360, 405] and rec["train_loss"][1] == 0.51235
+    other = dict(rec, seed=0, new_correct=[45, 90, 360])
+    study = pa.load_study(dict(n_test_new=450, n_test_original=450, runs=[rec, other]))
+    assert set(study) == {(spec, 0.01), (pa.RunSpec(("fc2",), 4, 0), 0.01)}
+    epochs = (1, 2, 5)
+    assert pa.at_epoch(study[spec, 0.01], "history", 2, epochs) == 0.8
+    with pytest.raises(ValueError, match="was not evaluated"):
+        pa.at_epoch(study[spec, 0.01], "history", 3, epochs)
+    assert pa.over_seeds(study, ("fc2",), 4, 0.01, "history", 5, seeds=(0, 1), eval_epochs=epochs) == pytest.approx((0.85, 0.8, 0.9))
+    assert pa.kept_when_learned(study[spec, 0.01], 0.8, epochs) == (2, 0.5)
+    assert pa.kept_when_learned(study[spec, 0.01], 0.95, epochs) is None
+
+
+def test_stored_study_reproduces(setting):
+    """Runs of the stored study, trained again for 20 epochs in other stacks, give exactly the stored accuracies."""
+    from lora_edu import data as stored_data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrained = digits_task.pretrained_model()
+        _, rotated, upright = setting
+        stored = stored_data.load_json("paper_analyses_study.json")
+        study = pa.load_study(stored)
+        assert (stored["epochs"], tuple(stored["eval_epochs"]), tuple(stored["seeds"])) == (
+            pa.STUDY_EPOCHS, pa.STUDY_EVAL_EPOCHS, pa.STUDY_SEEDS)
+        specs = [pa.RunSpec(("fc1",), 10, 1), pa.RunSpec(("head",), 16, 2), pa.RunSpec(("full",), None, 0)]
+        runs = pa.by_spec(pa.train_runs(pretrained, rotated, specs, epochs=20, original=upright, eval_epochs=range(1, 21)))
+        for spec in specs:
+            assert np.array_equal(runs[spec]["history"], study[spec, 0.01]["history"][:20]), spec.label
+            assert np.array_equal(runs[spec]["original_history"], study[spec, 0.01]["original_history"][:20]), spec.label
+    finally:
+        torch.set_num_threads(threads)

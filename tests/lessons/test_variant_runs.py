@@ -44,3 +44,45 @@ def test_rate_is_chosen_on_validation_not_test():
     assert len(x_val) + len(x_test) == len(data.x_test) and abs(len(x_val) - len(x_test)) <= 1
     rows = [dict(method="LoRA", lr=0.1, val_accuracy=0.5, accuracy=0.9), dict(method="LoRA", lr=0.01, val_accuracy=0.6, accuracy=0.7)]
     assert variant_runs.best_per_method(rows)[0]["lr"] == 0.01
+
+
+def test_bitsandbytes_cpu_lookup_codes_reproduce_its_double_quantization():
+    """Our model of bitsandbytes' compiled CPU quantizer gives exactly its 8-bit scale codes; ours are the nearest codes."""
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    from lora_edu.core import nf4
+
+    code = nf4.dynamic_code_book()
+    torch.manual_seed(0)
+    differing = 0
+    for shape in [(1024, 1024), (256, 640), (64, 64 * 300)]:
+        w = torch.randn(shape) * 0.02
+        packed, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+        centred = nf4.nf4_quantize(w, 64).absmax - state.offset
+        assert torch.equal(variant_runs.bitsandbytes_cpu_lookup_codes(centred, code), state.absmax)
+        ours = nf4.nf4_quantize(w, 64, double_quant=True)
+        differing += (ours.absmax != state.absmax).sum().item()
+    assert differing > 0  # the cases the notebook explains exist
+
+
+def test_notebook_08_double_quantization_numbers():
+    """Notebook 08's 1024×1024 weight (seed 0): where our double-quantized NF4 equals bitsandbytes' and where not."""
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    from lora_edu.core import nf4
+
+    torch.manual_seed(0)
+    w = torch.randn(1024, 1024) * 0.02
+    q = nf4.nf4_quantize(w, 64, double_quant=True)
+    packed, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    assert torch.equal(q.codes, packed.reshape(-1))                       # every 4-bit code
+    differ = q.absmax != state.absmax
+    assert differ.sum().item() == 32 and state.absmax.numel() == 16384    # 8-bit scale codes
+    moved = (nf4.nf4_dequantize(q) - bnbf.dequantize_4bit(packed, state)).abs()
+    assert (moved > 0).sum().item() == 1865 and 5.7e-4 < moved.max().item() < 5.9e-4
+    # exactly the weights of those blocks whose 4-bit code is not the exact zero (index 7) move
+    nibbles = torch.stack([q.codes >> 4, q.codes & 0xF], 1).reshape(-1, 64)
+    assert (moved.reshape(-1, 64) > 0).equal(differ[:, None] & (nibbles != 7))
+    # without double quantization: identical codes, scales and weights
+    q1 = nf4.nf4_quantize(w, 64)
+    p1, s1 = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4")
+    assert torch.equal(q1.codes, p1.reshape(-1)) and torch.equal(q1.absmax, s1.absmax)
+    assert torch.equal(nf4.nf4_dequantize(q1), bnbf.dequantize_4bit(p1, s1))

@@ -73,8 +73,12 @@ def test_title_goals_time_and_summary(path):
     chapter = CHAPTERS[path.name]
     assert f"**Estimated time:** {chapter.minutes} minutes" in head, "first cell: the time that the course map gives"
     assert chapter.title in head.splitlines()[0], "title as in the course map"
-    last_md = [text_of(c) for c in cells if c["cell_type"] == "markdown"][-1]
-    assert "## Summary" in last_md, "last markdown cell: a summary"
+    markdown = [text_of(c) for c in cells if c["cell_type"] == "markdown"]
+    summary = [i for i, text in enumerate(markdown) if "## Summary" in text]
+    assert summary, "a summary"
+    after = re.findall(r"^## (.*)", "\n".join(t.split("## Summary", 1)[-1] for t in markdown[summary[-1]:]), re.M)
+    assert all(h.startswith(("Deep dive (optional):", "References")) for h in after), \
+        f"{path.name}: after the summary only deep dives and References, found sections {after}"
 
 
 IMPORT_STYLE = re.compile(r"^\s*(import lora_edu|from lora_edu)", re.M)

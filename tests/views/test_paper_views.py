@@ -16,24 +16,26 @@ def fake_run(spec, acc, trainable, history=(0.2, 0.5)):
 
 def test_grid_heatmap_writes_every_cell_and_leaves_the_rest_blank():
     rows, ranks = [("head",), ("fc1", "fc2")], (1, 4)
-    lookup = {RunSpec(t, r): fake_run(RunSpec(t, r), 0.1 * r + 0.2 * len(t), 100 * r) for t in rows for r in ranks}
-    lookup[RunSpec(("full",))] = fake_run(RunSpec(("full",)), 0.97, 26122)
+    cells = {(t, r): dict(mean=0.1 * r + 0.2 * len(t), lo=0.1 * r + 0.2 * len(t) - 0.01, hi=0.1 * r + 0.2 * len(t) + 0.02)
+             for t in rows for r in ranks}
     fig, ax = plt.subplots()
-    image = paper_views.grid_heatmap(ax, lookup, rows, ranks)
+    image = paper_views.grid_heatmap(ax, cells, dict(mean=0.97, lo=0.96, hi=0.98), rows, ranks, "after 20 epochs")
     texts = [t.get_text() for t in ax.texts]
-    assert len(texts) == 5 and "97.0%\n26,122" in texts and "30.0%\n100" in texts
+    assert len(texts) == 5 and "97.0%\n96.0–98.0" in texts and "30.0%\n29.0–32.0" in texts
     shown = image.get_array()
     assert shown.shape == (3, 3) and shown.mask[-1, :-1].all() and shown.mask[:-1, -1].all() and not shown.mask[-1, -1]
-    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "full fine-tuning"
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "full fine-tuning" and ax.get_title() == "after 20 epochs"
     plt.close(fig)
 
 
-def test_budget_bars_sorted_and_labelled():
-    runs = [fake_run(RunSpec(("fc2",), 8), 0.65, 2048), fake_run(RunSpec(("fc1", "fc2", "head"), 3), 0.87, 1758)]
+def test_budget_bars_sorted_by_the_later_epoch_and_labelled():
+    rows = [{"targets": ["fc2"], "r": 8, "trainable": 2048, 20: (0.65, 0.6, 0.7), 300: (0.95, 0.94, 0.96)},
+            {"targets": ["fc1", "fc2", "head"], "r": 3, "trainable": 1758, 20: (0.87, 0.85, 0.9), 300: (0.9, 0.89, 0.91)}]
     fig, ax = plt.subplots()
-    paper_views.budget_bars(ax, runs, 2048)
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["fc2 (r = 8)", "fc1 + fc2 + head (r = 3)"]
-    assert "2,048" in ax.get_title() and "87.0% · 1,758 numbers" in [t.get_text() for t in ax.texts]
+    paper_views.budget_bars(ax, rows, 2048, (20, 300))
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["fc1 + fc2 + head (r = 3, 1,758)", "fc2 (r = 8, 2,048)"]
+    assert "2,048" in ax.get_title() and "95.0%" in [t.get_text() for t in ax.texts]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["after 20 epochs", "after 300 epochs"]
     plt.close(fig)
 
 

@@ -1,0 +1,196 @@
+"""An exercise kind for answers that are a class or a function of a model: :class:`ProbeExercise`.
+
+Why a kind of its own: when the learner builds LoRA (notebook 05), the answer is a ``LoRALinear``
+class, an ``add_lora`` that rewires a model, a training loop, a whole adaptation. None of them returns
+one value to compare. A *probe* (:mod:`lora_edu.course.probes`) exercises the answer on a case (builds
+a layer around a frozen weight, calls it, trains, merges) and returns a record of named numbers; a
+*judge* compares that record with references computed here, in the trusted process, before any
+learner code ran (they travel with the case, in :attr:`Case.secret`, which is never sent).
+
+The notebook's check and the grader do the same thing, as for every exercise: the check runs the probe
+in the learner's kernel, the grader in its sandbox (the job names the probe; only plain data comes back),
+and both judge with :meth:`ProbeExercise.judge`.
+"""
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lora_edu.course import answer_calls, probes
+from lora_edu.course.answer_calls import RAISED, STUB
+from lora_edu.course.exercises import (FAILED, NOT_ATTEMPTED, PASSED, CheckResult, FunctionExercise, _course_names_used, _Feedback,
+                                       _globals_read, _helpers_from_other_cells)
+
+
+class Case(dict):
+    """A case's inputs (the dict: what the learner's code gets) and ``secret``: what only the judge sees.
+
+    ``secret`` holds the references and any held-out data, computed when the case is drawn, in the
+    trusted process. The grader sends a case's items to the sandbox and never ``secret``.
+    """
+
+    def __init__(self, inputs: dict, secret: dict | None = None):
+        super().__init__(inputs)
+        self.secret = secret or {}
+
+
+def _functions_of(answer: Any) -> list:
+    """The functions an answer is made of: itself, or for a class the methods it defines."""
+    if not isinstance(answer, type):
+        return [answer]
+    found = []
+    for value in vars(answer).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            value = value.fget
+        if isinstance(value, types.FunctionType):
+            found.append(value)
+    return found
+
+
+#: libraries whose LoRA would be a one-call answer to a build exercise (the grader's graded-course mode hides them)
+FORBIDDEN_LIBRARIES = ("peft",)
+
+
+def _from(obj: Any, packages: tuple) -> bool:
+    """Whether ``obj`` (a module, a class of the answer's ancestry, a global it reads) comes from one of ``packages``."""
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return isinstance(module, str) and module.split(".")[0] in packages
+
+
+def _from_course(obj: Any) -> bool:
+    """Whether ``obj`` (a class of the answer's ancestry, or the answer itself) was defined in the course package."""
+    return _from(obj, ("lora_edu",))
+
+
+class ProbeExercise(FunctionExercise):
+    """An exercise whose answer is exercised by a probe, and whose record is judged against references.
+
+    ``probe`` names a function of :data:`probes.PROBES`; ``random_case(rng)`` returns a :class:`Case` (its
+    ``secret`` holds the references); ``judge_record(record, case, visible)`` returns None when the record
+    is right, else what is wrong, in words the learner can act on (numbers only when ``visible``: on a
+    hidden case the feedback says how an answer failed, never the expected values). ``kind`` is "class" or
+    "function"; ``uses`` names answers of earlier exercises the answer may use (they are answer cells too,
+    so the grader has them).
+    """
+
+    def __init__(self, name: str, probe: str, judge_record: Callable[[dict, Case, bool], str | None], example: Case,
+                 random_case: Callable[[np.random.Generator], Case], *, kind: str = "function", uses: tuple = (),
+                 describe: Callable[[dict, Case], str] | None = None, **kwargs):
+        super().__init__(name, reference=None, example=example, random_case=random_case, **kwargs)
+        if probe not in probes.PROBES:
+            raise ValueError(f"no probe named {probe!r}; the probes are {sorted(probes.PROBES)}")
+        self.probe, self.judge_record, self.kind, self.uses, self.describe = probe, judge_record, kind, tuple(uses), describe
+
+    def call(self, answer: Any, inputs: dict) -> dict:
+        """Run the probe on ``answer`` for one case, under the CPU and wall-clock limits (what the grader's sandbox does)."""
+        return answer_calls.call(functools.partial(probes.PROBES[self.probe], answer), inputs,
+                                 cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds, encoder=answer_calls.encode_record)
+
+    def _check(self, answer: Any) -> CheckResult:
+        what = "class" if self.kind == "class" else "function"
+        if answer is None or answer is Ellipsis:
+            raise _Feedback(NOT_ATTEMPTED, f"the placeholder is still in place: define your {what} and pass it in.")
+        if not callable(answer) or (self.kind == "class" and not isinstance(answer, type)):
+            raise _Feedback(FAILED, f"expected a {what}, got {answer_calls.encode(answer).get('description', type(answer).__name__)}. "
+                                    f"Pass the {what} itself" + (", not an object made from it." if self.kind == "class" else ", without calling it."))
+        functions = _functions_of(answer)
+        course_names = sorted({n for f in functions for n in _course_names_used(f)}
+                              | {k.__name__ for k in getattr(answer, "__mro__", (answer,)) if _from_course(k)})
+        if course_names:
+            raise _Feedback(FAILED, f"your {what} uses {', '.join(course_names)} from the course package. The grader runs it "
+                                    "without the package (it holds the reference answers): write it with PyTorch.")
+        libraries = sorted({n for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
+                           | {k.__name__ for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)})
+        if libraries:
+            raise _Feedback(FAILED, f"your {what} uses {', '.join(libraries)} from PEFT, whose LoRA would answer the exercise for "
+                                    "you; a graded course's sandbox does not have it. Write it with PyTorch.")
+        helpers = sorted({n for f in functions for n in _helpers_from_other_cells(f)} - set(self.uses))
+        if helpers:
+            raise _Feedback(FAILED, f"your {what} uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
+                                    "answer cells (the ones that said YOUR CODE HERE): move it into this exercise's answer cell.")
+        cases = self.cases(np.random.default_rng(self.seed))
+        outcomes = []
+        for where, inputs in cases:
+            outcomes.append(self.call(answer, inputs))
+            self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
+        return self._passed_on(cases, outcomes)
+
+    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None]) -> CheckResult:
+        """The verdict on ``outcomes`` (one per case, None where none came back). Never raises; what the grader calls."""
+        def judge_all() -> CheckResult:
+            for n, ((where, inputs), outcome) in enumerate(zip(cases, outcomes, strict=True)):
+                self.judge_case(n, where, inputs, outcome)
+            return self._passed_on(cases, outcomes)
+
+        return self._guarded(judge_all)
+
+    def _passed_on(self, cases: list, outcomes: list[dict]) -> CheckResult:
+        result = self._passed(outcomes)
+        if self.describe is not None:  # e.g. the held-out accuracy the capstone reached on the visible example
+            try:
+                note = self.describe(answer_calls.decode_record(outcomes[0]["answer"]), cases[0][1])
+            except Exception:  # a note must never turn a pass into a failure
+                note = None
+            if note:
+                result.message = result.message.replace(". ", f". {note} ", 1)
+        return result
+
+    def _verdict(self, n_cases: int) -> str:
+        return f"passes every check on the visible example and {n_cases - 1} hidden case{'s' if n_cases != 2 else ''}"
+
+    def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
+        """As for a function, without the "visible example's inputs" note: the probe's messages say what was tried."""
+        if isinstance(outcome, dict) and outcome.get("status") == STUB and self.kind == "class":
+            raise _Feedback(NOT_ATTEMPTED, "your class still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+        if isinstance(outcome, dict) and outcome.get("status") == RAISED:
+            error = outcome.get("error")
+            if isinstance(error, str) and error.startswith("ProbeError: "):
+                raise _Feedback(FAILED, f"{where}: {answer_calls._short(error.removeprefix('ProbeError: '))}")
+        self._judge_case(n_done, where, inputs, outcome)
+
+    def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
+        try:
+            record = answer_calls.decode_record(plain)
+        except ValueError as exc:
+            raise _Feedback(FAILED, f"what came back {where} could not be read ({exc}).") from None
+        if not isinstance(inputs, Case):
+            raise _Feedback(FAILED, "the checker itself failed (a case without references); please report it.")
+        problem = self.judge_record(record, inputs, n_done == 0)
+        if problem:
+            raise _Feedback(FAILED, f"{where}: {problem}")
+
+
+# ---------------------------------------------------------------- helpers for judges
+
+
+def field(record: dict, name: str, shape: tuple | None = None) -> np.ndarray:
+    """Field ``name`` of a record as a float64 array of ``shape``; ValueError (with the learner-facing reason) otherwise."""
+    value = record.get(name)
+    if value is None:
+        raise ValueError(f"{name} is missing")
+    if isinstance(value, str):
+        raise ValueError(f"{name} is not numbers ({value})")
+    value = np.asarray(value, dtype=np.float64)
+    if shape is not None and value.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {value.shape}, expected {tuple(shape)}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return value
+
+
+def differs(got: np.ndarray, expected: np.ndarray, visible: bool, *, rtol: float = 1e-7, atol: float = 1e-9) -> str | None:
+    """None if ``got`` matches ``expected``; else how it differs (the size of the difference only on the visible example)."""
+    if got.shape != expected.shape:
+        return f"shape {got.shape} instead of {expected.shape}"
+    if np.allclose(got, expected, rtol=rtol, atol=atol):
+        return None
+    return f"largest difference {np.max(np.abs(got - expected)):.3g}" if visible else "wrong values"
+
+
+__all__ = ["Case", "ProbeExercise", "field", "differs", "PASSED", "FAILED", "NOT_ATTEMPTED"]

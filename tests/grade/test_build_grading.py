@@ -1,0 +1,98 @@
+"""Notebook 05's build exercises through the real grader and sandbox: honest 1, wrong 0, forgeries 0.
+
+The learner's class and functions of a model run in the sandbox through a probe (lora_edu/course/probes.py,
+copied there); only a record of numbers comes back, and the grader judges it against references it computed
+itself. The forgeries below replace the probe inside the sandbox (student code can): they still score 0,
+because the right numbers need the right computation on hidden inputs, or adapters that work on held-out
+digits the sandbox never sees.
+"""
+import pytest
+from course_builder import ROOT, make_course, submit
+
+from lora_edu.course import build_exercises as bx
+from lora_edu.grade import sandbox
+from lora_edu.grade.course_folder import read_source
+from lora_edu.grade.grader import grade
+
+NB05 = [ROOT / "notebooks" / "05_lora_from_scratch.ipynb"]
+BUILD = ("ex05_lora_linear", "ex05_add_lora", "ex05_train_adapters", "ex05_adapt_digits")
+LIMITS = sandbox.Limits(wall_seconds=180)
+
+#: a forger that replaces the layer probe: right structure, but outputs from the base layer alone (no adapter math)
+FORGE_LAYER = '''import probes, torch
+def _forged(answer, x, W, b, A, B, grad_out, r, alpha):
+    import torch
+    d_out, d_in = W.shape
+    y0 = x @ W.T + b
+    A0 = (torch.rand(r, d_in, dtype=W.dtype) * 2 - 1) / d_in ** 0.5
+    wide = (torch.rand(8, 256, dtype=W.dtype) * 2 - 1) / 16
+    return {"A0": A0, "B0": torch.zeros(d_out, r, dtype=W.dtype), "scaling": alpha / r, "trainable": [r * (d_in + d_out), 0],
+            "y0": y0, "y": y0, "grad_A": torch.zeros(r, d_in), "grad_B": torch.zeros(d_out, r), "base_grad": 0.0,
+            "W_merged": W, "y_merged": y0, "W_unmerged": W, "y_unmerged": y0, "A_wide": wide, "B_wide": torch.zeros(16, 8)}
+probes.lora_layer.__code__ = _forged.__code__
+''' + bx.SOLUTION_LORA_LINEAR.replace("return self.base(x) + self.scaling", "return self.base(x) + 0 * self.scaling")
+
+#: a forger that replaces the capstone probe: reports the pretrained weights and random adapters of the allowed size
+FORGE_CAPSTONE = '''import probes, torch
+def _forged(answer, fc1_weight, fc1_bias, fc2_weight, fc2_bias, head_weight, head_bias, x_train, y_train):
+    import torch
+    record = {}
+    for name, W, b in (("fc1", fc1_weight, fc1_bias), ("fc2", fc2_weight, fc2_bias)):
+        record |= {name + ".A": torch.randn(4, W.shape[1], dtype=W.dtype), name + ".B": torch.randn(W.shape[0], 4, dtype=W.dtype),
+                   name + ".scaling": 2.0, name + ".W": W, name + ".b": b}
+    return record | {"head.W": head_weight, "head.b": head_bias}
+probes.capstone.__code__ = _forged.__code__
+''' + bx.SOLUTION_ADAPT_DIGITS
+
+#: grade_id -> (answer cell, words the feedback must contain)
+WRONG = {
+    "ex05_lora_linear": (bx.SOLUTION_LORA_LINEAR.replace("        if self.merged:\n            return self.base(x)\n", ""),
+                         "after merge() the output changed"),
+    "ex05_add_lora": (bx.SOLUTION_ADD_LORA.replace('name == t or name.endswith("." + t)', "t in name"), "only contains a target"),
+    "ex05_train_adapters": (bx.SOLUTION_TRAIN_ADAPTERS.replace("        optimizer.zero_grad()\n", ""), "zero_grad"),
+    "ex05_adapt_digits": (bx.SOLUTION_ADAPT_DIGITS.replace("steps=300", "steps=5"), "the target is 70%"),
+}
+FORGED = {"ex05_lora_linear": (FORGE_LAYER, "with A and B set, the output is not"),
+          "ex05_adapt_digits": (FORGE_CAPSTONE, "the target is 70%")}
+
+
+@pytest.fixture(scope="module")
+def marks(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("course"), NB05)
+    submit(course, "honest", NB05, solved=True)
+    submit(course, "blank", NB05)
+    solved = {gid: getattr(bx, f"SOLUTION_{name}") for gid, name in zip(BUILD, ("LORA_LINEAR", "ADD_LORA", "TRAIN_ADAPTERS", "ADAPT_DIGITS"))}
+    submit(course, "wrong", NB05, solutions=solved | {gid: code for gid, (code, _) in WRONG.items()})
+    submit(course, "forger", NB05, solutions=solved | {gid: code for gid, (code, _) in FORGED.items()})
+    run = grade(course, "lora", seed=5, jobs=2, limits=LIMITS)
+    return {(m.student_id, m.grade_id.removesuffix("_check")): m for m in run.marks}
+
+
+def test_notebook_05_grades_its_build_exercises_by_probe():
+    graded = {cell.grade_id: cell for cell in read_source(NB05[0]).graded}
+    assert [f"{gid}_check" in graded for gid in BUILD] == [True] * 4
+    assert graded["ex05_lora_linear_check"].function == "LoRALinear" and graded["ex05_lora_linear_check"].exercise == "lora_linear_class"
+
+
+def test_the_honest_notebook_gets_every_mark_and_the_blank_none(marks):
+    for gid in BUILD:
+        honest, blank = marks["honest", gid], marks["blank", gid]
+        assert honest.score == honest.max_score == 1.0, honest.message
+        assert blank.score == 0.0 and blank.status == "not attempted", blank.message
+
+
+@pytest.mark.parametrize("grade_id", list(WRONG))
+def test_a_wrong_answer_scores_zero_with_its_reason(marks, grade_id):
+    mark = marks["wrong", grade_id]
+    assert mark.score == 0.0 and WRONG[grade_id][1] in mark.message, mark.message
+
+
+@pytest.mark.parametrize("grade_id", list(FORGED))
+def test_a_forged_probe_scores_zero(marks, grade_id):
+    mark = marks["forger", grade_id]
+    assert mark.score == 0.0 and FORGED[grade_id][1] in mark.message, mark.message
+
+
+def test_the_forger_still_gets_the_exercises_it_did_not_forge(marks):
+    """Forging one probe breaks nothing else: the honest answers of the same notebook keep their marks."""
+    assert marks["forger", "ex05_add_lora"].score == 1.0 and marks["forger", "ex05_train_adapters"].score == 1.0
