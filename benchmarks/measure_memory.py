@@ -20,6 +20,18 @@ Two grids, one row per (model, case, batch × sequence), with SDPA attention:
   ``prepare_model_for_kbit_training`` → ``get_peft_model``), gradients kept between steps
   (``zero_grad(set_to_none=False)``) and bitsandbytes' 8-bit AdamW.
 
+Round 2 (``--round 2``, issue 25; every case of ``ROUND2_CASES`` on the v2 models and shapes, on one
+card): PyTorch's three AdamW implementations (``foreach``, the default on CUDA; the for-loop,
+``foreach=False``; ``fused=True``) on full fine-tuning and LoRA, the QLoRA paper's own recipe
+(artidoro/qlora ``qlora.py``, ``get_accelerate_model`` with ``--bf16``: adapters cast to bf16, norms to
+fp32, embedding and head back to bf16, the forward pass under bf16 autocast as the Trainer's ``--bf16``
+runs it, bitsandbytes' paged 32-bit AdamW) beside PEFT's (``prepare_model_for_kbit_training``), full
+fine-tuning and LoRA of LLaMA-7B itself, the card's memory as PyTorch and nvidia-smi report it, and a
+census of what autograd saves per decoder layer under each QLoRA recipe. It writes
+``lora_edu/data/memory_measurements_round2.json``:
+
+    python benchmarks/measure_memory.py --round 2
+
 Each training case runs one step first (so the optimizer's state exists), then measures the
 "static" memory after a step and the peak of a second step, phase by phase (forward, backward,
 optimizer step), with ``torch.cuda.max_memory_allocated``. A case that runs out of memory is
@@ -34,6 +46,7 @@ import json
 import platform
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -45,6 +58,20 @@ V1_CASES = ("full_fp32", "full_bf16", "lora_qv", "lora_all", "infer_bf16")
 V1_SHAPES = ((1, 512), (4, 512))
 V2_MODELS = ("llama-370m", "llama-1.3b", "llama-3.4b", "llama-3.2-1b")
 V2_SHAPES = ((4, 512), (2, 2048))
+V2_CASES = tuple(MEASURED_CASES)[:15]  # calculator v2's cases (issue 16); later rounds add theirs after them
+#: Round 2 (issue 25): the AdamW implementations, the QLoRA paper's recipe, and PEFT's at the paper's rank (same
+#: AdamW), each beside the v1 cases they vary, re-measured on the same card.
+ROUND2_CASES = ("full_fp32", "full_fp32_forloop", "full_fp32_fused", "full_bf16", "full_bf16_forloop", "full_bf16_fused",
+                "lora_all", "lora_all_forloop", "lora_all_fused", "qlora_paper", "qlora_paper_no_ckpt", "qlora_paper_adamw",
+                "qlora_peft_r64")
+#: LLaMA-7B itself at 1 × 512 (fits one 80 GB card with bf16 moments): the notebook's own model, measured.
+ROUND2_7B = tuple(("llama-7b", c, 1, 512) for c in ("full_bf16", "full_bf16_forloop", "full_bf16_fused", "lora_qv"))
+#: Small shapes whose saved tensors ``census`` lists, layer by layer (MHA, then GQA).
+CENSUS_ARCHS = {"mha": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=1, num_attention_heads=4,
+                            num_key_value_heads=4, vocab_size=1000, tie_word_embeddings=False),
+                "gqa": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=1, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False)}
+CENSUS_CASES = ("qlora_paper_no_ckpt", "qlora_peft_r64", "lora_all")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LLAMA_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "vocab_size", "tie_word_embeddings")
@@ -53,9 +80,14 @@ LLAMA_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atte
 def grid() -> list[tuple[str, str, int, int]]:
     """(model, case, batch, seq_len) of every run, v1 grid first."""
     runs = [(m, c, b, s) for m in V1_MODELS for c in V1_CASES for b, s in V1_SHAPES]
-    runs += [(m, c, b, s) for m in V2_MODELS for c in MEASURED_CASES for b, s in V2_SHAPES
+    runs += [(m, c, b, s) for m in V2_MODELS for c in V2_CASES for b, s in V2_SHAPES
              if not (c in V1_CASES and m in V1_MODELS and (b, s) in V1_SHAPES)]
     return runs
+
+
+def grid_round2() -> list[tuple[str, str, int, int]]:
+    """(model, case, batch, seq_len) of round 2: LLaMA-7B first, then every case of ``ROUND2_CASES``."""
+    return list(ROUND2_7B) + [(m, c, b, s) for c in ROUND2_CASES for m in V2_MODELS for b, s in V2_SHAPES]
 
 
 def llama_config(arch: dict, seq_len: int):
@@ -107,10 +139,36 @@ def build(arch: dict, case: dict, seq_len: int, device: str, folders: dict):
             _enable_checkpointing(model)
     if case["method"] == "lora":
         r = case["lora_r"]
-        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=list(case["lora_targets"]),
-                                                 bias="none", task_type="CAUSAL_LM"))
+        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=case.get("lora_dropout", 0.0),
+                                                 target_modules=list(case["lora_targets"]), bias="none", task_type="CAUSAL_LM"))
+    if case.get("qlora_recipe") == "paper":
+        paper_casts(model)
     model.train(case["method"] != "inference")  # checkpointing acts only in training mode
     return model
+
+
+def paper_casts(model) -> None:
+    """What artidoro/qlora's ``get_accelerate_model`` does after ``get_peft_model`` with ``--bf16`` (qlora.py, lines 396-405).
+
+    LoRA layers to bf16, every module whose name holds "norm" to fp32, and ``lm_head`` / ``embed_tokens``
+    back to bf16 where ``prepare_model_for_kbit_training`` had made them fp32. Written from the
+    repository's code (read, not copied): the same three rules, in the same order.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            module.to(torch.bfloat16)
+        if "norm" in name:
+            module.to(torch.float32)
+        if ("lm_head" in name or "embed_tokens" in name) and getattr(module, "weight", None) is not None:
+            if module.weight.dtype == torch.float32:
+                module.to(torch.bfloat16)
+
+
+def autocast(case: dict, device: str):
+    """The forward pass's autocast: bf16 for the QLoRA paper's recipe (the Trainer's ``--bf16``), none otherwise."""
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=case.get("qlora_recipe") == "paper")
 
 
 def tensor_bytes(tensors) -> int:
@@ -151,13 +209,32 @@ class Meter:
             return torch.cuda.max_memory_allocated()
         return 0
 
+    def peak_reserved(self) -> int:
+        """What the caching allocator held at most: the peak plus its spare blocks (what the card must hold)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_reserved()
+        return 0
+
+
+#: torch.optim.AdamW's arguments for each implementation (``foreach``: PyTorch's default on CUDA, said explicitly).
+ADAMW_IMPL_ARGS = {"foreach": dict(foreach=True), "for-loop": dict(foreach=False), "fused": dict(fused=True)}
+
 
 def make_optimizer(case: dict, params):
-    if case.get("optimizer", "adamw") == "adamw_8bit":
+    name = case.get("optimizer", "adamw")
+    if name in ("adamw_8bit", "paged_adamw_32bit"):
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(params, lr=1e-5)
-    return torch.optim.AdamW(params, lr=1e-5)
+        cls = bnb.optim.AdamW8bit if name == "adamw_8bit" else bnb.optim.PagedAdamW32bit
+        return cls(params, lr=1e-5)
+    impl = case.get("adamw_impl")
+    return torch.optim.AdamW(params, lr=1e-5, **(ADAMW_IMPL_ARGS[impl] if impl else {}))
+
+
+def paged_bytes(opt) -> int:
+    """bitsandbytes' paged optimizer state: CUDA managed memory, outside PyTorch's allocator and its counters."""
+    return tensor_bytes(t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and getattr(t, "is_paged", False))
 
 
 def measure(arch: dict, case: dict, batch: int, seq_len: int, device: str = "cuda", folders: dict | None = None) -> dict:
@@ -180,29 +257,97 @@ def measure(arch: dict, case: dict, batch: int, seq_len: int, device: str = "cud
     opt = make_optimizer(case, trainable)
 
     def forward():
-        return model(input_ids=ids, labels=ids).loss
+        with autocast(case, device):
+            return model(input_ids=ids, labels=ids).loss
 
     forward().backward()                         # step 1: creates gradients and the optimizer's state
     opt.step()
     row.update(static_after_step=meter.now(), grad_bytes=tensor_bytes(p.grad for p in trainable),
-               optimizer_bytes=tensor_bytes(t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0))
+               optimizer_bytes=tensor_bytes(t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0),
+               paged_bytes=paged_bytes(opt), trainable_dtypes=sorted({str(p.dtype) for p in trainable}))
     opt.zero_grad(set_to_none=case.get("set_to_none", True))
     row["before_step2"] = meter.now()
 
-    peaks = {}
+    peaks, reserved = {}, []
     meter.reset()
     loss = forward()
     row["after_forward"], peaks["forward"] = meter.now(), meter.peak()
+    reserved.append(meter.peak_reserved())
     meter.reset()
     loss.backward()
     del loss
     row["after_backward"], peaks["backward"] = meter.now(), meter.peak()
+    reserved.append(meter.peak_reserved())
     meter.reset()
     opt.step()
     peaks["step"] = meter.peak()
-    row.update(peak_forward=peaks["forward"], peak_backward=peaks["backward"], peak_step=peaks["step"], peak=max(peaks.values()))
+    reserved.append(meter.peak_reserved())
+    row.update(peak_forward=peaks["forward"], peak_backward=peaks["backward"], peak_step=peaks["step"], peak=max(peaks.values()),
+               peak_reserved=max(reserved))
     del opt
     return row
+
+
+def saved_tensors(arch: dict, case: dict, batch: int, seq_len: int, device: str, folders: dict) -> Counter:
+    """What autograd saves in one forward pass (distinct storages, parameters excluded), as a Counter of
+    (dtype, shape, bytes); checkpointing off, the case's own autocast."""
+    case = dict(case, gradient_checkpointing=False)
+    model = build(arch, case, seq_len, device, folders)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, tuple] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params and st.nbytes():
+            seen.setdefault(st.data_ptr(), (str(t.dtype).replace("torch.", ""), tuple(t.shape), st.nbytes()))
+        return t
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, arch["vocab_size"], (batch, seq_len), device=device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(case, device):
+        loss = model(input_ids=ids, labels=ids).loss
+    del loss, model
+    return Counter(seen.values())
+
+
+def census(case_name: str, arch: dict, batch: int = 2, seq_len: int = 64, device: str = "cuda") -> dict:
+    """Bytes autograd saves per token in one decoder layer (a 2-layer model minus a 1-layer one), and the tensors."""
+    case = MEASURED_CASES[case_name]
+    one = saved_tensors(dict(arch, num_hidden_layers=1), case, batch, seq_len, device, {})
+    two = saved_tensors(dict(arch, num_hidden_layers=2), case, batch, seq_len, device, {})
+    layer = two - one
+    extra = sum(n * b for (_, _, b), n in layer.items())
+    missing = sum(n * b for (_, _, b), n in (one - two).items())
+    return dict(case=case_name, arch=arch, batch=batch, seq_len=seq_len,
+                bytes_per_token_layer=(extra - missing) / (batch * seq_len),
+                layer_tensors=sorted([dtype, list(shape), b, n] for (dtype, shape, b), n in layer.items()),
+                removed_tensors=sorted([dtype, list(shape), b, n] for (dtype, shape, b), n in (one - two).items()),
+                one_layer_model=sorted([dtype, list(shape), b, n] for (dtype, shape, b), n in one.items()))
+
+
+def card_facts() -> dict:
+    """The card's memory as PyTorch and nvidia-smi report it, and what the CUDA context and cuBLAS take."""
+    import subprocess
+
+    props = torch.cuda.get_device_properties(0)
+    torch.cuda.init()
+    torch.empty(1, device="cuda")                      # creates the CUDA context, allocates (almost) nothing
+    torch.cuda.synchronize()
+    free_ctx, total = torch.cuda.mem_get_info()
+    a = torch.randn(256, 256, device="cuda")
+    (a @ a).sum().item()                              # cuBLAS: its handle and workspace
+    torch.cuda.synchronize()
+    free_blas, _ = torch.cuda.mem_get_info()
+    allocated_blas = torch.cuda.memory_allocated()
+    del a
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used,memory.free,driver_version",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        smi = f"nvidia-smi failed: {exc}"
+    return dict(name=props.name, total_memory=props.total_memory, mem_get_info_total=total,
+                free_after_context=free_ctx, free_after_cublas=free_blas, allocated_after_cublas=allocated_blas,
+                nvidia_smi=smi)
 
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -225,8 +370,11 @@ def dry_run() -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="lora_edu/data/memory_measurements.json")
-    parser.add_argument("--models", nargs="*", help="only these models (default: both grids)")
+    parser.add_argument("--round", type=int, choices=(1, 2), default=1,
+                        help="1: the v1 and v2 grids (155 runs); 2: issue 25's cases, the card and the census")
+    parser.add_argument("--out", help="default: lora_edu/data/memory_measurements.json (round 1), "
+                                      "memory_measurements_round2.json (round 2)")
+    parser.add_argument("--models", nargs="*", help="only these models (default: the round's grid)")
     parser.add_argument("--cases", nargs="*", help="only these cases")
     parser.add_argument("--dry-run", action="store_true", help="every case on a tiny model on the CPU; writes nothing")
     args = parser.parse_args()
@@ -242,13 +390,32 @@ def main() -> None:
         bnb_version = bitsandbytes.__version__
     except ImportError:
         bnb_version = None
-    runs = [r for r in grid() if (not args.models or r[0] in args.models) and (not args.cases or r[1] in args.cases)]
+    out = Path(args.out or f"lora_edu/data/memory_measurements{'_round2' if args.round == 2 else ''}.json")
+    card = card_facts() if args.round == 2 else None   # first, before anything else allocates
+    every = grid_round2() if args.round == 2 else grid()
+    runs = [r for r in every if (not args.models or r[0] in args.models) and (not args.cases or r[1] in args.cases)]
     results = dict(device=torch.cuda.get_device_name(), total_memory=torch.cuda.get_device_properties(0).total_memory,
                    torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
                    bitsandbytes=bnb_version, python=platform.python_version(), seq_len=512,
-                   optimizer="torch.optim.AdamW (default: foreach), or bitsandbytes.optim.AdamW8bit where the case says",
+                   optimizer="torch.optim.AdamW (default: foreach; the case's adamw_impl where it names one), or "
+                             "bitsandbytes.optim.AdamW8bit / PagedAdamW32bit where the case says",
                    attention="sdpa", models={m: PRESETS[m] for m in dict.fromkeys(r[0] for r in runs)},
                    cases={c: MEASURED_CASES[c] for c in dict.fromkeys(r[1] for r in runs)}, runs=[])
+    if card:
+        results["card"] = card
+        print(json.dumps(card), flush=True)
+        results["census"] = []
+        for case_name in CENSUS_CASES:
+            for arch in CENSUS_ARCHS.values():
+                try:
+                    row = census(case_name, arch)
+                except Exception as exc:  # noqa: BLE001 - a census that fails is recorded, the runs go on
+                    row = dict(case=case_name, arch=arch, error=repr(exc))
+                results["census"].append(row)
+                print(json.dumps({k: v for k, v in row.items() if k not in ("layer_tensors", "one_layer_model")}), flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+        out.write_text(json.dumps(results, indent=1))
     folders: dict = {}
     for name, case_name, batch, seq_len in runs:
         gc.collect()
@@ -258,13 +425,17 @@ def main() -> None:
             row = measure(PRESETS[name], MEASURED_CASES[case_name], batch, seq_len, folders=folders)
         except torch.OutOfMemoryError:
             row = dict(oom=True)
+        except Exception as exc:  # noqa: BLE001 - recorded, not hidden: the next runs still matter
+            if args.round == 1:
+                raise
+            row = dict(error=repr(exc))
         row.update(model=name, case=case_name, batch=batch, seq_len=seq_len, seconds=round(time.perf_counter() - start, 2))
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
         gc.collect()
         torch.cuda.empty_cache()
-        Path(args.out).write_text(json.dumps(results, indent=1))  # after every run: a timeout keeps what was measured
-    print(f"wrote {args.out}")
+        out.write_text(json.dumps(results, indent=1))  # after every run: a timeout keeps what was measured
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,20 @@ CUBLAS_WORKSPACE = 64 * 2**20  # measured: memory_allocated() grows by 64 MiB at
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 METHODS = ("full", "lora", "inference")
 QUANTIZATIONS = (None, "nf4")
-OPTIMIZERS = ("adamw", "adamw_8bit")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_32bit")
+#: torch.optim.AdamW's three implementations. Each allocates a different temporary in its step (read from
+#: torch/optim/adam.py and measured, ``MEASURED_CASES``): ``foreach`` (PyTorch's default on CUDA) takes the
+#: square root of *every* second moment at once (``torch._foreach_sqrt``), one temporary the size of all
+#: the moments of one dtype; the for-loop (``foreach=False``) does it one tensor at a time, and
+#: ``exp_avg_sq.sqrt() / bias_correction2_sqrt`` holds two temporaries of the largest tensor; ``fused=True``
+#: updates in one kernel without a temporary.
+ADAMW_IMPLS = ("foreach", "for-loop", "fused")
+#: The QLoRA recipe: how the parameters left out of 4 bits, and the adapters, are stored and run.
+#: "peft": PEFT's ``prepare_model_for_kbit_training`` (everything not 4-bit to fp32, fp32 adapters, no
+#: autocast). "paper": the QLoRA paper's code, artidoro/qlora ``qlora.py`` ``get_accelerate_model`` with
+#: ``--bf16`` (the same call, then LoRA layers to bf16, norms fp32, embedding and head back to bf16),
+#: trained under bf16 autocast as the Hugging Face Trainer's ``--bf16`` runs it.
+QLORA_RECIPES = ("peft", "paper")
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NF4_BLOCK = 64          # bitsandbytes' 4-bit block: one absmax scale per 64 weights (QLoRA §3)
 DQ_BLOCK = 256          # double quantization: the 8-bit absmax scales in blocks of 256, one fp32 scale each
@@ -95,6 +108,7 @@ MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama
 
 #: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
 #: its models from these same settings, so the measurement and the prediction cannot drift apart.
+#: The first 15 are measured (round 1, ``lora_edu/data/memory_measurements.json``); round 2's await a GPU.
 MEASURED_CASES = {
     "full_fp32": dict(method="full", weight_dtype="fp32"),
     "full_bf16": dict(method="full", weight_dtype="bf16"),
@@ -119,7 +133,97 @@ MEASURED_CASES = {
     "full_bf16_adamw8bit": dict(method="full", weight_dtype="bf16", optimizer="adamw_8bit"),
     "lora_all_adamw8bit": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
                                optimizer="adamw_8bit"),
+    # Round 2 (issue 25), measured by ``benchmarks/measure_memory.py --round 2``, which needs a GPU and has not run
+    # yet (none could be had when these were added): the calculator models them from the libraries' source.
+    # PyTorch's three AdamW implementations, side by side ...
+    "full_fp32_forloop": dict(method="full", weight_dtype="fp32", adamw_impl="for-loop"),
+    "full_fp32_fused": dict(method="full", weight_dtype="fp32", adamw_impl="fused"),
+    "full_bf16_forloop": dict(method="full", weight_dtype="bf16", adamw_impl="for-loop"),
+    "full_bf16_fused": dict(method="full", weight_dtype="bf16", adamw_impl="fused"),
+    "lora_all_forloop": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES, adamw_impl="for-loop"),
+    "lora_all_fused": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES, adamw_impl="fused"),
+    # ... and the QLoRA paper's own recipe (artidoro/qlora qlora.py with the 65B script's settings: r 64 on every
+    # linear, dropout 0.05, NF4 with double quantization, --bf16, checkpointing, paged 32-bit AdamW).
+    "qlora_paper": dict(method="lora", weight_dtype="bf16", lora_r=64, lora_targets=LINEAR_MODULES, quantization="nf4",
+                        double_quant=True, gradient_checkpointing=True, qlora_recipe="paper", lora_dropout=0.05,
+                        optimizer="paged_adamw_32bit"),
+    "qlora_paper_no_ckpt": dict(method="lora", weight_dtype="bf16", lora_r=64, lora_targets=LINEAR_MODULES,
+                                quantization="nf4", double_quant=True, qlora_recipe="paper", lora_dropout=0.05,
+                                optimizer="paged_adamw_32bit"),
+    "qlora_paper_adamw": dict(method="lora", weight_dtype="bf16", lora_r=64, lora_targets=LINEAR_MODULES, quantization="nf4",
+                              double_quant=True, gradient_checkpointing=True, qlora_recipe="paper", lora_dropout=0.05),
+    # PEFT's recipe at the same settings and with the same AdamW as qlora_paper_adamw: only the recipe differs.
+    "qlora_peft_r64": dict(method="lora", weight_dtype="bf16", lora_r=64, lora_targets=LINEAR_MODULES, quantization="nf4",
+                           double_quant=True, gradient_checkpointing=True, qlora_recipe="peft", lora_dropout=0.05),
 }
+
+
+#: The course's one definition of each method it names: the figures, the tables, the command line
+#: (``python -m lora_edu.memory --method``) and notebook 01 all read these. "QLoRA" is LoRA on every
+#: block linear over an NF4 base with double quantization and gradient checkpointing (QLoRA §3-4:
+#: "LoRA on all linear transformer block layers are required to match full finetuning performance"),
+#: at r = 16, through PEFT's ``prepare_model_for_kbit_training``; "QLoRA, paper's code" is what the
+#: paper's own repository runs for its 65B model (artidoro/qlora ``scripts/finetune_guanaco_65b.sh``:
+#: r = 64, dropout 0.05, ``--bf16``; ``qlora.py``'s default optimizer, paged 32-bit AdamW).
+RECIPES = {
+    "full fine-tuning": dict(method="full"),
+    "LoRA": dict(method="lora", lora_r=8, lora_targets=("q_proj", "v_proj")),
+    "QLoRA": dict(method="lora", lora_r=16, lora_targets=LINEAR_MODULES, quantization="nf4", double_quant=True,
+                  gradient_checkpointing=True),
+    "QLoRA, paper's code": dict(method="lora", lora_r=64, lora_targets=LINEAR_MODULES, quantization="nf4", double_quant=True,
+                                gradient_checkpointing=True, qlora_recipe="paper", lora_dropout=0.05,
+                                optimizer="paged_adamw_32bit"),
+}
+
+
+@dataclass(frozen=True)
+class Card:
+    """A GPU's memory as a training run can use it: ``total`` as the card reports it, less ``context``.
+
+    ``context``: what is kept free for the CUDA context and the allocator (:data:`CONTEXT_MARGIN`).
+    ``measured``: ``total`` was read on such a card; else it is the size the card is sold under, in GiB.
+    """
+
+    name: str
+    total: int
+    context: int
+    measured: bool
+    source: str
+
+    @property
+    def usable(self) -> int:
+        """Bytes left for the tensors of a training step: the card's memory less the margin."""
+        return self.total - self.context
+
+
+def usable_memory(card: Any) -> int:
+    """The bytes a training run can use on ``card``: a name of :data:`CARDS` ("80 GB"), or a size sold in GB (counted in GiB)."""
+    if isinstance(card, str):
+        if card not in CARDS:
+            raise ValueError(f"unknown card {card!r}; choose one of {list(CARDS)}, or pass its size in GB (e.g. 24).")
+        return CARDS[card].usable
+    if isinstance(card, bool) or not isinstance(card, (int, float)) or card <= 0:
+        raise ValueError(f"a card is a name of CARDS ({list(CARDS)}) or a positive size in GB, got {card!r}.")
+    return int(card * GiB) - CUDA_CONTEXT
+
+
+#: What the course keeps free on every card for the CUDA context and the caching allocator's spare blocks,
+#: on top of the peak (which counts tensors only). A margin the course chooses, not a measurement: the context
+#: was not measured on the cards here (benchmarks/measure_memory.py --round 2 measures it; no GPU could be had
+#: when this table was written). What is measured: PyTorch sees less of a card than nvidia-smi shows (on the
+#: H200 of round 1, 143,156 MiB against 143,771 MiB), and the context comes off what PyTorch sees.
+CONTEXT_MARGIN = 2**30
+#: The one table of cards: each card's memory as read on it where it was, else its name counted in GiB.
+CARDS = {
+    **{name: Card(name, gib * GiB, CONTEXT_MARGIN, False, f"sold as {name}, counted as {gib} GiB, less the 1 GiB margin")
+       for name, gib in (("16 GB", 16), ("24 GB", 24), ("40 GB", 40), ("48 GB", 48))},
+    "80 GB": Card("80 GB", 81_559 * 2**20, CONTEXT_MARGIN, True,
+                  "NVIDIA H100 80GB HBM3: nvidia-smi's 81,559 MiB, less the 1 GiB margin"),
+    "141 GB": Card("141 GB", 150_109_880_320, CONTEXT_MARGIN, True,
+                   "NVIDIA H200: PyTorch's total_memory in round 1's measurements, less the 1 GiB margin"),
+}
+#: Kept for the command line's --gpu-gb: a card given by its size is counted in GiB, less the same margin.
+CUDA_CONTEXT = CONTEXT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -304,7 +408,15 @@ def quantized_weight_bytes(arch: Any, double_quant: bool = False) -> int:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """A training step's (or inference's) memory, in bytes. ``total`` is the peak."""
+    """A training step's (or inference's) memory, in bytes. ``total`` is the peak.
+
+    ``weights`` ... ``activations`` are each part's full size; they are not all alive at once.
+    ``peak_at`` names the moment of the step where the peak falls ("end of the forward pass", "start
+    of the backward pass", "optimizer step", "recomputed layer" with checkpointing, "inference") and
+    ``at_peak`` splits the peak into the parts alive *then* (weights, gradients, optimizer,
+    activations, other = transients and workspace), adding up to ``peak`` exactly. At the optimizer
+    step, for instance, the activations are already freed and AdamW's temporary is alive.
+    """
 
     weights: int
     gradients: int
@@ -314,6 +426,9 @@ class MemoryEstimate:
     peak: int
     trainable_params: int
     total_params: int
+    peak_at: str = ""
+    at_peak: dict = field(default_factory=dict)
+    step: int = 0  #: the optimizer step's moment: weights, gradients, optimizer state, its temporary, workspace
 
     @property
     def rule_of_thumb(self) -> int:
@@ -342,7 +457,8 @@ def _dtype_bytes(name: str, what: str) -> int:
 
 
 def activation_bytes_per_token_layer(arch: Any, method: str, weight_dtype: str = "bf16", lora_r: int = 8,
-                                     lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32") -> int:
+                                     lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32",
+                                     lora_dropout: float = 0.0, qlora_recipe: str = "peft") -> int:
     """Bytes autograd saves per token in one decoder block (SDPA attention, no checkpointing).
 
     Term by term, with p the weights' bytes per number:
@@ -354,8 +470,15 @@ def activation_bytes_per_token_layer(arch: Any, method: str, weight_dtype: str =
       (q/k/v: p·h, gate/up: p·h, down: p·m; o_proj reads SDPA's output, already kept);
     * LoRA keeps nothing for the frozen layers; each adapter keeps its input cast to the adapter's
       dtype (a copy each, 4·in, when that differs from the base's; otherwise the shared input once)
-      and A's output (bytes·r).
+      and A's output (bytes·r). With ``lora_dropout`` > 0 each adapter keeps its own dropped-out
+      input (bytes·in) and dropout's mask (one byte a number), shared with no other adapter.
+
+    ``qlora_recipe="paper"`` (the QLoRA paper's code, :data:`QLORA_RECIPES`) is
+    :func:`paper_recipe_bytes_per_token_layer`; ``weight_dtype`` is then ignored.
     """
+    _check_choice("qlora_recipe", qlora_recipe, QLORA_RECIPES)
+    if qlora_recipe == "paper" and method == "lora":
+        return paper_recipe_bytes_per_token_layer(arch, lora_r, lora_targets, lora_dropout)
     a = resolve_arch(arch)
     p = _dtype_bytes(weight_dtype, "weight_dtype")
     h, m, kv = a.hidden_size, a.intermediate_size, a.kv_dim
@@ -364,22 +487,60 @@ def activation_bytes_per_token_layer(arch: Any, method: str, weight_dtype: str =
         return 0
     if method == "full":
         return common + 2 * p * h + p * h + p * h + p * m
+    return common + _adapter_bytes(a, p, lora_r, lora_targets, adapter_dtype, lora_dropout)
+
+
+def _adapter_bytes(a: Arch, p: int, lora_r: int, lora_targets: Iterable[str], adapter_dtype: str, lora_dropout: float) -> int:
+    """What LoRA's adapters keep per token in one block: their inputs (and dropout masks), and A's outputs."""
     q = _dtype_bytes(adapter_dtype, "adapter_dtype")
     targets = _check_targets(lora_targets)
+    _check_dropout(lora_dropout)
     shapes = linear_shapes(a)
-    group_input = {"q_proj": ("attn_in", p * h), "k_proj": ("attn_in", p * h), "v_proj": ("attn_in", p * h),
-                   "o_proj": ("attn_out", 0), "gate_proj": ("mlp_in", p * h), "up_proj": ("mlp_in", p * h),
-                   "down_proj": ("mlp_mid", p * m)}
-    if q != p:
+    group_input = {"q_proj": ("attn_in", p * a.hidden_size), "k_proj": ("attn_in", p * a.hidden_size),
+                   "v_proj": ("attn_in", p * a.hidden_size), "o_proj": ("attn_out", 0), "gate_proj": ("mlp_in", p * a.hidden_size),
+                   "up_proj": ("mlp_in", p * a.hidden_size), "down_proj": ("mlp_mid", p * a.intermediate_size)}
+    if lora_dropout:
+        inputs = sum((q + 1) * shapes[t][0] for t in targets)     # each its own dropped-out copy and 1-byte mask
+    elif q != p:
         inputs = sum(q * shapes[t][0] for t in targets)
     else:
         inputs = sum(dict(group_input[t] for t in targets).values())
-    return common + inputs + len(targets) * q * lora_r
+    return inputs + len(targets) * q * lora_r
+
+
+def paper_recipe_bytes_per_token_layer(arch: Any, lora_r: int = 64, lora_targets: Iterable[str] = LINEAR_MODULES,
+                                       lora_dropout: float = 0.0) -> int:
+    """Bytes autograd saves per token in one decoder block under the QLoRA paper's recipe (``qlora_recipe="paper"``).
+
+    The recipe (artidoro/qlora ``qlora.py`` with ``--bf16``) keeps the norms in fp32 and runs under bf16
+    autocast. The norms' fp32 weights make their outputs fp32 and, from the first block's MLP on, the
+    residual stream too, while autocast runs every matrix product and SDPA in bf16. So, per token:
+    * the two RMSNorms keep their fp32 input and 1/rms (2·4h + 8), as with any recipe;
+    * SDPA keeps bf16 q, k, v, its output (2·(2h + 2·kv)) and an fp32 log-sum-exp per head (4·heads);
+    * the MLP's gate and up outputs are fp32 (the 4-bit layers return their input's dtype), so SiLU's
+      input and output and up's output are kept in fp32 (3·4m);
+    * each adapter keeps the bf16 copy autocast makes of its input (2·in; one per adapter: autocast
+      does not share casts of activations), dropout's mask if any (1·in) and A's bf16 output (2r).
+    The 4-bit layers keep nothing: bitsandbytes' ``MatMul4Bit`` saves only the packed weight.
+    """
+    a = resolve_arch(arch)
+    h, m, kv = a.hidden_size, a.intermediate_size, a.kv_dim
+    _check_dropout(lora_dropout)
+    targets = _check_targets(lora_targets)
+    shapes = linear_shapes(a)
+    common = 2 * 4 * h + 8 + 2 * (2 * h + 2 * kv) + 4 * a.num_attention_heads + 3 * 4 * m
+    adapters = sum((2 + (1 if lora_dropout else 0)) * shapes[t][0] for t in targets) + len(targets) * 2 * lora_r
+    return common + adapters
+
+
+def _check_dropout(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"lora_dropout must be a probability in [0, 1), got {value!r}.")
 
 
 def activation_breakdown_per_token_layer(arch: Any, method: str, weight_dtype: str = "bf16", lora_r: int = 8,
                                         lora_targets: Iterable[str] = ("q_proj", "v_proj"),
-                                        adapter_dtype: str = "fp32") -> dict[str, int]:
+                                        adapter_dtype: str = "fp32", lora_dropout: float = 0.0) -> dict[str, int]:
     """:func:`activation_bytes_per_token_layer` split into what each part is kept *for*.
 
     Why: "LoRA removes gradients and optimizer state, not activations" is half true. The parts:
@@ -390,13 +551,14 @@ def activation_breakdown_per_token_layer(arch: Any, method: str, weight_dtype: s
     * ``frozen_weight_gradients``: the inputs of the linear layers and the norms' normalised
       inputs, needed only for the *weights'* gradients. LoRA drops it: the weights are frozen.
     * ``adapter_inputs``: each adapter's own copy of its input (in the adapter's dtype; when that
-      differs from the base's, one cast copy per adapter, not shared between q, k and v).
+      differs from the base's, one cast copy per adapter, not shared between q, k and v), and
+      dropout's masks where ``lora_dropout`` > 0.
     * ``adapter_down_outputs``: A's output, r numbers per adapter.
 
     The parts add up to :func:`activation_bytes_per_token_layer` (a unit test checks it).
     """
     a = resolve_arch(arch)
-    total = activation_bytes_per_token_layer(a, method, weight_dtype, lora_r, lora_targets, adapter_dtype)
+    total = activation_bytes_per_token_layer(a, method, weight_dtype, lora_r, lora_targets, adapter_dtype, lora_dropout)
     if method == "inference":
         return dict(backprop_through_block=0, frozen_weight_gradients=0, adapter_inputs=0, adapter_down_outputs=0)
     p = _dtype_bytes(weight_dtype, "weight_dtype")
@@ -436,34 +598,45 @@ def _check_flag(name: str, value: Any) -> None:
 
 
 def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_size: int = 1, seq_len: int = 512,
-             lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str = "fp32",
+             lora_r: int = 8, lora_targets: Iterable[str] = ("q_proj", "v_proj"), adapter_dtype: str | None = None,
              optimizer_dtype: str | None = None, master_weights: bool = False,
              workspace: int = CUBLAS_WORKSPACE, gradient_checkpointing: bool = False, quantization: str | None = None,
-             double_quant: bool = False, set_to_none: bool = True, optimizer: str = "adamw",
+             double_quant: bool = False, set_to_none: bool = True, optimizer: str = "adamw", adamw_impl: str = "foreach",
+             qlora_recipe: str = "peft", lora_dropout: float = 0.0,
              num_gpus: int = 1, sharding: str | None = None) -> MemoryEstimate:
     """Estimate the memory of one training step (or of inference) with AdamW, in bytes.
 
     ``method``: "full" (every parameter trains), "lora" (frozen base in ``weight_dtype``,
-    adapters in ``adapter_dtype``) or "inference" (no gradients). ``optimizer_dtype``: dtype of
-    AdamW's two moments (default: the trainable parameters' own, as PyTorch does).
-    ``master_weights``: keep an fp32 copy of trainable weights (classic fp16 mixed precision).
-    ``workspace``: bytes the framework holds besides tensors (0 to leave it out).
+    adapters in ``adapter_dtype``: fp32 by default, PEFT's; bf16 under the QLoRA paper's recipe) or
+    "inference" (no gradients). ``optimizer_dtype``: dtype of AdamW's two moments (default: the
+    trainable parameters' own, as PyTorch does). ``master_weights``: keep an fp32 copy of trainable
+    weights (classic fp16 mixed precision). ``workspace``: bytes the framework holds besides tensors
+    (0 to leave it out).
 
     Calculator v2, each measured on a GPU (``MEASURED_CASES``):
 
     * ``gradient_checkpointing``: transformers' non-reentrant checkpointing of every decoder layer.
       The forward pass keeps only each layer's input; the backward pass recomputes one layer at a
       time, so its activations are alive for one layer only.
-    * ``quantization="nf4"`` with ``method="lora"``: the QLoRA recipe (``BitsAndBytesConfig(load_in_4bit,
-      nf4, bf16 compute)``, ``prepare_model_for_kbit_training``, ``get_peft_model``). The block linears
-      are stored in 4 bits with their scales (:func:`quantized_weight_bytes`, ``double_quant`` for
-      QLoRA's double quantization); ``prepare_model_for_kbit_training`` casts everything else
-      (embedding, head, norms) to fp32, so the residual stream, the activations and the logits are
-      fp32 too. With ``method="inference"``, the 4-bit model as loaded (no cast).
+    * ``quantization="nf4"`` with ``method="lora"``: QLoRA. The block linears are stored in 4 bits with
+      their scales (:func:`quantized_weight_bytes`, ``double_quant`` for QLoRA's double quantization).
+      ``qlora_recipe`` (:data:`QLORA_RECIPES`) says how the rest is stored: "peft", PEFT's
+      ``prepare_model_for_kbit_training``, casts everything else (embedding, head, norms) to fp32, so
+      the residual stream, the activations and the logits are fp32 too; "paper", the QLoRA paper's
+      ``qlora.py --bf16``, keeps the embedding and head in bf16, the norms in fp32, the adapters in
+      bf16, and runs under bf16 autocast (:func:`paper_recipe_bytes_per_token_layer`). With
+      ``method="inference"``, the 4-bit model as loaded (no cast).
+    * ``lora_dropout``: PEFT's dropout before each adapter (the QLoRA scripts use 0.05 or 0.1): each
+      adapter keeps its own dropped-out input and a one-byte mask.
     * ``set_to_none=False``: ``zero_grad(set_to_none=False)`` keeps the gradients' memory through
       the next forward and backward pass.
-    * ``optimizer="adamw_8bit"``: bitsandbytes' AdamW8bit, two 8-bit moments with one fp32 scale per
-      256 values (fp32 moments for tensors under 4096 values), updated in place: no temporary.
+    * ``optimizer``: "adamw" (``torch.optim.AdamW``; ``adamw_impl`` picks its implementation,
+      :data:`ADAMW_IMPLS`, and with it the step's temporary: ``foreach``, PyTorch's default on CUDA, one
+      temporary the size of all the moments; ``for-loop``, two of the largest tensor; ``fused``, none);
+      "adamw_8bit" (bitsandbytes' AdamW8bit: two 8-bit moments with one fp32 scale per 256 values, fp32
+      moments for tensors under 4096 values, updated in place: no temporary); "paged_adamw_32bit"
+      (bitsandbytes' PagedAdamW32bit, the QLoRA paper's default: two fp32 moments in CUDA managed
+      memory, updated in place; counted as on the GPU, since pages leave it only under memory pressure).
     * ``num_gpus``, ``sharding`` ("fsdp" or "ddp"): memory *per GPU* of a run spread over ``num_gpus``
       GPUs (``batch_size`` per GPU); returns :class:`lora_edu.core.sharding.ShardedEstimate`.
     """
@@ -475,6 +648,9 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
     _check_choice("method", method, METHODS)
     _check_choice("quantization", quantization, QUANTIZATIONS)
     _check_choice("optimizer", optimizer, OPTIMIZERS)
+    _check_choice("adamw_impl", adamw_impl, ADAMW_IMPLS)
+    _check_choice("qlora_recipe", qlora_recipe, QLORA_RECIPES)
+    _check_dropout(lora_dropout)
     for name, value in (("gradient_checkpointing", gradient_checkpointing), ("double_quant", double_quant),
                         ("set_to_none", set_to_none), ("master_weights", master_weights)):
         _check_flag(name, value)
@@ -485,8 +661,16 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
         raise ValueError("4-bit weights cannot be trained: quantization='nf4' needs method='lora' (QLoRA) or 'inference'.")
     if double_quant and not quantization:
         raise ValueError("double_quant quantizes the 4-bit scales: it needs quantization='nf4'.")
-    if optimizer == "adamw_8bit" and (optimizer_dtype or master_weights):
-        raise ValueError("optimizer='adamw_8bit' keeps its own 8-bit moments: leave optimizer_dtype=None and master_weights=False.")
+    paper = qlora_recipe == "paper"
+    if paper and not (quantization and method == "lora"):
+        raise ValueError("qlora_recipe='paper' is the QLoRA paper's recipe for a 4-bit base: it needs method='lora' and quantization='nf4'.")
+    if optimizer != "adamw" and (optimizer_dtype or master_weights):
+        raise ValueError(f"optimizer={optimizer!r} keeps its own moments: leave optimizer_dtype=None and master_weights=False.")
+    if optimizer != "adamw" and adamw_impl != "foreach":
+        raise ValueError(f"adamw_impl chooses torch.optim.AdamW's implementation: it needs optimizer='adamw', not {optimizer!r}.")
+    if lora_dropout and method != "lora":
+        raise ValueError("lora_dropout is the dropout before LoRA's adapters: it needs method='lora'.")
+    adapter_dtype = adapter_dtype or ("bf16" if paper else "fp32")
     a = resolve_arch(arch)
     p = _dtype_bytes(weight_dtype, "weight_dtype")
     counts = parameter_counts(a)
@@ -495,7 +679,10 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
 
     sizes = trainable_tensor_sizes(a, method, lora_r, lora_targets)
     trainable = sum(sizes)
-    if quantization:
+    if quantization and paper:   # qlora.py: embedding and head bf16, norms fp32, biases (inside LoRA layers) bf16
+        base = (quantized_weight_bytes(a, double_quant) + 2 * (counts["embedding"] + counts["lm_head"] + counts["biases"])
+                + 4 * counts["norms"])
+    elif quantization:           # PEFT: everything left out of 4 bits in fp32 (loaded as is for inference)
         rest = counts["total"] - counts["linear_in_blocks"]   # embedding, head, norms, biases
         base = quantized_weight_bytes(a, double_quant) + rest * (4 if method == "lora" else p)
     else:
@@ -509,22 +696,28 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
     if method == "inference":
         # No autograd: the peak is the weights plus the logits (and their fp32 copy in generation code).
         transient = tokens * a.vocab_size * p + tokens * (4 * a.hidden_size + 3 * a.intermediate_size) * p
-        return MemoryEstimate(weights, 0, 0, 0, workspace, weights + workspace + transient, 0, counts["total"])
+        parts = dict(weights=weights, gradients=0, optimizer=0, activations=0, other=transient + workspace)
+        return MemoryEstimate(weights, 0, 0, 0, workspace, weights + workspace + transient, 0, counts["total"],
+                              "inference", parts)
 
     if optimizer == "adamw_8bit":
-        opt_bytes = 0
         optimizer_state = sum(2 * n + 8 * -(-n // ADAM8_BLOCK) + 2 * 256 * 4 if n >= ADAM8_MIN_SIZE else 8 * n for n in sizes)
         step_temporary = 0                                                     # bitsandbytes updates in place
+    elif optimizer == "paged_adamw_32bit":
+        optimizer_state = 8 * trainable                                        # two fp32 moments, whatever the dtype
+        step_temporary = 0
     else:
         opt_bytes = _dtype_bytes(optimizer_dtype, "optimizer_dtype") if optimizer_dtype else train_bytes
         optimizer_state = trainable * 2 * opt_bytes + (trainable * 4 if master_weights else 0)
-        step_temporary = trainable * opt_bytes                                 # AdamW foreach: one temporary
+        step_temporary = adamw_step_temporary(sizes, opt_bytes, adamw_impl)
     gradients = trainable * train_bytes
 
-    act_dtype = "fp32" if quantization else weight_dtype     # QLoRA: prepare_model_for_kbit_training's fp32 stream
+    # The residual stream's dtype: fp32 under either QLoRA recipe (PEFT's casts; the paper's fp32 norms).
+    act_dtype = "fp32" if quantization else weight_dtype
     pa = _dtype_bytes(act_dtype, "weight_dtype")
-    per_layer = (activation_bytes_per_token_layer(a, method, act_dtype, lora_r, lora_targets, adapter_dtype)
-                 + attention_matrix_bytes_per_token_layer(a, seq_len, act_dtype))
+    per_layer = (activation_bytes_per_token_layer(a, method, act_dtype, lora_r, lora_targets, adapter_dtype, lora_dropout,
+                                                  qlora_recipe)
+                 + attention_matrix_bytes_per_token_layer(a, seq_len, "bf16" if paper else act_dtype))
     head = (4 * a.hidden_size + (2 * pa * a.hidden_size if method == "full" else 0)) * tokens  # final norm (+ head input)
     checkpoints = a.num_hidden_layers * tokens * a.hidden_size * pa                           # each layer's input
     blocks = checkpoints if gradient_checkpointing else tokens * per_layer * a.num_hidden_layers
@@ -532,16 +725,39 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
 
     # Transients on top of weights + optimizer state + saved activations (+ gradients kept from the last step):
     kept = 0 if set_to_none else gradients
-    logits_fwd = tokens * a.vocab_size * pa + (logits_fp32 if pa != 4 else 0)  # the logits, and their fp32 copy
+    logits_bytes = 2 if paper else pa                                          # the paper's bf16 head under autocast
+    logits_fwd = tokens * a.vocab_size * logits_bytes + (logits_fp32 if logits_bytes != 4 else 0)  # logits, fp32 copy
     loss_bwd = 2 * logits_fp32                                                 # gradients over the vocabulary
-    moments = [weights + optimizer_state + kept + activations + logits_fwd,   # end of the forward pass
-               weights + optimizer_state + kept + activations + loss_bwd,     # start of the backward pass
-               weights + gradients + optimizer_state + step_temporary]       # the optimizer step
+    # Each moment: (gradients alive, activations alive, transients), over weights + optimizer state.
+    moments = {"end of the forward pass": (kept, activations, logits_fwd),
+               "start of the backward pass": (kept, activations, loss_bwd),     # the loss's gradient over the vocabulary
+               "optimizer step": (gradients, 0, step_temporary)}                # activations freed, AdamW's temporary
     if gradient_checkpointing:  # a layer recomputed late in the backward pass, every gradient already there
-        moments.append(weights + optimizer_state + gradients + checkpoints + tokens * (per_layer + 2 * a.hidden_size * pa))
-    peak = max(moments) + workspace
+        moments["recomputed layer"] = (gradients, checkpoints + tokens * (per_layer + 2 * a.hidden_size * pa), 0)
+    peak_at = max(moments, key=lambda k: sum(moments[k]))   # the first of equal moments, as listed
+    grads_alive, acts_alive, transient = moments[peak_at]
+    peak = weights + optimizer_state + grads_alive + acts_alive + transient + workspace
+    parts = dict(weights=weights, gradients=grads_alive, optimizer=optimizer_state, activations=acts_alive,
+                 other=transient + workspace)
     total_params = counts["total"] + (trainable if method == "lora" else 0)
-    return MemoryEstimate(weights, gradients, optimizer_state, activations, workspace, peak, trainable, total_params)
+    step = weights + optimizer_state + sum(moments["optimizer step"]) + workspace
+    return MemoryEstimate(weights, gradients, optimizer_state, activations, workspace, peak, trainable, total_params,
+                          peak_at, parts, step)
+
+
+def adamw_step_temporary(sizes: list[int], moment_bytes: int, impl: str = "foreach") -> int:
+    """The largest temporary ``torch.optim.AdamW.step`` allocates, in bytes, for trainable tensors of ``sizes`` numbers.
+
+    From torch/optim/adam.py (``_multi_tensor_adam``, ``_single_tensor_adam``, ``_fused_adam``), checked on
+    the GPU (``MEASURED_CASES``, ``*_forloop`` and ``*_fused``): ``foreach`` computes
+    ``torch._foreach_sqrt(exp_avg_sqs)`` for every tensor of a dtype at once, one temporary as large as
+    all the second moments; ``for-loop`` computes ``exp_avg_sq.sqrt() / bias_correction2_sqrt`` one
+    tensor at a time, two temporaries of the largest tensor alive together; ``fused`` none.
+    """
+    _check_choice("adamw_impl", impl, ADAMW_IMPLS)
+    if not sizes or impl == "fused":
+        return 0
+    return moment_bytes * (sum(sizes) if impl == "foreach" else 2 * max(sizes))
 
 
 def largest_batch(arch: Any, memory_bytes: int, limit: int = 4096, **settings) -> int:

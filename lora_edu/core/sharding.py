@@ -320,7 +320,7 @@ def estimate(arch: Any, num_gpus: int, sharding: str = "fsdp", *, rank: int = 0,
 def gpus_needed(arch: Any, gpu_memory: int, sharding: str = "fsdp", *, max_gpus: int = 1024, **estimate_kwargs) -> int | None:
     """The smallest number of GPUs on which every GPU's peak fits ``gpu_memory`` bytes; None if none up to ``max_gpus`` does.
 
-    ``gpu_memory`` in bytes, e.g. ``le.memory_views.gpu_bytes("80 GB")`` (80 GiB). One GPU means
+    ``gpu_memory`` in bytes, e.g. ``le.memory_views.gpu_bytes("80 GB")`` (the card's usable memory, ``le.memory.CARDS``). One GPU means
     plain training (:func:`memory.estimate`, no engine); from two on, ``sharding``'s memory per GPU.
     DDP never lowers the memory per GPU, so it gives 1 or None. Under FSDP the shards shrink as
     1/N but the activations at the per-GPU batch, the gathered layers and the workspace do not:

@@ -5,26 +5,37 @@ the unit tests can drive the very calculator the learner sees.
 """
 from __future__ import annotations
 
+from importlib import resources
+
 import matplotlib.pyplot as plt
 
-from lora_edu.core.memory import GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, GiB, estimate
+from lora_edu.core.memory import CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate, usable_memory
 from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
 COLORS = {"weights": "#4C72B0", "gradients": "#DD8452", "optimizer": "#C44E52", "activations": "#55A868", "other": "#BBBBBB"}
-#: Cards by the name they are sold under; the value is their nominal memory in GiB (2³⁰ bytes): an
-#: "80 GB" A100 or H100 has about 80 GiB = 85.9 × 10⁹ bytes, so the verdict compares the peak with
-#: size × GiB. The peak counts tensors only; the CUDA context takes part of a card (notebook 01 says so).
-GPUS_GIB = {"16 GB": 16, "24 GB": 24, "40 GB": 40, "80 GB": 80}
+#: The cards the figures draw, by the name they are sold under: the memory a run can use on each, in
+#: GiB (``lora_edu.core.memory.CARDS``, the one table of cards: what the card reports, less the CUDA
+#: context). The peak must fit under that line.
+GPUS_GIB = {name: card.usable / GiB for name, card in CARDS.items() if name in ("16 GB", "24 GB", "40 GB", "80 GB")}
 
 
-def gpu_bytes(name: str, gpus: dict[str, float] = GPUS_GIB) -> int:
-    """A card's memory in bytes: its size counted in GiB, as the card's memory is."""
-    return int(gpus[name] * GiB)
+def gpu_bytes(name: str) -> int:
+    """The memory a training run can use on the card ``name`` ("24 GB", "80 GB", ...): the card's, less the CUDA context."""
+    return usable_memory(name)
 
 
 def parts_gb(est) -> dict[str, float]:
-    """An estimate split into the stacked bar's parts, in GB; "other" is transients + workspace."""
+    """The parts alive at the estimate's peak, in GB, adding up to the peak; "other" is transients + workspace.
+
+    A single-GPU estimate says which moment of the step holds the peak (``est.at_peak``): at the
+    optimizer step, say, the activations are freed and AdamW's temporary is alive, so the bar shows no
+    activations there. A per-GPU estimate of a sharded run stacks its static parts, its activations and
+    the rest (gathered layers, gradient buffers, transients).
+    """
+    at_peak = getattr(est, "at_peak", None)
+    if at_peak:
+        return {part: at_peak[part] / GB for part in PARTS}
     return {"weights": est.weights / GB, "gradients": est.gradients / GB, "optimizer": est.optimizer / GB,
             "activations": est.activations / GB, "other": (est.peak - est.rule_of_thumb - est.activations) / GB}
 
@@ -32,7 +43,7 @@ def parts_gb(est) -> dict[str, float]:
 def gpu_line_labels(gpus: dict[str, float], top: float, min_gap: float = 0.08) -> list[tuple[float, str]]:
     """Where to write the GPU lines' labels so that none overlaps another: (height in GB, text) pairs.
 
-    ``gpus`` holds sizes in GiB (:data:`GPUS_GIB`); heights are in GB (10⁹ bytes), the axis's unit.
+    ``gpus`` holds usable sizes in GiB (:data:`GPUS_GIB`); heights are in GB (10⁹ bytes), the axis's unit.
     Lines closer than ``min_gap`` of the axis height (``top``, GB) share one label, written at the
     highest of them ("16, 24, 40 GB cards (GiB)"): on a 70B model's axis the small cards' lines sit
     a few pixels apart and their separate labels would pile up.
@@ -48,15 +59,15 @@ def gpu_line_labels(gpus: dict[str, float], top: float, min_gap: float = 0.08) -
     for group in groups:
         if len(group) == 1:
             name, size = group[0]
-            labels.append((size, f"{name} card ({gpus[name]:g} GiB = {size:.1f} GB)"))
+            labels.append((size, f"{name} card ({gpus[name]:.1f} GiB usable = {size:.1f} GB)"))
         else:
             labels.append((group[-1][1], ", ".join(n.replace(" GB", "") for n, _ in group[:-1])
-                           + f", {group[-1][0]} cards (GiB)"))
+                           + f", {group[-1][0]} cards (usable)"))
     return labels
 
 
 def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS_GIB, log: bool = False) -> None:
-    """Draw one stacked bar per estimate (GB), with each GPU's memory (``gpus``, in GiB) as a horizontal line.
+    """Draw one stacked bar per estimate (GB), with each GPU's usable memory (``gpus``, in GiB) as a horizontal line.
 
     GPU labels that would overlap are merged (:func:`gpu_line_labels`).
     """
@@ -79,34 +90,60 @@ def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS
     ax.set_ylabel("GB (10⁹ bytes)")
 
 
-def load_measurements() -> dict:
-    """The GPU measurements committed with the course (benchmarks/measure_memory.py wrote them)."""
-    return load_json("memory_measurements.json")
+#: The GPU measurements of benchmarks/measure_memory.py, one file a round: round 1 (calculator v1 and v2,
+#: issue 16) and, once a GPU has run ``--round 2``, round 2 (issue 25: AdamW's three implementations, the
+#: QLoRA paper's recipe, LLaMA-7B itself, the card's memory). Only the files that are committed are read.
+ROUND_FILES = ("memory_measurements.json", "memory_measurements_round2.json")
+MEASUREMENT_FILES = tuple(name for name in ROUND_FILES if resources.files("lora_edu.data").joinpath(name).is_file())
 
 
-def compare_with_measurements(measurements: dict | None = None) -> list[dict]:
-    """Each measured run beside the calculator's prediction: static part and peak, in bytes."""
-    measurements = measurements or load_measurements()
+def load_measurements(name: str = MEASUREMENT_FILES[0]) -> dict:
+    """One round's GPU measurements (benchmarks/measure_memory.py wrote them): device, versions, runs."""
+    return load_json(name)
+
+
+def compare_with_measurements(measurements: dict | list[dict] | None = None) -> list[dict]:
+    """Each measured run beside the calculator's prediction: static part and peak, in bytes.
+
+    ``measurements``: one round (a dict), several (a list), or by default every round. Each row
+    names the card it ran on. bitsandbytes' paged optimizer state lives in CUDA managed memory,
+    outside PyTorch's counters: the measured peak and static part add it (``paged_bytes``).
+    """
+    if measurements is None:
+        measurements = [load_measurements(name) for name in MEASUREMENT_FILES]
+    rounds = [measurements] if isinstance(measurements, dict) else list(measurements)
     rows = []
-    for run in measurements["runs"]:
-        if run.get("oom"):
-            continue
-        case = MEASURED_CASES[run["case"]]
-        seq_len = run.get("seq_len", measurements["seq_len"])
-        est = estimate(run["model"], batch_size=run["batch"], seq_len=seq_len, **case)
-        row = dict(model=run["model"], case=run["case"], batch=run["batch"], seq_len=seq_len, measured_peak=run["peak"],
-                   predicted_peak=est.peak, rule_of_thumb=est.rule_of_thumb, method=case["method"],
-                   checkpointing=case.get("gradient_checkpointing", False), quantization=case.get("quantization"),
-                   double_quant=case.get("double_quant", False), set_to_none=case.get("set_to_none", True),
-                   optimizer=case.get("optimizer", "adamw"), trainable=run["trainable"], predicted_trainable=est.trainable_params)
-        if case.get("quantization"):  # bitsandbytes packs two 4-bit weights a byte: compare bytes, not numel
-            row.update(weight_bytes=run["weight_bytes"] + run["quant_state_bytes"], predicted_weight_bytes=est.weights)
-        else:
-            row.update(params=run["params"], predicted_params=est.total_params)
-        if "static_after_step" in run:
-            row.update(measured_static=run["static_after_step"], predicted_static=est.static)
-        rows.append(row)
+    for measured in rounds:
+        for run in measured["runs"]:
+            if run.get("oom") or run.get("error"):
+                continue
+            rows.append(_compare_run(run, measured))
     return rows
+
+
+def _compare_run(run: dict, measured: dict) -> dict:
+    case = MEASURED_CASES[run["case"]]
+    seq_len = run.get("seq_len", measured["seq_len"])
+    est = estimate(run["model"], batch_size=run["batch"], seq_len=seq_len, **case)
+    paged = run.get("paged_bytes", 0)
+    row = dict(model=run["model"], case=run["case"], batch=run["batch"], seq_len=seq_len, device=measured["device"],
+               measured_peak=run["peak"] + paged, predicted_peak=est.peak, rule_of_thumb=est.rule_of_thumb,
+               method=case["method"], checkpointing=case.get("gradient_checkpointing", False),
+               quantization=case.get("quantization"), double_quant=case.get("double_quant", False),
+               set_to_none=case.get("set_to_none", True), optimizer=case.get("optimizer", "adamw"),
+               adamw_impl=case.get("adamw_impl", "foreach"), qlora_recipe=case.get("qlora_recipe"),
+               trainable=run["trainable"], predicted_trainable=est.trainable_params)
+    if "peak_reserved" in run:
+        row["measured_reserved"] = run["peak_reserved"] + paged
+    if case.get("quantization"):  # bitsandbytes packs two 4-bit weights a byte: compare bytes, not numel
+        row.update(weight_bytes=run["weight_bytes"] + run["quant_state_bytes"], predicted_weight_bytes=est.weights)
+    else:
+        row.update(params=run["params"], predicted_params=est.total_params)
+    if "static_after_step" in run:
+        row.update(measured_static=run["static_after_step"] + paged, predicted_static=est.static)
+    if "peak_step" in run:
+        row.update(measured_step=run["peak_step"] + paged, predicted_step=est.step)
+    return row
 
 
 def plot_predicted_vs_measured(ax, rows: list[dict]) -> None:
@@ -127,10 +164,10 @@ def plot_predicted_vs_measured(ax, rows: list[dict]) -> None:
 
 #: What the static picture beside notebook 01's calculator shows: the calculator's settings, by label.
 SNAPSHOT_SETTINGS = {
-    "full": dict(method="full"),
-    "LoRA": dict(method="lora"),
-    "LoRA +\ncheckpointing": dict(method="lora", gradient_checkpointing=True),
-    "QLoRA": dict(method="lora", quantization="nf4", double_quant=True, gradient_checkpointing=True),
+    "full": RECIPES["full fine-tuning"],
+    "LoRA": RECIPES["LoRA"],
+    "LoRA +\ncheckpointing": dict(RECIPES["LoRA"], gradient_checkpointing=True),
+    "QLoRA": RECIPES["QLoRA"],
 }
 
 
@@ -143,9 +180,9 @@ def calculator_snapshot(model: str = "llama-3-8b", batch_size: int = 4, seq_len:
     fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=100)
     stacked_bars(ax, estimates, gpus=gpus)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"{model}, batch {batch_size} × {seq_len} tokens, bf16 base, AdamW (moments in the trainable "
-                 f"weights' dtype)\nLoRA: r = 8 on q, v, fp32 adapters; QLoRA: NF4 + double quantization, checkpointing",
-                 fontsize=8)
+    ax.set_title(f"{model}, batch {batch_size} × {seq_len} tokens, bf16 base, AdamW (foreach; moments in the trainable "
+                 f"weights' dtype)\nLoRA: r = 8 on q, v, fp32 adapters; QLoRA: NF4 + double quantization, r = 16 on every "
+                 f"linear, checkpointing (PEFT's recipe)", fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.8, bottom=0.17)
     return fig
 
@@ -175,7 +212,7 @@ def memory_calculator():
     targets = w.SelectMultiple(options=LINEAR_MODULES, value=("q_proj", "v_proj"), rows=7, description="LoRA targets", style=style)
     ckpt = w.Checkbox(False, description="gradient checkpointing", style=style)
     four_bit = w.Checkbox(False, description="4-bit base (QLoRA)", tooltip="NF4 with double quantization, as in QLoRA", style=style)
-    gpu = w.Dropdown(options=list(GPUS_GIB), value="24 GB", description="your GPU", style=style)
+    gpu = w.Dropdown(options=list(CARDS), value="24 GB", description="your GPU", style=style)
     verdict = w.HTML()
     out = w.Output()
     fig, ax = plt.subplots(figsize=(6.6, 3.2), dpi=100)
@@ -223,7 +260,7 @@ def memory_calculator():
             verdict.value = f"<b style='color:#C44E52'>Cannot estimate: {exc}</b>"
             return
         ax.clear()
-        stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: GPUS_GIB[gpu.value]})
+        stacked_bars(ax, {f"{method.value}": est}, gpus={gpu.value: gpu_bytes(gpu.value) / GiB})
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the GPU line
         fig.subplots_adjust(left=0.12, right=0.78)
         ax.set_title(f"{est.trainable_params:,} trainable of {est.total_params:,} parameters", fontsize=9)
@@ -232,7 +269,8 @@ def memory_calculator():
                          f"(weights {est.weights / GB:.1f}, gradients {est.gradients / GB:.2f}, "
                          f"optimizer {est.optimizer / GB:.2f}, activations {est.activations / GB:.1f}). "
                          + ("<b style='color:#55A868'>Fits</b>" if fits else "<b style='color:#C44E52'>Does not fit</b>")
-                         + f" on a {gpu.value} card ({GPUS_GIB[gpu.value]} GiB).")
+                         + f" on a {gpu.value} card ({gpu_bytes(gpu.value) / GiB:.1f} GiB usable), at its peak "
+                         f"({est.peak_at}).")
         show_in(out, fig)
 
     preset.observe(on_preset, names="value")

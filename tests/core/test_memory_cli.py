@@ -18,13 +18,32 @@ def test_llama3_8b_qlora_on_24_gb():
     assert out.returncode == 0 and out.stderr == ""
     settings = dict(cli_module.METHOD_SETTINGS["qlora"], weight_dtype="bf16", seq_len=512, optimizer="adamw", set_to_none=True)
     est = core.estimate("llama-3-8b", batch_size=1, **settings)
-    best = core.largest_batch("llama-3-8b", 24 * core.GiB, **settings)
+    card = core.usable_memory(24)
+    best = core.largest_batch("llama-3-8b", card, **settings)
     text = out.stdout
     assert "llama-3-8b: 8,030,261,248 parameters (meta-llama/Meta-Llama-3-8B config.json)" in text
-    assert "NF4 base with double quantization, LoRA r=16 on every block linear (fp32 adapters), AdamW, gradient checkpointing" in text
+    assert ("NF4 base with double quantization (PEFT's prepare_model_for_kbit_training recipe), LoRA r=16 on every block "
+            "linear (fp32 adapters), AdamW (foreach), gradient checkpointing") in text
+    assert f"The peak falls at the {est.peak_at}; alive then:" in text
     assert f"{est.peak / core.GB:9.2f} GB = {est.peak / core.GiB:.2f} GiB" in text
-    assert "Verdict: FITS a 24 GB card" in text and f"Largest batch of 512-token sequences that fits: {best}" in text
-    assert best > 1 and core.estimate("llama-3-8b", batch_size=best + 1, **settings).peak > 24 * core.GiB
+    assert f"Verdict: FITS a 24 GB card ({card / core.GiB:.2f} GiB usable" in text
+    assert f"Largest batch of 512-token sequences that fits: {best}" in text
+    assert best > 1 and core.estimate("llama-3-8b", batch_size=best + 1, **settings).peak > card == 24 * core.GiB - core.CONTEXT_MARGIN
+
+
+def test_the_papers_qlora_and_adamw_implementations():
+    """Issue 25: --method qlora-paper is the paper's 65B script; --adamw-impl picks AdamW's implementation."""
+    text = cli_module.report("llama-65b", cli_module.settings_from_args(cli_module.parser().parse_args(
+        ["--model", "llama-65b", "--method", "qlora-paper"])), 1, 48)
+    assert ("NF4 base with double quantization (the QLoRA paper's qlora.py --bf16 recipe), LoRA r=64 on every block linear "
+            "(bf16 adapters, dropout 0.05), paged 32-bit AdamW (bitsandbytes), gradient checkpointing") in text
+    args = cli_module.parser().parse_args(["--model", "llama-7b", "--method", "full", "--adamw-impl", "fused"])
+    s = cli_module.settings_from_args(args)
+    assert s["adamw_impl"] == "fused" and "AdamW (fused)" in cli_module.describe(s)
+    text = cli_module.report("llama-7b", s, 1, 80)
+    est = core.estimate("llama-7b", batch_size=1, **s)
+    assert "The peak falls at the optimizer step; alive then:" in text and est.at_peak["activations"] == 0
+    assert f"(the saved activations, {est.activations / core.GB:.2f} GB at the end of the forward pass, are freed by then)" in text
 
 
 def test_does_not_fit_and_options():
@@ -46,6 +65,8 @@ def test_does_not_fit_and_options():
     (["--model", "llama-7b", "--gpu-gb", "-3"], "expected a positive float, got '-3'"),
     (["--model", "llama-7b", "--targets", "qproj"], "unknown LoRA target module(s) ['qproj']; choose from"),
     (["--model", "llama-7b", "--double-quant"], "double_quant quantizes the 4-bit scales: it needs quantization='nf4'"),
+    (["--model", "llama-7b", "--optimizer", "adamw_8bit", "--adamw-impl", "fused"], "adamw_impl chooses torch.optim.AdamW's"),
+    (["--model", "llama-7b", "--method", "full", "--lora-dropout", "0.1"], "lora_dropout is the dropout before LoRA's adapters"),
     (["--model", "no/such/config.json"], "no config.json at 'no/such/config.json'"),
 ])
 def test_bad_values_name_the_valid_choices(args, message, capsys):

