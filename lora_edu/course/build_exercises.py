@@ -86,7 +86,8 @@ def _judge_layer(record: dict, case: Case, visible: bool) -> str | None:
     if trainable[1] > 0:
         return "the base layer's weight or bias still requires a gradient: freeze it (p.requires_grad_(False) for its parameters)."
     if trainable[0] != ref["trainable"][0]:
-        shown = f" {int(trainable[0])} numbers; only A and B should, r·(in + out) = {ref['trainable'][0]}" if visible else " more or fewer numbers than A and B hold"
+        shown = (f" {int(trainable[0])} numbers; only A and B should, r·(in + out) = {ref['trainable'][0]}" if visible
+                 else " more or fewer numbers than A and B hold")
         return f"the layer trains{shown}."
     checks = (("y0", "at initialisation the output is not the base layer's (with B = 0 it must be exactly base(x))", ref["y0"]),
               ("y", "with A and B set, the output is not base(x) + scaling·(x·Aᵀ)·Bᵀ", ref["y"]),
@@ -101,7 +102,8 @@ def _judge_layer(record: dict, case: Case, visible: bool) -> str | None:
         try:
             got = field(record, name)
         except ValueError as exc:
-            return f"{exc} ({'the layer gave no gradient to ' + name[-1] + ': use it in forward' if name.startswith('grad') else 'the check could not read it'})."
+            why = f"the layer gave no gradient to {name[-1]}: use it in forward" if name.startswith("grad") else "the check could not read it"
+            return f"{exc} ({why})."
         how = differs(got, expected, visible)
         if how:
             return f"{message}: {how}."

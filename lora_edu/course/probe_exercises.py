@@ -22,8 +22,17 @@ import numpy as np
 
 from lora_edu.course import answer_calls, probes
 from lora_edu.course.answer_calls import RAISED, STUB
-from lora_edu.course.exercises import (FAILED, NOT_ATTEMPTED, PASSED, CheckResult, FunctionExercise, _course_names_used, _Feedback,
-                                       _globals_read, _helpers_from_other_cells)
+from lora_edu.course.exercises import (
+    FAILED,
+    NOT_ATTEMPTED,
+    PASSED,
+    CheckResult,
+    FunctionExercise,
+    _course_names_used,
+    _Feedback,
+    _globals_read,
+    _helpers_from_other_cells,
+)
 
 
 class Case(dict):
