@@ -92,13 +92,19 @@ def test_the_readme_states_the_limits_the_grader_uses():
 
     from lora_edu.grade.course_folder import MAX_NOTEBOOK_BYTES
 
-    readme = (ROOT / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
     limits = sandbox.DEFAULT_LIMITS
-    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s an answer cell, {limits.cpu_seconds:g} s a\n  process",
-                   f"{limits.call_wall_seconds:g} s a call, {limits.wall_seconds:g} s a process",
+    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s an answer cell, {limits.cpu_seconds:g} s a process",
+                   f"{limits.call_wall_seconds:g} s a call, {limits.cell_wall_seconds:g} s an answer cell, {limits.wall_seconds:g} s a process",
+                   f"asleep (neither computing nor waiting for a CPU) for {limits.idle_seconds:g} s after its set-up",
+                   f"one asleep for {sandbox.IDLE_WINDOW:g} s hands its CPU slot",
+                   f"Each student has {limits.student_seconds:g} s of their own time",
                    f"{limits.memory_bytes >> 30} GiB and files at {limits.file_bytes >> 20} MiB",
-                   f"over {MAX_NOTEBOOK_BYTES >> 20} MiB"):
+                   f"each line at most {limits.report_line_bytes >> 10} KiB and {limits.report_bytes >> 20} MiB in all",
+                   f"over {MAX_NOTEBOOK_BYTES >> 20} MiB", f"at most {MAX_NOTEBOOK_BYTES >> 20} MiB) and hands it to the sandbox unread"):
         assert phrase in readme, phrase
+    for name in ("gguf", "bitsandbytes", "peft"):
+        assert name in sandbox.HIDDEN_MODULES and name in readme
 
 
 @pytest.mark.parametrize("usage,again", [(sandbox.Usage(seconds=30, cpu=2, queued=25), True),   # starved of CPU
