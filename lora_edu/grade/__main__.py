@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from lora_edu.grade import sandbox
 from lora_edu.grade.course_folder import CourseError
 from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, PROGRESS_FILE, RUN_FILE, TOTALS_FILE, grade
 
@@ -23,14 +25,20 @@ def main(argv: list[str] | None = None) -> int:
                              "which is what late work and appeals should get; see the README)")
     parser.add_argument("--resume", action="store_true",
                         help=f"carry on an interrupted run from COURSE_DIR/{PROGRESS_FILE} (same seed; what it graded is kept)")
+    parser.add_argument("--student-seconds", type=float, default=sandbox.DEFAULT_LIMITS.student_seconds,
+                        help="each student's budget of their code's own time (CPU and asleep, not waiting for a CPU) over all "
+                             "notebooks; notebooks after it are not run (default: %(default)g s; the course's solutions need about 8)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="where bubblewrap is missing (macOS): run student code unsandboxed; see the README for what remains")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    if not args.student_seconds > 0:
+        parser.error(f"--student-seconds must be positive, not {args.student_seconds:g}")
+    limits = dataclasses.replace(sandbox.DEFAULT_LIMITS, student_seconds=args.student_seconds)
     try:
         run = grade(args.course_dir, args.assignment, seed=args.seed, jobs=args.jobs, sandboxed=not args.no_sandbox,
-                    resume=args.resume)
+                    resume=args.resume, limits=limits)
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

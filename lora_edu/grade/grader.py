@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -202,6 +203,9 @@ class _Notebook:
                                               f"({_ending(result, self.limits)}).")
         if found.get("error") == "json":
             return self.zero(student, FAILED, f"{name} could not be read: the notebook is not valid JSON.")
+        if found.get("error") == "memory":
+            return self.zero(student, FAILED, f"{name} could not be read: it takes more than the "
+                                              f"{self.limits.memory_bytes >> 30} GiB of memory the grader gives a notebook.")
         if found.get("error") == "cells":
             return self.zero(student, FAILED, f"{name} could not be read: the notebook has no list of cells.")
         if not found.get("answer_cells"):
@@ -270,16 +274,28 @@ class _Report:
             elif isinstance(event.get("broken"), str):
                 self.broken[grade_id] = _plain_kind(event["broken"])
             elif type(case) is int and 0 <= case < len(self.outcomes[grade_id]):
-                outcome = event.get("outcome")
+                outcome = self._checked(event.get("outcome"))
                 self.outcomes[grade_id][case] = outcome
                 if isinstance(outcome, dict) and outcome.get("status") == answer_calls.WALL_LIMIT:
                     self.waited = True
+
+    @staticmethod
+    def _checked(outcome):
+        """The outcome if it is well-formed and its answer decodes, else a small stand-in the judge calls unreadable.
+
+        Checked as it arrives, so that only a valid outcome (a few MB at most: a line is at most 256 KiB) is kept.
+        """
+        try:
+            answer_calls.decode(answer_calls.check_outcome(outcome)["answer"] or {"kind": "none"})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return "unreadable"
+        return outcome
 
     def _notebook(self, found) -> dict | None:
         """The "notebook" event if it is well-formed: an error code, or a count and names of graded functions."""
         if not isinstance(found, dict):
             return None
-        if found.get("error") in ("json", "cells") and len(found) == 1:
+        if found.get("error") in ("json", "cells", "memory") and len(found) == 1:
             return found
         count, names = found.get("answer_cells"), found.get("elsewhere")
         if type(count) is int and count >= 0 and isinstance(names, list) and len(names) <= 100 and all(type(n) is str for n in names):
@@ -352,6 +368,7 @@ class _Task:
     marks: list[Mark] | None = None
     usage: sandbox.Usage | None = None
     again_alone: bool = False  # stopped by a wall-clock limit while starved of CPU
+    own_seconds: float = 0.0   # the student's own time (CPU and asleep) over every run of this submission
 
 
 def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int | None = None, sandboxed: bool = True,
@@ -399,21 +416,25 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     lock = threading.Lock()
 
     def record(task: _Task) -> None:
-        with lock:
-            used[task.student] = used.get(task.student, 0.0) + (task.usage.own if task.usage else 0.0)
-        progress.add(dict(student=task.student, notebook=task.notebook.source.name, own_seconds=round(task.usage.own, 3) if task.usage else 0.0,
+        progress.add(dict(student=task.student, notebook=task.notebook.source.name, own_seconds=round(task.own_seconds, 3),
                           marks=[astuple(m)[2:] for m in task.marks]))
 
-    def grade_one(task: _Task, slot: _Slot | None) -> None:
+    def grade_one(task: _Task, slot: _Slot | None, alone: bool = False) -> None:
         spent = used.get(task.student, 0.0)
         if spent >= limits.student_seconds:
             task.marks = task.notebook.zero(task.student, FAILED, f"not run: your notebooks had used up the {limits.student_seconds:g} s "
                                                                   "the grader gives one student (time computing or asleep; "
                                                                   "time waiting for a CPU does not count)")
             return
+        # Alone, a process waits for no CPU, so its wall-clock time is its own: the student's time left bounds it (a process
+        # that spins with its timers off looks starved beside others, and would otherwise spin a whole wall limit again).
+        own = dataclasses.replace(limits, wall_seconds=min(limits.wall_seconds, limits.student_seconds - spent + 5)) if alone else limits
         try:
-            task.marks, task.usage, waited = _grade_submission(task.student, task.folder, task.notebook, limits, sandboxed, slot)
-            task.again_alone = waited and (task.usage is None or task.usage.starved())
+            task.marks, task.usage, waited = _grade_submission(task.student, task.folder, task.notebook, own, sandboxed, slot)
+            task.again_alone = not alone and waited and (task.usage is None or task.usage.starved())
+            task.own_seconds += task.usage.own if task.usage else 0.0
+            with lock:  # every run counts, the first of a submission graded again too
+                used[task.student] = used.get(task.student, 0.0) + (task.usage.own if task.usage else 0.0)
         except Exception as exc:  # a bug of ours must cost one submission's marks, loudly, not the whole run's
             print(f"grader error on {task.student}/{task.notebook.source.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             task.marks = task.notebook.zero(task.student, FAILED, f"the grader failed on this submission ({type(exc).__name__}); "
@@ -423,11 +444,15 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
         with _one_thread_maths():
             _run_all(tasks, jobs or os.cpu_count() or 1, grade_one, lambda t: None if t.again_alone else record(t))
             # A submission stopped by a wall-clock limit while it waited for a CPU (another submission beside it had
-            # the cores) is graded again with nothing running beside it, and that verdict counts. One that slept is not.
-            regraded = [t for t in tasks if t.again_alone]
-            for task in regraded:
-                grade_one(task, None)
-                record(task)
+            # the cores) is graded again, one process a core and none asleep beside it, and that verdict counts. One that
+            # slept is not, nor one whose student has used up their time.
+            starved = [t for t in tasks if t.again_alone]
+            regraded = [t for t in starved if used.get(t.student, 0.0) < limits.student_seconds]
+            for task in starved:
+                if task not in regraded:
+                    record(task)
+            _run_all(regraded, jobs or os.cpu_count() or 1, lambda task, slot: grade_one(task, None, alone=True), record,
+                     over_commit=False)
     finally:
         progress.close()
     graded = {(t.student, t.notebook.source.name): t.marks for t in tasks}
@@ -469,11 +494,11 @@ class _Slot:
         self.release()
 
 
-def _run_all(tasks: list[_Task], jobs: int, grade_one, record) -> None:
+def _run_all(tasks: list[_Task], jobs: int, grade_one, record, over_commit: bool = True) -> None:
     """Grade ``tasks`` with at most ``jobs`` processes computing at once.
 
-    A process that falls asleep gives its slot to the next task (up to ``jobs`` more processes in all), so a
-    student whose code sleeps does not hold a core the class needs.
+    With ``over_commit``, a process that falls asleep gives its slot to the next task (up to ``jobs`` more
+    processes in all), so a student whose code sleeps does not hold a core the class needs.
     """
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for task in tasks:
@@ -490,7 +515,7 @@ def _run_all(tasks: list[_Task], jobs: int, grade_one, record) -> None:
                 grade_one(task, slot)
             record(task)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(len(tasks), 2 * jobs))]
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(len(tasks), (2 if over_commit else 1) * jobs))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -64,7 +64,9 @@ def read_notebook(path: str, solution_ids: list, functions: list) -> tuple[list,
     try:
         with open(path, "rb") as f:
             nb = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+    except MemoryError:
+        return [], {"error": "memory"}
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return [], {"error": "json"}
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         return [], {"error": "cells"}

@@ -71,7 +71,7 @@ class Limits:
     cell_wall_seconds: float = 60.0   # for each solution cell (an import of torch waits for the disk)
     idle_seconds: float = 20.0        # asleep (not computing, not waiting for a CPU) after set-up: then the process is killed
     wall_seconds: float = 120.0       # then the process is killed (an honest notebook needs a few seconds)
-    student_seconds: float = 300.0    # a student's own time (CPU + asleep) over all their notebooks; the rest are not run
+    student_seconds: float = 120.0    # a student's own time (CPU + asleep) over all notebooks (an honest course: ~8 s); then no more
     memory_bytes: int = 3 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
     file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output is a pipe we drain)
     scratch_bytes: int = 64 << 20     # the size of each writable tmpfs in the sandbox (/tmp, its home)
@@ -453,4 +453,7 @@ class _Lines(_Pipe):
         if isinstance(event, dict):
             if event.get("ready") is True:  # the first one is the runner's, before any student code
                 self.ready = True
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception as exc:  # a bug of ours on a strange event must not stop the draining (the child would block)
+                print(f"grader: an event of the report could not be taken ({type(exc).__name__}: {exc})", file=sys.stderr)

@@ -135,6 +135,31 @@ def test_only_a_submission_starved_of_cpu_is_graded_again_alone(tmp_path, monkey
     assert (run.marks[0].score == 1.0) == again, run.marks[0].message
 
 
+def test_a_regrade_alone_is_bounded_by_the_students_time_left(tmp_path, monkeypatch):
+    """Red team 2: a process that spins with its timers off looks starved beside others; alone, only its budget is left to it."""
+    from lora_edu.course import answer_calls
+
+    make_course(tmp_path, NOTEBOOKS[:1])
+    submit(tmp_path, "spinner", NOTEBOOKS[:1], solved=True)
+    real_run, seen = sandbox.run, []
+
+    def spins(job, *, limits, **kwargs):
+        if not job["calls"]:
+            return real_run(job, limits=limits, **kwargs)
+        seen.append(limits.wall_seconds)
+        waited = dict(status=answer_calls.WALL_LIMIT, answer=None, error="", changed=[], notes=[], cpu_seconds=0.01)
+        events = [{"ready": True}, {"notebook": {"answer_cells": 2, "elsewhere": []}},
+                  {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}]
+        return sandbox.RunResult(events, "", None, True, True, "wall", sandbox.Usage(seconds=limits.wall_seconds, cpu=3, queued=12))
+
+    monkeypatch.setattr(sandbox, "run", spins)
+    run = grade(tmp_path, "lora", limits=sandbox.Limits(wall_seconds=15, student_seconds=10))
+    assert seen == [15, 10 - 3 + 5] and run.regraded_alone == [("spinner", NOTEBOOKS[0].name)]
+    seen.clear()
+    grade(tmp_path, "lora", limits=sandbox.Limits(wall_seconds=15, student_seconds=3))
+    assert seen == [15], "a student whose time is used up is not graded again"
+
+
 def test_starved_and_asleep_are_told_apart_by_where_the_time_went():
     assert sandbox.Usage(seconds=40, cpu=5, queued=30).starved()
     assert not sandbox.Usage(seconds=40, cpu=5, queued=3).starved()        # 32 s asleep: it slept
