@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -78,9 +79,10 @@ ATTACKS = {
                                      "    d = os.path.join(home, '.ipython/profile_default/startup')\n    try:\n"
                                      "        os.makedirs(d, exist_ok=True)\n        open(os.path.join(d, '00-owned.py'), 'w').write('raise SystemExit')\n"
                                      "    except OSError:\n        pass" + WRONG, "wrong values"),
-    "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned')\n"
+    "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned-by-a-student')\n"
                                 "except OSError:\n    pass" + WRONG, "wrong values"),
-    "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time"),
+    # "still running": on a machine busy with other work the loop may get under 2 s of CPU in the 8 s wall limit
+    "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time | still running"),
     "loops forever at the top of the cell": ("while True:\n    pass" + WRONG, "CPU time | still running"),
     "sleeps forever": ("import time\ndef lora_params(d, k, r):\n    time.sleep(10**6)\n", "still running"),
     "exits the process": ("import os\nos._exit(0)", "did not finish"),
@@ -174,7 +176,13 @@ HONEST = {
 
 
 class _Listener:
-    """A TCP server on the host's loopback, counting connections (there must be none)."""
+    """A TCP server on the host's loopback, counting connections that send the attack's token (there must be none).
+
+    Only those count: on a shared machine, another program that waits for a server of its own may connect to
+    whatever now holds its old port.
+    """
+
+    TOKEN = b"owned-by-a-student"
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -184,10 +192,15 @@ class _Listener:
     def _accept(self):
         while True:
             try:
-                self.server.accept()[0].close()
+                conn = self.server.accept()[0]
             except OSError:
                 return
-            self.connections += 1
+            with conn:
+                conn.settimeout(3)
+                try:
+                    self.connections += conn.recv(64).startswith(self.TOKEN)
+                except OSError:
+                    pass
 
 
 @pytest.fixture(scope="module")
@@ -232,14 +245,29 @@ def graded(tmp_path_factory):
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
-    run = grade(course, "lora", jobs=2, limits=LIMITS)
+    # this run's sandboxes get their script folder below a folder of their own: the leftover check finds only them (the
+    # machine may run other graders' sandboxes, with the same command line, at the same time)
+    ours = str(tmp_path_factory.mktemp("sandboxes"))
+    tempfile.tempdir = ours
+    try:
+        run = grade(course, "lora", jobs=2, limits=LIMITS)
+    finally:
+        tempfile.tempdir = None
     marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}  # the attacked exercise's mark
     with open(course / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p)]
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if (b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p))
+                 and ours in _mounts(p)]
     return dict(run=run, marks=marks, names=names, rows=rows, course=course, listener=listener, leftovers=leftovers,
                 startup_after=sorted(startup.glob("*")) if startup.exists() else [], startup_before=startup_before,
                 victim_unchanged=victim_file.read_bytes() == victim_bytes)
+
+
+def _mounts(proc: Path) -> str:
+    try:
+        return (proc / "mountinfo").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _cmdline(proc: Path) -> bytes:
