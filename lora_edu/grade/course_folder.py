@@ -123,9 +123,8 @@ def open_submission(path: Path) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
     except OSError as exc:
         raise ValueError(f"the notebook could not be opened ({exc.strerror}; symbolic links are not accepted)") from None
-    f = os.fdopen(fd, "rb")
-    try:
-        info = os.fstat(f.fileno())
+    try:  # checked on the descriptor, before a file object is made of it (a directory cannot be one)
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("the notebook is not a regular file")
         if info.st_nlink != 1:  # a hard link could be the instructor's own notebook
@@ -133,9 +132,9 @@ def open_submission(path: Path) -> BinaryIO:
         if info.st_size > MAX_NOTEBOOK_BYTES:
             raise ValueError(f"the notebook is {info.st_size / 2**20:.0f} MiB; the grader reads at most {MAX_NOTEBOOK_BYTES >> 20} MiB")
     except BaseException:
-        f.close()
+        os.close(fd)
         raise
-    return f
+    return os.fdopen(fd, "rb")
 
 
 def real_dir(path: Path) -> bool:

@@ -242,6 +242,9 @@ def graded(tmp_path_factory):
     (course / "submitted" / "linked_student").symlink_to(course / "submitted" / "victim")
     (course / "submitted" / "fifo" / "lora").mkdir(parents=True)
     os.mkfifo(course / "submitted" / "fifo" / "lora" / NB00[0].name)
+    (course / "submitted" / "directory" / "lora" / NB00[0].name).mkdir(parents=True)  # red team 2: a folder named like it
+    (course / "submitted" / "utf16" / "lora").mkdir(parents=True)
+    (course / "submitted" / "utf16" / "lora" / NB00[0].name).write_bytes(NB00[0].read_text().encode("utf-16"))
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -342,7 +345,8 @@ def test_submissions_that_slept_are_not_graded_again(graded):
                                             ("huge", "at most 32 MiB"), ("garbage", "answer cells (the ones that said YOUR CODE HERE) are missing"),
                                             ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
                                             ("grade_id_list", "are missing"), ("hard_link", "hard link"),
-                                            ("linked_student", "is a symbolic link"), ("fifo", "not a regular file")])
+                                            ("linked_student", "is a symbolic link"), ("fifo", "not a regular file"),
+                                            ("directory", "not a regular file"), ("utf16", "not valid JSON")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
@@ -362,7 +366,7 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    students = len(ATTACKS) + len(HONEST) + 2 + 10
+    students = len(ATTACKS) + len(HONEST) + 2 + 12
     graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
     assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
     assert len(graded["marks"]) == students
