@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests" / "grade"))
 from course_builder import NOTEBOOKS, make_course, submit  # noqa: E402
 
 from lora_edu.grade.course_folder import MAX_NOTEBOOK_BYTES, read_source  # noqa: E402
-from lora_edu.grade.grader import grade  # noqa: E402
+from lora_edu.grade.grader import RUN_FILE, grade  # noqa: E402
 
 OUT = ROOT / "lora_edu" / "data" / "bench_grading.json"
 #: an answer cell that turns off the grader's per-call timers and sleeps (issue 26's "ignores SIGALRM and sleeps")
@@ -86,7 +86,10 @@ def bench_class(tmp: Path, students: int, repeats: int) -> dict:
         rounds.append(seconds)
         print(f"class round {r + 1}/{repeats}: {seconds:.1f} s, {len(run.marks)} cells graded, "
               f"{sum(m.score for m in run.marks):g} marks given", flush=True)
-    return dict(raw_s=rounds, seconds=min_median(rounds), load_average_before_rounds=load)
+    used = json.loads((course / RUN_FILE).read_text())["student_seconds_used"]  # own time (CPU + asleep), last round
+    return dict(raw_s=rounds, seconds=min_median(rounds), load_average_before_rounds=load,
+                own_seconds_per_student={kind: max(v for s, v in used.items() if int(s[7:9]) % 3 == n)
+                                         for n, kind in enumerate(("solved (most)", "blank (most)", "wrong (most)"))})
 
 
 def bench_sleeper(tmp: Path, students: int, repeats: int) -> dict:

@@ -17,7 +17,7 @@ The flow for one run:
 Nothing the student's code does can change a mark except the values its functions return, and nothing it
 sends is parsed or held here without a bound (issue 26). Time is shared fairly: a process that sleeps is
 stopped after ``idle_seconds`` and gives up its CPU slot once idle; one stopped by a wall-clock limit is
-graded again alone only if the kernel says it waited for a CPU rather than slept; each student has a
+graded again (one process a core) only if the kernel says it waited for a CPU rather than slept; each student has a
 budget of ``student_seconds`` of their own time (CPU and asleep) over all notebooks. A run that crashes
 loses nothing already graded: ``--resume`` carries on from the progress file.
 """

@@ -52,3 +52,24 @@ def test_a_marker_file_beside_the_notebooks_turns_it_on(monkeypatch, tmp_path):
     assert not graded.graded_course()
     (tmp_path / graded.MARKER_FILE).write_text("graded\n")
     assert graded.graded_course()
+
+
+def test_nbgraders_release_carries_the_marker_file_with_the_notebooks(tmp_path):
+    """The README's way to turn graded mode on for students: the file in source/<assignment>/ reaches release/<assignment>/."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    notebook = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("00_*.ipynb"))[0]
+    source = tmp_path / "source" / "lora"
+    source.mkdir(parents=True)
+    shutil.copy(notebook, source / notebook.name)
+    (source / graded.MARKER_FILE).write_text("graded course: solutions are off\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "lora", "--force"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "release" / "lora" / graded.MARKER_FILE).is_file()
+    assert (tmp_path / "release" / "lora" / notebook.name).is_file()
