@@ -8,7 +8,7 @@ PY   := $(VENV)/bin/python
 # widget manager imports; tools/rise_widgets provides it there (see its static/remoteEntry.js).
 export JUPYTER_PATH := $(CURDIR)/tools/rise_widgets$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 
-.PHONY: lab instructor reset test lint setup execute slides student clean bench lock upgrade test-latest
+.PHONY: lab instructor reset test lint setup execute slides student site clean bench lock upgrade test-latest
 
 lab:
 	bash tools/setup_env.sh
@@ -57,6 +57,12 @@ execute: setup
 slides: setup
 	$(PY) tools/slides.py notebooks/*.ipynb
 
+## The course as a static website in _build/html (tools/build_site.py): every notebook as stored, executed (nothing
+## re-runs), in the course map's order, with search, math, folded solutions and launch links; every asset served by
+## the site itself. Open _build/html/index.html, or serve the folder with any web server.
+site: setup
+	$(PY) tools/build_site.py
+
 ## Write student versions (solutions replaced by placeholders) into student/.
 student: setup
 	$(PY) tools/student_versions.py notebooks student
@@ -67,4 +73,4 @@ bench: setup
 	$(PY) benchmarks/bench_course.py
 
 clean:
-	rm -rf student test-artifacts .venv-latest
+	rm -rf student test-artifacts .venv-latest _build

@@ -66,9 +66,9 @@ def test_conda_asks_for_pyprojects_run_time_packages_and_lab():
 def test_conda_installs_the_course_and_its_dev_tools_with_pip():
     env = _environment()
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert pip_section == ["-e .[dev]"]
+    assert pip_section == ["-e .[dev,site]"], "the test tools and the site's builder (its test runs in `make test`)"
     # conda-forge's `playwright` is the Node.js CLI: no dev tool may be asked of conda.
-    assert not set(conda_requirements()) & set(pip_requirements("dev"))
+    assert not set(conda_requirements()) & set(pip_requirements("dev", "site"))
     assert "pytorch-cpu" in {_split(d)[0] for d in env["dependencies"] if isinstance(d, str)}
 
 
