@@ -412,7 +412,9 @@ def grade(course: Path, assignment: str, *, seed: int | None = None, jobs: int |
     used = {}  # student -> own seconds so far (CPU and asleep), the budget's measure
     for r in finished.values():
         used[r["student"]] = used.get(r["student"], 0.0) + float(r.get("own_seconds", 0.0))
-    tasks = [_Task(s, folder, nb) for s, folder in students.items() for nb in sources if (s, nb.source.name) not in finished]
+    # Notebook by notebook across the class, not student by student: one student's notebooks are then far apart in the
+    # queue, so a student whose code sleeps never holds several of the grading threads at once.
+    tasks = [_Task(s, folder, nb) for nb in sources for s, folder in students.items() if (s, nb.source.name) not in finished]
     lock = threading.Lock()
 
     def record(task: _Task) -> None:
