@@ -198,6 +198,8 @@ class _Exercise:
 
     def __init__(self, name: str, *, hint: str, solution: str, why: str, rtol: float = 1e-6, atol: float = 1e-8):
         self.name, self._hint, self._solution, self.why = name, hint, solution, why
+        if graded.graded_course():  # not kept where a learner could print it
+            self._solution = None
         self.rtol, self.atol = rtol, atol
 
     def hint(self) -> None:

@@ -26,7 +26,7 @@ def test_graded_mode_refuses_the_solution_and_seals_the_reference(graded_on, cap
     ex.solution()
     out = capsys.readouterr().out
     assert "solutions are off in this graded course" in out and "r * (d + k)" not in out
-    assert "not shown in a graded course" in repr(ex.reference)
+    assert "not shown in a graded course" in repr(ex.reference) and ex._solution is None
     with pytest.raises(TypeError):
         inspect.getsource(ex.reference)
 
