@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from lora_edu.course import answer_calls, exercise_bank, probes
 from lora_edu.course import build_exercises as bx
-from lora_edu.course import exercise_bank, probes
 from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED
 from lora_edu.course.probe_exercises import Case, ProbeExercise
 
@@ -256,3 +256,46 @@ def test_the_probes_digits_mlp_is_the_courses():
     assert [n for n, _ in ours.named_children()] == [n for n, _ in course.named_children()]
     x = torch.randn(5, 64, dtype=torch.float64)
     assert torch.equal(ours(x), course(x))
+
+
+def _honest_outcomes(ex, name: str, seed: int = 7):
+    cases = ex.cases(np.random.default_rng(seed))
+    return cases, [ex.call(namespace()[name], inputs) for _, inputs in cases]
+
+
+def test_the_graders_plain_judge_repeats_no_probe_error_and_no_record_text(exercises):
+    """The grader judges with plain=True (issue 26): a probe's error quotes the case, and the student's code can write it."""
+    ex = exercises["LoRALinear"]
+    cases, outcomes = _honest_outcomes(ex, "LoRALinear")
+    assert ex.judge(cases, outcomes, plain=True).passed
+    leak = dict(outcomes[1], status=answer_calls.RAISED, answer=None,
+                error="ProbeError: LoRALinear(base, r=3, alpha=8) raised ValueError: LEAK 123456")
+    plain, full = (ex.judge(cases, [outcomes[0], leak, *outcomes[2:]], plain=p) for p in (True, False))
+    assert plain.status == FAILED and plain.details["case"] == 1 and "on hidden case 1: the check stopped" in plain.message
+    assert not {"LEAK", "123456", "r=3", "alpha=8"} & set(plain.message.replace(")", " ").split()), plain.message
+    assert "LEAK 123456" in full.message   # the notebook's check shows the probe's words
+    text = dict(outcomes[0], answer=answer_calls.encode_record({"A0": "LEAK 123456"}))
+    plain, full = (ex.judge(cases, [text, *outcomes[1:]], plain=p) for p in (True, False))
+    assert "A0 is not numbers." in plain.message and "LEAK" not in plain.message and "LEAK" in full.message
+
+
+def test_the_graders_plain_judge_names_no_shape_count_or_input_of_a_hidden_case(exercises):
+    ex = exercises["train_adapters"]
+    cases, outcomes = _honest_outcomes(ex, "train_adapters")
+    record = answer_calls.decode_record(outcomes[1]["answer"])
+    short = dict(outcomes[1], answer=answer_calls.encode_record(record | {"losses": record["losses"][:-1]}))
+    steps = int(cases[1][1]["steps"])
+    for plain in (True, False):   # a hidden case says the same in the notebook's check and the grader
+        message = ex.judge(cases, [outcomes[0], short, *outcomes[2:]], plain=plain).message
+        assert "return one loss per step." in message and str(steps) not in message and str(steps - 1) not in message, message
+    first = answer_calls.decode_record(outcomes[0]["answer"])
+    short = dict(outcomes[0], answer=answer_calls.encode_record(first | {"losses": first["losses"][:-1]}))
+    visible = ex.judge(cases, [short, *outcomes[1:]]).message
+    assert f"one loss per step: {cases[0][1]['steps']} numbers" in visible   # on the visible example the notebook gives the numbers
+
+
+def test_the_graders_plain_pass_carries_no_note_computed_from_the_record(exercises):
+    ex = exercises["train_adapters"]
+    cases, outcomes = _honest_outcomes(ex, "train_adapters")
+    assert "the loss fell from" in ex.judge(cases, outcomes).message
+    assert "the loss fell from" not in ex.judge(cases, outcomes, plain=True).message
