@@ -4,8 +4,9 @@ Why bubblewrap: it is the sandbox Flatpak uses, packaged by Debian, Ubuntu and F
 no daemon. The sandbox gets new user, PID, network, IPC, UTS and cgroup namespaces (no network at
 all), runs as uid 65534 inside, and sees the system and the Python environment read-only and nothing
 else: not the course folder (``source/``, other students, the gradebook), not the instructor's home,
-not the course package (so the reference answers cannot be imported). Its only writable places are a
-64 MiB tmpfs ``/tmp`` and home, thrown away at exit; ``/`` is read-only, ``/dev`` has four devices.
+not the course package (so the reference answers cannot be imported), nor PEFT and scikit-learn
+(:data:`HIDDEN_PACKAGES` says why). Its only writable places are a 64 MiB tmpfs ``/tmp`` and home,
+thrown away at exit; ``/`` is read-only, ``/dev`` has four devices.
 A seccomp filter (:mod:`.seccomp`) refuses new processes, keyrings, namespaces and mounts, so the
 per-process limits bound the whole submission: CPU time (what an answer is judged by), address space,
 file size and open files; a wall-clock limit kills the PID namespace.
@@ -90,10 +91,20 @@ def check_not_exposed(folder: Path) -> None:
                              "move the course folder elsewhere (for example into your home directory)")
 
 
-def _course_package_dirs() -> list[Path]:
-    """Where an installed (non-editable) course package lives inside the bound environment: hidden in the sandbox."""
-    spec = importlib.util.find_spec("lora_edu")
-    return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+#: packages of the bound environment that student code must not import, each hidden behind an empty folder:
+#: the course package (it holds the reference answers), PEFT (its LoRA layer, wrapped in a few lines, would
+#: answer notebook 05's build exercises) and scikit-learn (it ships the digits that the capstone's held-out
+#: cases come from: an answer could train on them)
+HIDDEN_PACKAGES = ("lora_edu", "peft", "sklearn")
+
+
+def _hidden_package_dirs() -> list[Path]:
+    """Where the :data:`HIDDEN_PACKAGES` that are installed live (an editable course package lies outside the environment)."""
+    found = []
+    for name in HIDDEN_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        found += [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    return found
 
 
 def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
@@ -106,7 +117,7 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd
             cmd += ["--symlink", os.readlink(root), str(root)]
         else:
             cmd += ["--ro-bind", str(root), str(root)]
-    for package in _course_package_dirs():
+    for package in _hidden_package_dirs():
         if any(package.is_relative_to(r) for r in _bound_roots() if not r.is_symlink()):
             cmd += ["--tmpfs", str(package), "--remount-ro", str(package)]
     cmd += ["--proc", "/proc"]
