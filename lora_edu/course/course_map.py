@@ -26,7 +26,7 @@ COURSE_MAP = [
     Chapter("01_memory_cost.ipynb", "What fine-tuning costs in memory", "why LoRA exists: weights, gradients, optimizer state, activations", 25, "00"),
     Chapter("02_worked_example.ipynb", "The 4×4 worked example", "ΔW = BA, the forward pass and the loss, by hand and in PyTorch", 20, "00"),
     Chapter("03_gradient_step.ipynb", "One gradient step by hand", "the chain rule for A and B, zero initialisation, the α/r scale", 30, "02"),
-    Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", 25, "02, 03"),
+    Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", 30, "02, 03"),
     Chapter("05_lora_from_scratch.ipynb", "LoRA from scratch", "a LoRALinear module, merging, training on a real task", 60, "03"),
     Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT",
             "the same module in PEFT, equal to a stated tolerance; six pitfalls reproduced and fixed", 30, "05"),

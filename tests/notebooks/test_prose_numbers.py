@@ -329,6 +329,8 @@ def test_04_rank_and_alpha():
     from lora_edu.course.seeding import seed_everything
 
     assert "whose singular values decay as 0.75ⁱ" in text
+    # review 04-06 round 2: exercise 4b asks for a learning rate; the fit's are stated (they were not)
+    assert "(0.02 for plain gradient descent, 0.003 for Adam)" in text and rx.FIT_LR == {"sgd": 0.02, "adam": 0.003}
     # Eckart–Young is not a bound on LoRA: pinned by tests/core/test_rank_experiments.py
     assert "At the small ranks (r = 1 to 8) the trained LoRA is far better than the cut full update" in text
     assert "truncated SVD bounds" not in text.lower() and "bounds what any rank-r LoRA" not in text
