@@ -135,7 +135,8 @@ def lora_linear_class() -> ProbeExercise:
         "LoRALinear",
         probe="lora_layer",
         judge_record=_judge_layer,
-        example=_layer_case(_layer_inputs(np.random.default_rng(51), d_in=6, d_out=4, r=2, n=3, alpha=4.0)),
+        # α/r = 4/3, not a whole number: alpha // r or int(alpha / r) fail on every run, not only on some hidden draws
+        example=_layer_case(_layer_inputs(np.random.default_rng(51), d_in=6, d_out=4, r=3, n=3, alpha=4.0)),
         random_case=_random_layer_case,
         kind="class",
         hint="__init__: call super().__init__(), keep base as self.base and freeze its parameters; lora_A = "
@@ -257,7 +258,8 @@ def add_lora_function() -> ProbeExercise:
         "add_lora",
         probe="inject",
         judge_record=_judge_inject,
-        example=_inject_case([6, 6], 1, 5, [2, 0], r=2, alpha=4.0, n=3, rng=np.random.default_rng(52)),
+        # v_proj beside a fused kv_proj (a substring is no match); o_proj and attn.o_proj name the same layers (wrap once)
+        example=_inject_case([6, 6], 1, 5, [2, 0, 3, 6], r=2, alpha=4.0, n=3, rng=np.random.default_rng(52)),
         random_case=_random_inject_case,
         hint="First the names: [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and any(name == t or "
              "name.endswith('.' + t) for t in targets)] (list them before changing anything). Then freeze every parameter "

@@ -471,7 +471,7 @@ def merge_conv1d() -> FunctionExercise:
              "(nn.Linear's layout), so it must be turned into W's layout before it is added. "
              "On a square layer the buggy sum raises no error: compare the shapes of W and B·A on a non-square one.",
         solution="def merge_conv1d(W, A, B, scaling):\n    return W + scaling * (B @ A).T",
-        why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(lora_B @ lora_A, fan_in_fan_out) in "
+        why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(weight_B @ weight_A, self.fan_in_fan_out) in "
             "peft/tuners/lora/layer.py). Without it a square layer such as GPT-2's attention c_proj merges "
             "without an error and computes something else.",
     )

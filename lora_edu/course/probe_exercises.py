@@ -21,6 +21,7 @@ computed from the record, is the notebook's only.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import types
 from collections.abc import Callable
@@ -70,14 +71,44 @@ def _functions_of(answer: Any) -> list:
     return found
 
 
-#: libraries whose LoRA would be a one-call answer to a build exercise (the grader's graded-course mode hides them)
-FORBIDDEN_LIBRARIES = ("peft",)
+#: libraries an answer must not use, and why; the grader's sandbox hides them (``sandbox.HIDDEN_PACKAGES``)
+FORBIDDEN_LIBRARIES = {"peft": "PEFT, whose LoRA would answer the exercise for you",
+                       "sklearn": "scikit-learn, whose digits include the held-out ones the check scores with"}
+
+
+def _code_objects(code: types.CodeType):
+    """``code`` and every code object nested in it (functions, lambdas, comprehensions, classes defined inside)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _modules_imported(fn: Any) -> set[str]:
+    """Top-level names of the modules ``fn`` imports in its body: ``import x``, ``from x import y``, and
+    ``importlib.import_module("x")`` / ``__import__("x")`` with a literal name. A global import is seen by
+    :func:`_globals_read`; this sees the ones inside the function, which that cannot.
+    """
+    found = set()
+    top = getattr(fn, "__code__", None)
+    for code in _code_objects(top) if top is not None else ():
+        dynamic = {"import_module", "__import__"} & set(code.co_names)
+        for ins in dis.get_instructions(code):
+            if isinstance(ins.argval, str) and (ins.opname == "IMPORT_NAME" or (dynamic and ins.opname == "LOAD_CONST")):
+                found.add(ins.argval.split(".")[0])   # a literal that is no module name matches nothing below
+    return found
 
 
 def _from(obj: Any, packages: tuple) -> bool:
     """Whether ``obj`` (a module, a class of the answer's ancestry, a global it reads) comes from one of ``packages``."""
     module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
     return isinstance(module, str) and module.split(".")[0] in packages
+
+
+def _top(obj: Any) -> str:
+    """The top-level package ``obj`` (a module, a class, a function) comes from."""
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
+    return str(module).split(".")[0]
 
 
 def _from_course(obj: Any) -> bool:
@@ -119,16 +150,21 @@ class ProbeExercise(FunctionExercise):
             raise _Feedback(FAILED, f"expected a {what}, got {answer_calls.encode(answer).get('description', type(answer).__name__)}. "
                                     f"Pass the {what} itself" + (", not an object made from it." if self.kind == "class" else ", without calling it."))
         functions = _functions_of(answer)
+        imported = {m for f in functions for m in _modules_imported(f)}
         course_names = sorted({n for f in functions for n in _course_names_used(f)}
-                              | {k.__name__ for k in getattr(answer, "__mro__", (answer,)) if _from_course(k)})
+                              | {k.__name__ for k in getattr(answer, "__mro__", (answer,)) if _from_course(k)}
+                              | {f"an import of {m}" for m in imported if m == "lora_edu"})
         if course_names:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(course_names)} from the course package. The grader runs it "
                                     "without the package (it holds the reference answers): write it with PyTorch.")
-        libraries = sorted({n for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
-                           | {k.__name__ for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)})
+        used = {n: obj for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
+        used |= {k.__name__: k for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)}
+        libraries = {_top(obj): FORBIDDEN_LIBRARIES[_top(obj)] for obj in used.values()}
+        libraries |= {m: FORBIDDEN_LIBRARIES[m] for m in imported if m in FORBIDDEN_LIBRARIES}
         if libraries:
-            raise _Feedback(FAILED, f"your {what} uses {', '.join(libraries)} from PEFT, whose LoRA would answer the exercise for "
-                                    "you; a graded course's sandbox does not have it. Write it with PyTorch.")
+            names = ", ".join(sorted(used) + [f"an import of {m}" for m in sorted(imported & set(FORBIDDEN_LIBRARIES))])
+            raise _Feedback(FAILED, f"your {what} uses {names} from {'; and '.join(libraries[k] for k in sorted(libraries))}. "
+                                    "The grader's sandbox does not have it: write it with PyTorch, from the notebook alone.")
         helpers = sorted({n for f in functions for n in _helpers_from_other_cells(f)} - set(self.uses))
         if helpers:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(helpers)}, defined in another cell. The grader runs only the "

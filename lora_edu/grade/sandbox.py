@@ -56,8 +56,10 @@ SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py",
 #: modules the sandbox hides from student code (their files are covered by an empty, read-only mount): the course
 #: package (the references, and the course's own solutions: LoRALinear and add_lora, the NF4 and Q4_1 code), and
 #: libraries that do an exercise in one call: gguf and transformers' GGUF reader (Q4_1, notebook 07), bitsandbytes
-#: (NF4, notebook 08), peft (LoRA layers and their injection, notebook 05). The grader always grades a graded course.
-HIDDEN_MODULES = ("lora_edu", "gguf", "transformers.integrations.gguf", "bitsandbytes", "peft")
+#: (NF4, notebook 08), peft (LoRA layers and their injection, notebook 05), and scikit-learn (it ships the digits
+#: that the capstone's held-out cases come from: an answer could train on them). The grader always grades a graded
+#: course.
+HIDDEN_MODULES = ("lora_edu", "gguf", "transformers.integrations.gguf", "bitsandbytes", "peft", "sklearn")
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
                 "or pass --no-sandbox where there is none (macOS; the README says what protection remains)")
 

@@ -102,6 +102,56 @@ WRONG = {
 FORGED = {"ex05_lora_linear": (FORGE_LAYER, "with A and B set, the output is not"),
           "ex05_adapt_digits": (FORGE_CAPSTONE, "the target is 70%")}
 
+#: review 04-06 round 2: attacks that scored 1 in this sandbox (seed 5) before the fix, each a cell that imports at its top,
+#: where a limit of the cell (30 s), not of the call (5 s), pays for the import
+#: PEFT's LoRA layer wrapped (PEFT is hidden in the sandbox now)
+LIBRARY = """from peft import LoraConfig as _LoraConfig
+from peft.tuners.lora import Linear as _PeftLinear
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.inner = _PeftLinear(base, "default", config=_LoraConfig(r=r, lora_alpha=alpha), r=r, lora_alpha=alpha)
+        self.base, self.scaling = base, alpha / r
+        self.lora_A, self.lora_B = self.inner.lora_A["default"].weight, self.inner.lora_B["default"].weight
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def merge(self):
+        self.inner.merge()
+
+    def unmerge(self):
+        self.inner.unmerge()
+"""
+#: the capstone trained on every digit of the task, the held-out ones included (scikit-learn is hidden in the sandbox now)
+TEST_DIGITS = """from sklearn.datasets import load_digits as _load_digits
+
+
+def adapt_digits(model, x_train, y_train):
+    digits = _load_digits()
+    images = [np.rot90(digits.images / 16.0, k=k, axes=(1, 2)) for k in (1, 2, 3)] + [digits.images[:, :, ::-1] / 16.0]
+    every = [torch.tensor(np.ascontiguousarray(im).reshape(len(im), -1)) for im in images]
+    x_all = next(x for x in every if any(torch.equal(x_train[0], row) for row in x))
+    add_lora(model, ["fc1", "fc2"], r=4, alpha=8)
+    train_adapters(model, x_all, torch.tensor(digits.target), steps=300, lr=0.02)
+    return model
+"""
+#: grade_id -> (answer cell, words the feedback must contain): the other wrong answers that scored 1 before the fix
+WRONG_TOO = {
+    "ex05_lora_linear": (bx.SOLUTION_LORA_LINEAR.replace("self.scaling = alpha / r", "self.scaling = alpha // r"),
+                         "self.scaling must be alpha / r"),
+    "ex05_add_lora": (bx.SOLUTION_ADD_LORA.replace(
+        'names = [name for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) and any(name == t '
+        'or name.endswith("." + t) for t in targets)]',
+        'names = [name for t in targets for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) '
+        'and (name == t or name.endswith("." + t))]'), "wrapped twice"),
+    "ex05_adapt_digits": (TEST_DIGITS, "ModuleNotFoundError"),
+}
+
 
 @pytest.fixture(scope="module")
 def marks(tmp_path_factory):
@@ -112,6 +162,8 @@ def marks(tmp_path_factory):
     submit(course, "wrong", NB05, solutions=solved | {gid: code for gid, (code, _) in WRONG.items()})
     submit(course, "forger", NB05, solutions=solved | {gid: code for gid, (code, _) in FORGED.items()})
     submit(course, "leaker", NB05, solutions=solved | {gid: code for gid, (code, _) in LEAKS.items()})
+    submit(course, "wrong_too", NB05, solutions=solved | {gid: code for gid, (code, _) in WRONG_TOO.items()})
+    submit(course, "library", NB05, solutions=solved | {"ex05_lora_linear": LIBRARY})
     run = grade(course, "lora", seed=5, jobs=2, limits=LIMITS)
     return {(m.student_id, m.grade_id.removesuffix("_check")): m for m in run.marks} | {"run": run}
 
@@ -187,3 +239,14 @@ def test_probe_feedback_is_plain_for_every_student(marks):
     for key, mark in marks.items():
         if key != "run":
             assert not re.search(r"\b(r|alpha)=\d|shape \(", mark.message), mark.message
+@pytest.mark.parametrize("grade_id", list(WRONG_TOO))
+def test_answers_that_scored_one_before_review_0406_score_zero(marks, grade_id):
+    """Whole-number α/r, a layer wrapped twice, a capstone trained on the held-out digits: each scored 1 before the fix."""
+    mark = marks["wrong_too", grade_id]
+    assert mark.score == 0.0 and WRONG_TOO[grade_id][1] in mark.message, mark.message
+
+
+def test_peft_is_hidden_in_the_sandbox(marks):
+    """A thin wrapper around PEFT's LoRA layer answered 5d in the sandbox; PEFT is hidden there now."""
+    mark = marks["library", "ex05_lora_linear"]
+    assert mark.score == 0.0 and "peft" in mark.message, mark.message

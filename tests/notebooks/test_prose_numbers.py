@@ -365,6 +365,8 @@ def test_04_rank_and_alpha():
     from lora_edu.course.seeding import seed_everything
 
     assert "whose singular values decay as 0.75ⁱ" in text
+    # review 04-06 round 2: exercise 4b asks for a learning rate; the fit's are stated (they were not)
+    assert "(0.02 for plain gradient descent, 0.003 for Adam)" in text and rx.FIT_LR == {"sgd": 0.02, "adam": 0.003}
     # Eckart–Young is not a bound on LoRA: pinned by tests/core/test_rank_experiments.py
     assert "At the small ranks (r = 1 to 8) the trained LoRA is far better than the cut full update" in text
     assert "truncated SVD bounds" not in text.lower() and "bounds what any rank-r LoRA" not in text
@@ -386,6 +388,11 @@ def test_04_rank_and_alpha():
     svd = lowrank.TruncatedSVD(rx.fit_target())
     assert all(abs(c[-1] - 0.5 * svd.relative_error(r) ** 2) < 2e-3 for r, c in sweep["adam"]["alpha/r"][16].items())
     assert "r = 64 is full rank for this 64×64 target, so its floor is 0" in text and svd.relative_error(64) < 1e-6
+    # review 04-06 round 2: plain GD's 150 steps measure speed, not capacity (its losses stay far above the floors)
+    assert "With plain gradient descent the losses after 150 steps are, from r = 4 up, still far above their floors" in text
+    assert all(c[-1] - 0.5 * svd.relative_error(r) ** 2 > 0.15 for r, c in sweep["sgd"]["alpha/r"][16].items() if r >= 4)
+    assert "plain gradient descent leaves most ranks far from their floor after 150 steps" in text
+    assert "this fit measures *capacity*" not in text and "this notebook has only a test split" in text
     # the rsLoRA measurement (trend pinned in tests/core/test_rank_experiments.py)
     early = rx.early_update_sizes(pretrained, rotated, ranks=(1, 4, 16, 64), alpha=16, steps=10, optimizers=("adam",))
     adam = {rule: {r: v["update"] for r, v in by_r.items()} for rule, by_r in early["adam"].items()}
@@ -443,6 +450,18 @@ def test_06_peft_comparison_and_committed_benchmarks():
     assert "costs nothing at inference" not in text
     for ref in ("arXiv:2106.09685", "arXiv:2305.14314", "arXiv:2404.02948", "arXiv:2406.01775", "autocast_adapter_dtype"):
         assert ref in text.split("## References")[1]
+
+
+def test_review_0406_round2_equal_means_a_stated_tolerance():
+    """Review 04-06 round 2: no "exactly equal" where only a tolerance was measured; the LLaMA-7B line as tutorials quote it."""
+    from lora_edu.course import course_map
+
+    assert "exactly equal" not in prose("05_lora_from_scratch.ipynb") and "equal to a stated tolerance" in prose("05_lora_from_scratch.ipynb")
+    assert all("exactly equal" not in ch.teaches and "as fast" not in ch.teaches for ch in course_map.COURSE_MAP)
+    text = " ".join(prose("06_peft_comparison.ipynb").split())
+    lora, total = 32 * 2 * 8 * (4096 + 4096), 6_742_609_920   # q_proj and v_proj of 32 LLaMA-7B layers, r = 8
+    assert f"`trainable params: {lora} || all params: {total} || trainable%: {100 * lora / total}`" in text
+    assert "torch_dtype" not in "".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())["cells"])
 
 
 def test_06_pitfalls():
