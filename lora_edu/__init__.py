@@ -23,6 +23,9 @@ Three kinds of module, three sub-packages:
   seeding.
 * ``lora_edu.grade``: the instructors' grader, ``python -m lora_edu.grade COURSE_DIR ASSIGNMENT``
   (student code in a sandbox, marks computed outside it). Not imported by the notebooks.
+* ``lora_edu.classroom``: a class on one server: nbgrader's exchange made safe between students, and
+  feedback pages from the grader's marks (``python -m lora_edu.classroom feedback``). Needs nbgrader; not
+  imported by the notebooks.
 
 Modules load on first use (PEP 562 ``__getattr__``), so ``import lora_edu`` is quick and a GPU
 machine without ipywidgets can still import ``lora_edu.core``.

@@ -7,7 +7,8 @@ the sha256 of each of its files, for Linux (x86-64, aarch64) and macOS (arm64) a
 (one version a package: `--fork-strategy fewest`, so that one stored output fits every Python).
 
 - lock/full.txt: everything set-up installs into .venv (`make lab`, `make test`, CI): the run-time
-  packages, JupyterLab and RISE (`lab`), the test and authoring tools (`dev`), the website's builder (`site`).
+  packages, JupyterLab and RISE (`lab`), the test and authoring tools (`dev`), the website's builder (`site`),
+  JupyterHub (`hub`: a class's environment is this lock too, deploy/install_class.py).
 - lock/runtime.txt: what the notebooks need where a host brings its own Jupyter (Binder, Colab): the
   run-time packages and what they need, except the host's kernel (IPython, ipykernel and what only they
   need), which we must not replace under a running front end.
@@ -140,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     LOCK_DIR.mkdir(exist_ok=True)
 
-    full = uv_compile(["lab", "dev", "site"], FULL, args.upgrade, [p.resolve() for p in args.hold])
+    full = uv_compile(["lab", "dev", "site", "hub"], FULL, args.upgrade, [p.resolve() for p in args.hold])
     entries = parse_lock(full)
     dropped = {n for n in entries if CUDA_ONLY.match(n)}
     bad = {n: e["parents"] for n in dropped for e in [entries[n]] if not e["parents"] <= dropped | {"torch"}}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (or re-use) the course's virtual environment in .venv.
 #   tools/setup_env.sh            packages only (what `make lab` needs)
-#   tools/setup_env.sh --test-tools  also Debian's chromium (browser tests) and bubblewrap (the grader's sandbox):
-#                                    what `make test` needs; installed with apt-get when run as root
+#   tools/setup_env.sh --test-tools  also Debian's chromium (browser tests), bubblewrap (the grader's sandbox) and
+#                                    Node with the class's proxy (deploy/proxy: configurable-http-proxy, `npm ci` from
+#                                    its package-lock.json): what `make test` needs; installed with apt-get when root
 # Installs the course at its locked versions (lock/full.txt: every package exact, every file's sha256 checked;
 # tools/install_locked.sh says how, torch's CPU build included), so a release made after the lock changes no
 # stored output. The lock changes only through `make upgrade` (tools/lock.py); pyproject.toml keeps honest
@@ -58,4 +59,22 @@ need_package() {  # need_package COMMAND PACKAGE WHAT
 if [ "${1:-}" = "--test-tools" ]; then
     if command -v chromium-browser >/dev/null 2>&1; then echo "setup: chromium-browser found"; else need_package chromium chromium "the browser tests"; fi
     need_package bwrap bubblewrap "the grader's sandbox tests"
+    need_package node nodejs "the class test (deploy/: JupyterHub's proxy)"
+    need_package npm npm "the class test (deploy/: JupyterHub's proxy)"
+    # JupyterHub's proxy for the class test and deploy/: exactly deploy/proxy/package-lock.json (integrity hashes)
+    proxy_stamp=$(sha256sum deploy/proxy/package-lock.json | cut -d' ' -f1)
+    if [ "$(cat deploy/proxy/node_modules/.course-stamp 2>/dev/null)" = "$proxy_stamp" ]; then
+        echo "setup: configurable-http-proxy found (deploy/proxy)"
+    elif command -v npm >/dev/null 2>&1; then
+        echo "setup: installing configurable-http-proxy into deploy/proxy (npm ci)"
+        (cd deploy/proxy && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null) \
+            && echo "$proxy_stamp" > deploy/proxy/node_modules/.course-stamp \
+            || echo "setup: npm ci in deploy/proxy failed; the class test will say how to install the proxy" >&2
+    fi
+    # The class test's students cannot run this .venv when its Python lives where they cannot read (pyenv under /root):
+    # then, as root, a class environment from the same lock, made from the system's Python (minutes the first time).
+    if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c "test -r $VENV/bin/python && test -r lora_edu/__init__.py" 2>/dev/null; then
+        "$PYTHON" deploy/install_class.py venv --venv /opt/lehub-venv \
+            || echo "setup: could not build the class test's environment /opt/lehub-venv; the class test will fail and say why" >&2
+    fi
 fi

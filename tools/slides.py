@@ -23,13 +23,16 @@ enforces that structure), and recomputed whenever a notebook is executed
    it appears on the same screen at the next key press, after the audience has looked at the
    output. A short cell followed by code is that code's lead-in ("Now a real update: …"), and one
    that ends with a colon introduces what follows; both open the next screen with their code.
-4. **Long prose is speaker notes.** A markdown paragraph longer than ``LONG_PROSE_CHARS`` characters
-   (about twelve lines on a slide) is reading material, which nobody reads from a projector; it
+4. **Long prose is speaker notes.** A markdown cell of more than ``LONG_PROSE_WORDS`` words (about
+   ten lines on a slide; issue 24) is reading material, which nobody reads from a projector; it
    becomes the speaker's notes for the screen it belongs to: hidden from the audience, and read by the
    presenter in the notebook beside the slideshow (jupyterlab-rise 0.43.1 opens the slideshow in a
    panel next to the notebook; its reveal.js speaker view, key T, is marked broken in its source).
-   It stays in the notebook for readers. Headings never become notes: a ``## Summary`` with the references
-   below it is a slide however long (the slideshow scrolls, see ``RISE_SETTINGS``).
+   It stays in the notebook for readers. So is a cell that starts with ``SPEAKER_NOTES_MARK``
+   (``**Speaker notes.**``), whatever its length: a hint written for the presenter. Headings never
+   become notes: a cell with a heading is a slide however long (the slideshow scrolls, see
+   ``RISE_SETTINGS``), so ``--check`` lists heading cells over ``LONG_PROSE_WORDS`` words (split the
+   prose after the heading into a cell of its own) without failing on them.
 5. **Set-up is skipped.** The install cell, set-up cells (only imports, seeding, print options,
    warning filters, constants, creating an exercise object) and the graded cells of exercises
    (nbgrader's solution and check cells: the exercises are for the lab session, and a projected
@@ -50,15 +53,18 @@ from pathlib import Path
 
 import nbformat
 
+from lora_edu.course.course_map import INSTALL_CELL_FIRST_LINE  # written once, in the course map; re-exported here
+
 SLIDE_TYPES = ("slide", "subslide", "fragment", "skip", "notes", "-")
-#: A markdown cell longer than this (not a heading) becomes speaker notes (rule 4).
-LONG_PROSE_CHARS = 1200
+#: A markdown cell of more words than this (not a heading) becomes speaker notes (rule 4).
+LONG_PROSE_WORDS = 120
+#: A markdown cell that starts with this is speaker notes whatever its length (rule 4).
+SPEAKER_NOTES_MARK = "**Speaker notes.**"
 #: A markdown cell at most this long, right after a code cell, is a fragment (rule 3).
 SHORT_REMARK_CHARS = 300
 #: Notebook-level RISE settings (``metadata.rise``, read by jupyterlab-rise over its own defaults):
 #: tall slides (a summary with its references, a figure with its code) scroll instead of being cut.
 RISE_SETTINGS = {"scroll": True}
-INSTALL_CELL_FIRST_LINE = "# Colab, or a Jupyter without the course"
 #: Calls that only configure the session (rule 5), matched on the called name's last part.
 SETUP_CALLS = {"seed_everything", "set_printoptions", "filterwarnings", "simplefilter", "manual_seed",
                "set_num_threads", "set_default_dtype"}
@@ -151,7 +157,7 @@ def cell_role(cell) -> str:
         if level in (1, 2, 3):
             return f"heading{level}"
         stripped = text.strip()
-        if len(stripped) > LONG_PROSE_CHARS:
+        if len(stripped.split()) > LONG_PROSE_WORDS or stripped.startswith(SPEAKER_NOTES_MARK):
             return "long"
         if len(stripped) <= SHORT_REMARK_CHARS and not stripped.endswith(":"):
             return "remark"
@@ -218,6 +224,14 @@ def problems(nb) -> list[str]:
     return found
 
 
+def long_slides(nb) -> list[int]:
+    """Indices of markdown cells shown on a slide with more than ``LONG_PROSE_WORDS`` words (a heading keeps a cell
+    visible); the References close a notebook and are exempt."""
+    return [i for i, cell in enumerate(nb["cells"]) if cell["cell_type"] == "markdown"
+            and _heading_level(_source(cell)) and len(_source(cell).split()) > LONG_PROSE_WORDS
+            and not _source(cell).lstrip().startswith("## References")]
+
+
 def summary(nb) -> str:
     counts = Counter(c["metadata"].get("slideshow", {}).get("slide_type") for c in nb["cells"])
     return ", ".join(f"{counts[t]} {name}" for t, name in
@@ -247,6 +261,10 @@ def main(argv: list[str]) -> int:
             if changed:
                 nbformat.write(nb, path)
             print(f"{path}: {summary(nb)} ({'updated' if changed else 'unchanged'})")
+        long = long_slides(nb)
+        if long:
+            print(f"  note: cells {', '.join(map(str, long))} are slides of more than {LONG_PROSE_WORDS} words: keep the heading "
+                  "and a short lead in the cell, and move the rest into a cell of its own (it becomes speaker notes)")
         mid = mid_cell_headings(nb)
         if mid:
             print(f"  note: cells {', '.join(map(str, mid))} have a heading after their first line, so each is a slide "

@@ -21,7 +21,7 @@ else
     echo "test-latest: $TORCH_CPU_INDEX unreachable; torch from pip's configured indexes"
     extra=()
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${extra[@]}" -e ".[lab,dev,site]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${extra[@]}" -e ".[lab,dev,site,hub]"
 "$VENV/bin/python" -m lora_edu.core.smollm2 >/dev/null
 
 echo "test-latest: packages newer than the lock:"

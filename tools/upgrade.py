@@ -48,9 +48,11 @@ def cell_outputs(path: Path) -> list[tuple[str, str]]:
         if cell["cell_type"] != "code":
             continue
         parts = []
+        streams: dict[str, str] = {}   # stdout and stderr, each coalesced (as nbval compares them)
         for o in cell.get("outputs", []):
-            if "text" in o:
-                parts.append("".join(o["text"]))
+            if o.get("output_type") == "stream":
+                streams[o["name"]] = streams.get(o["name"], "") + "".join(o["text"])
+                continue
             for kind, value in sorted(o.get("data", {}).items()):
                 if kind.startswith("image/"):
                     parts.append(f"[{kind} {hashlib.sha256(''.join(value).encode()).hexdigest()[:12]}]")
@@ -58,7 +60,7 @@ def cell_outputs(path: Path) -> list[tuple[str, str]]:
                     parts.append("".join(value))
             if o.get("output_type") == "error":
                 parts.append(f"{o['ename']}: {o['evalue']}")
-        text = "\n".join(parts)
+        text = "\n".join([*(streams[name] for name in sorted(streams)), *parts])
         for pattern, replacement in masks:
             text = pattern.sub(replacement, text)
         out.append(("".join(cell["source"]), text))

@@ -6,8 +6,9 @@ in) and estimates a training step's memory in bytes, part by part:
 
 * **weights** — every parameter in ``weight_dtype`` (plus fp32 adapters for LoRA, PEFT's default);
 * **gradients** — one per *trainable* parameter, in that parameter's dtype;
-* **optimizer** — AdamW's two moments per trainable parameter (PyTorch keeps them in the
-  parameter's dtype unless ``optimizer_dtype`` says otherwise), plus fp32 master weights when
+* **optimizer** — AdamW's two moments per trainable parameter (``torch.optim.AdamW`` keeps them in
+  the dtype of the parameters it steps, and refuses to step a parameter whose moments have another
+  dtype), plus an fp32 master copy of the weights, which AdamW then steps with fp32 moments, when
   ``master_weights=True`` (classic mixed precision);
 * **activations** — what autograd saves during the forward pass for the backward pass
   (SDPA attention), per token and layer, derived from the LLaMA code in ``transformers`` and
@@ -178,10 +179,14 @@ RECIPES = {
 
 @dataclass(frozen=True)
 class Card:
-    """A GPU's memory as a training run can use it: ``total`` as the card reports it, less ``context``.
+    """A GPU's memory as a training run can use it: ``total`` as CUDA reports it, less ``context``.
 
-    ``context``: what is kept free for the CUDA context and the allocator (:data:`CONTEXT_MARGIN`).
-    ``measured``: ``total`` was read on such a card; else it is the size the card is sold under, in GiB.
+    ``total``: the card's global memory as CUDA reports it to PyTorch (``torch.cuda.get_device_properties(0)
+    .total_memory``, the same number as ``deviceQuery``'s "Total amount of global memory"). That is what
+    PyTorch allocates from; it is less than ``nvidia-smi``'s total, which includes memory the driver
+    reserves (``nvidia-smi -q``: "Reserved"). ``context``: what is kept free for the CUDA context and the
+    allocator (:data:`CONTEXT_MARGIN`). ``measured``: ``total`` was read on such a card; else it is the
+    size the card is sold under, counted in GiB, which can be more than a card of that class reports.
     """
 
     name: str
@@ -210,15 +215,17 @@ def usable_memory(card: Any) -> int:
 #: What the course keeps free on every card for the CUDA context and the caching allocator's spare blocks,
 #: on top of the peak (which counts tensors only). A margin the course chooses, not a measurement: the context
 #: was not measured on the cards here (benchmarks/measure_memory.py --round 2 measures it; no GPU could be had
-#: when this table was written). What is measured: PyTorch sees less of a card than nvidia-smi shows (on the
-#: H200 of round 1, 143,156 MiB against 143,771 MiB), and the context comes off what PyTorch sees.
+#: when this table was written). The context comes off what CUDA reports (``Card.total``), which is already
+#: less than nvidia-smi's total: on an H100 80GB HBM3, 81,106 MiB against 81,559 MiB (454 MiB "Reserved").
 CONTEXT_MARGIN = 2**30
 #: The one table of cards: each card's memory as read on it where it was, else its name counted in GiB.
 CARDS = {
     **{name: Card(name, gib * GiB, CONTEXT_MARGIN, False, f"sold as {name}, counted as {gib} GiB, less the 1 GiB margin")
        for name, gib in (("16 GB", 16), ("24 GB", 24), ("40 GB", 40), ("48 GB", 48))},
-    "80 GB": Card("80 GB", 81_559 * 2**20, CONTEXT_MARGIN, True,
-                  "NVIDIA H100 80GB HBM3: nvidia-smi's 81,559 MiB, less the 1 GiB margin"),
+    # thamada/nvidia-smi, nvsim/H100SXMx8_deviceQuery.py: "Total amount of global memory: 81106 MBytes
+    # (85045477376 bytes)"; nvsim/H100SXMx8_smi.py (nvidia-smi -q, same machine): Total 81559 MiB, Reserved 454 MiB.
+    "80 GB": Card("80 GB", 85_045_477_376, CONTEXT_MARGIN, True,
+                  "NVIDIA H100 80GB HBM3: CUDA's 81,106 MiB (nvidia-smi's 81,559 less 454 reserved), less the 1 GiB margin"),
     "141 GB": Card("141 GB", 150_109_880_320, CONTEXT_MARGIN, True,
                    "NVIDIA H200: PyTorch's total_memory in round 1's measurements, less the 1 GiB margin"),
 }
@@ -608,9 +615,10 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
 
     ``method``: "full" (every parameter trains), "lora" (frozen base in ``weight_dtype``,
     adapters in ``adapter_dtype``: fp32 by default, PEFT's; bf16 under the QLoRA paper's recipe) or
-    "inference" (no gradients). ``optimizer_dtype``: dtype of AdamW's two moments (default: the
-    trainable parameters' own, as PyTorch does). ``master_weights``: keep an fp32 copy of trainable
-    weights (classic fp16 mixed precision). ``workspace``: bytes the framework holds besides tensors
+    "inference" (no gradients). ``optimizer_dtype``: dtype of AdamW's two moments; ``torch.optim.AdamW``
+    keeps them in the dtype of the parameters it steps (the trainable weights'), and refuses any other,
+    so only that dtype is accepted. ``master_weights``: keep an fp32 copy of the trainable weights, which
+    AdamW steps with fp32 moments (classic fp16 mixed precision; ZeRO's 16 bytes a parameter). ``workspace``: bytes the framework holds besides tensors
     (0 to leave it out).
 
     Calculator v2, each measured on a GPU (``MEASURED_CASES``):
@@ -630,7 +638,7 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
       adapter keeps its own dropped-out input and a one-byte mask.
     * ``set_to_none=False``: ``zero_grad(set_to_none=False)`` keeps the gradients' memory through
       the next forward and backward pass.
-    * ``optimizer``: "adamw" (``torch.optim.AdamW``; ``adamw_impl`` picks its implementation,
+    * ``optimizer``: "adamw" (``torch.optim.AdamW``, moments in the dtype of what it steps; ``adamw_impl`` picks its implementation,
       :data:`ADAMW_IMPLS`, and with it the step's temporary: ``foreach``, PyTorch's default on CUDA, one
       temporary the size of all the moments; ``for-loop``, two of the largest tensor; ``fused``, none);
       "adamw_8bit" (bitsandbytes' AdamW8bit: two 8-bit moments with one fp32 scale per 256 values, fp32
@@ -666,6 +674,17 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
         raise ValueError("qlora_recipe='paper' is the QLoRA paper's recipe for a 4-bit base: it needs method='lora' and quantization='nf4'.")
     if optimizer != "adamw" and (optimizer_dtype or master_weights):
         raise ValueError(f"optimizer={optimizer!r} keeps its own moments: leave optimizer_dtype=None and master_weights=False.")
+    if optimizer == "adamw" and optimizer_dtype and not master_weights and method != "inference":
+        stepped = (adapter_dtype or ("bf16" if qlora_recipe == "paper" else "fp32")) if method == "lora" else weight_dtype
+        if _dtype_bytes(optimizer_dtype, "optimizer_dtype") != _dtype_bytes(stepped, "the trainable weights' dtype"):
+            raise ValueError(
+                f"torch.optim.AdamW keeps its moments in the dtype of the parameters it steps ({stepped}) and refuses to "
+                f"step them with {optimizer_dtype} moments. For fp32 moments beside 16-bit weights, keep an fp32 master "
+                "copy (master_weights=True) or use an optimizer that stores fp32 state for 16-bit weights "
+                "(optimizer='paged_adamw_32bit', bitsandbytes' 32-bit AdamW).")
+    if master_weights and optimizer_dtype not in (None, "fp32"):
+        raise ValueError(f"master_weights=True: AdamW steps the fp32 master copy, so its moments are fp32; leave "
+                         f"optimizer_dtype=None or 'fp32', not {optimizer_dtype!r}.")
     if optimizer != "adamw" and adamw_impl != "foreach":
         raise ValueError(f"adamw_impl chooses torch.optim.AdamW's implementation: it needs optimizer='adamw', not {optimizer!r}.")
     if lora_dropout and method != "lora":
@@ -707,7 +726,7 @@ def estimate(arch: Any, method: str = "full", weight_dtype: str = "bf16", batch_
         optimizer_state = 8 * trainable                                        # two fp32 moments, whatever the dtype
         step_temporary = 0
     else:
-        opt_bytes = _dtype_bytes(optimizer_dtype, "optimizer_dtype") if optimizer_dtype else train_bytes
+        opt_bytes = 4 if master_weights else _dtype_bytes(optimizer_dtype, "optimizer_dtype") if optimizer_dtype else train_bytes
         optimizer_state = trainable * 2 * opt_bytes + (trainable * 4 if master_weights else 0)
         step_temporary = adamw_step_temporary(sizes, opt_bytes, adamw_impl)
     gradients = trainable * train_bytes

@@ -40,6 +40,16 @@ _INTS |= {f"torch.{name}": getattr(np, name) for name in ("int8", "int16", "int3
 _BOOLS = {"bool": np.bool_, "torch.bool": np.bool_}
 DTYPES = _FLOATS | _INTS | _BOOLS
 
+#: answers that are not numbers, described in the course's own words (the grader's plain feedback may say these,
+#: and only these: any other description is the student's text)
+CANNED = {
+    "meta": "a meta tensor (it has a shape but no values: compute it on a real device, such as the CPU)",
+    "sparse": "a sparse tensor (return a dense one: .to_dense())",
+    "unreadable": "a value whose numbers could not be read (converting it to numbers raised an error)",
+    "too many": f"an answer with more than {MAX_ENTRIES:,} numbers (too many)",
+    "too large": "an answer too large to send back to the grader (keep answers to a few thousand numbers)",
+}
+
 
 class _OutOfCpu(BaseException):
     """Raised inside the learner's function at its CPU-time limit (a BaseException: ``except Exception`` cannot swallow it)."""
@@ -120,6 +130,7 @@ def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float, enco
     args = {name: _copy(value) for name, value in inputs.items()}
     before = {name: _copy(value) for name, value in inputs.items()}
     outcome = {"status": RETURNED, "answer": None, "error": "", "changed": [], "notes": [], "cpu_seconds": 0.0}
+    answer = None
     stderr = io.StringIO()
     start = time.process_time()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stderr):
@@ -127,6 +138,10 @@ def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float, enco
         try:
             with _limits(cpu_seconds, wall_seconds):
                 value = fn(**args)
+                try:  # within the limits (a repr or __array__ of the student's runs here), but not the function's error
+                    answer = (encoder or encode)(value)
+                except Exception:  # a tensor of a kind nobody expected: say so, never "no function was defined"
+                    answer = _other("unreadable")
         except NotImplementedError:
             outcome["status"] = STUB
         except _OutOfCpu:
@@ -136,7 +151,7 @@ def call(fn: Any, inputs: dict, *, cpu_seconds: float, wall_seconds: float, enco
         except (Exception, SystemExit) as exc:
             outcome.update(status=RAISED, error=_short(f"{type(exc).__name__}: {exc}"))
         else:
-            outcome["answer"] = (encoder or encode)(value)
+            outcome["answer"] = answer
     outcome["cpu_seconds"] = round(time.process_time() - start, 4)
     if outcome["status"] == RETURNED and outcome["cpu_seconds"] > cpu_seconds:  # no signal off the main thread
         outcome.update(status=CPU_LIMIT, answer=None)
@@ -157,10 +172,17 @@ def encode(value: Any) -> dict:
     if value is None:
         return {"kind": "none"}
     if _is_tensor(value):
-        tensor = value.detach().cpu()
-        data = tensor.double() if tensor.is_floating_point() else tensor
-        if tensor.numel() > MAX_ENTRIES:
-            return {"kind": "other", "description": f"a tensor with {tensor.numel():,} entries (too many)"}
+        if value.is_meta:
+            return _other("meta")
+        if value.layout != _torch().strided:
+            return _other("sparse")
+        if value.numel() > MAX_ENTRIES:
+            return _other("too many")
+        try:
+            tensor = value.detach().cpu()
+            data = tensor.double() if tensor.is_floating_point() else tensor
+        except Exception:
+            return _other("unreadable")
         return {"kind": "array", "dtype": str(tensor.dtype), "shape": list(tensor.shape),
                 "data": data.reshape(-1).tolist(), "origin": "torch.Tensor"}
     origin = type(value).__name__
@@ -173,10 +195,15 @@ def encode(value: Any) -> dict:
             array = None
         if array is not None and array.dtype.name in DTYPES:
             if array.size > MAX_ENTRIES:
-                return {"kind": "other", "description": f"an array with {array.size:,} entries (too many)"}
+                return _other("too many")
             return {"kind": "array", "dtype": array.dtype.name, "shape": list(array.shape),
                     "data": array.reshape(-1).tolist(), "origin": "numpy array" if isinstance(value, np.ndarray) else origin}
     return {"kind": "other", "description": _short(f"{origin} {value!r}", 80)}
+
+
+def _other(why: str) -> dict:
+    """An answer that is not numbers, in the course's words (:data:`CANNED`)."""
+    return {"kind": "other", "description": CANNED[why]}
 
 
 #: the most fields a record may have, and the longest field name
@@ -194,7 +221,7 @@ def encode_record(value: Any) -> dict:
         return encode(value)
     fields = {name: encode(field) for name, field in value.items()}
     if sum(len(f.get("data", ())) for f in fields.values()) > MAX_ENTRIES:
-        return {"kind": "other", "description": f"a record of more than {MAX_ENTRIES:,} numbers (too many)"}
+        return _other("too many")
     return {"kind": "record", "fields": fields}
 
 

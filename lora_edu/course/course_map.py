@@ -1,11 +1,191 @@
-"""The course map: one list that notebook 00, the README and the hygiene test all read.
+"""The course map and the course's time method: one place that notebook 00, the README, the instructor
+guide and the hygiene tests all read.
 
-Keeping it here (not typed into each notebook) means the estimated times and titles that
-notebook 00 shows are the same ones each notebook states at its top; a test checks that.
+**The time method** (stated in notebook 00). A notebook's estimated time is its main line's words / 200
+(a reading speed), plus one minute per main-line code cell (read it, run it, look at its output), plus
+each graded exercise's minutes by its kind (``KIND_MINUTES``), rounded to the nearest 5 minutes. The
+*main line* is every cell before the first ``## Deep dive (optional): …`` heading, less the
+``## References`` section; deep dives are optional reading and are not counted. The install cell and
+an exercise's own cells (the cell that creates it, its answer, its check, and a cell that runs its check on
+something else, such as a bug hunt's planted bug) are not counted as code cells: the exercise's minutes cover them.
+
+The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
+writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
+is installed without its notebooks, e.g. on Colab) and into every place that states them: the
+"Estimated time" line of each notebook, the README's course table and the instructor guide. Tests check
+that all of these agree with a fresh computation.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+#: Reading speed of the time method, in words a minute.
+WORDS_PER_MINUTE = 200
+#: Minutes for one main-line code cell: read it, run it, look at what it prints or draws.
+MINUTES_PER_CODE_CELL = 1
+#: Minutes a graded exercise takes, by its kind (the instructor guide's lab plan names each exercise's kind).
+KIND_MINUTES = {
+    "predict": 2,        # commit to a number, then run the cell that computes it
+    "formula": 5,        # write a short function the notebook has just explained
+    "derive first": 5,   # work out a formula before the cell that reveals it
+    "bug hunt": 5,       # find and fix the one planted bug in a short implementation
+    "open": 10,          # any answer that meets a criterion on hidden data (choose, try, re-check)
+    "build": 12,         # write a class, an injection or a training loop
+    "capstone": 15,      # put your own pieces together on a new task
+}
+#: The kind of every exercise of the bank, by its factory's name in ``lora_edu.course.exercise_bank``
+#: (what a notebook calls: ``le.exercise_bank.<name>()``). A test fails for an exercise missing here.
+EXERCISE_KINDS = {
+    "lora_param_count": "formula", "predict_trainable": "predict",                                   # 00
+    "predict_lora_activations_gb": "predict", "training_state_gb": "formula",                         # 01
+    "delta_w": "formula", "torch_style_output": "bug hunt",                                           # 02
+    "predict_alpha_doubling": "predict", "grad_b": "formula", "one_step": "formula",                   # 03
+    "smallest_rank": "formula", "lora_plan": "open",                                                  # 04
+    "lora_forward": "formula", "merge_weight": "formula", "outputs_around_merge": "bug hunt",          # 05
+    "lora_linear_class": "build", "add_lora_function": "build", "train_adapters_loop": "build",       # 05: build LoRA
+    "adapt_digits": "capstone",                                                                       # 05
+    "lora_qv_trainable": "formula", "merge_conv1d": "bug hunt",                                       # 06
+    "dequantize_q4_1_block": "formula",                                                               # 07
+    "nf4_block_codes": "formula",                                                                     # 08
+    "random_subspace_similarity": "derive first",                                                     # 09
+}
+#: The core path: the notebooks a learner takes in order (the others are advanced, taken as needed).
+CORE_PATH = ("00", "01", "02", "03", "04", "05", "06", "07")
+#: The core path's main lines must read in at most this many minutes by the time method (issue 24).
+CORE_PATH_MAX_MINUTES = 180
+#: Each notebook's main line holds at most this many words.
+MAIN_LINE_MAX_WORDS = 1400
+
+DEEP_DIVE_HEADING = "## Deep dive (optional):"
+REFERENCES_HEADING = "## References"
+INSTALL_CELL_FIRST_LINE = "# Colab, or a Jupyter without the course"
+TIMES_FILE = "course_times.json"
+_EXERCISE_CALL = re.compile(r"\ble\.exercise_bank\.([A-Za-z_]\w*)\(")
+_EXERCISE_VARIABLE = re.compile(r"^\s*(\w+)\s*=\s*le\.exercise_bank\.\w+\(", re.M)
+_EXERCISE_ONLY = re.compile(r"^\s*\w+\s*=\s*le\.exercise_bank\.\w+\(\)\s*$")
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _cells(path) -> list[dict]:
+    path = Path(path)
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise FileNotFoundError(f"{path} is not a notebook file (pass a path such as notebooks/00_start_here.ipynb)")
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def main_line(path) -> list[dict]:
+    """The main line's cells: every cell before the first deep-dive heading (a cell holding one is cut there).
+
+    Markdown cells come back as ``{"cell_type", "source"}`` with the References section removed; code
+    cells as they are. Deep dives, whatever follows them, and the References are not the main line.
+    """
+    kept = []
+    for cell in _cells(path):
+        text = _source(cell)
+        if cell["cell_type"] == "markdown":
+            lines = text.split("\n")
+            cut = next((i for i, line in enumerate(lines) if line.startswith(DEEP_DIVE_HEADING)), None)
+            body = "\n".join(lines[:cut])
+            body = re.sub(rf"^{REFERENCES_HEADING}\b.*?(?=^## |\Z)", "", body, flags=re.S | re.M)
+            if body.strip():
+                kept.append({"cell_type": "markdown", "source": body})
+            if cut is not None:
+                break
+        else:
+            kept.append(cell)
+    return kept
+
+
+def main_line_words(path) -> int:
+    """Whitespace-separated tokens of the main line's markdown (References excluded)."""
+    return sum(len(c["source"].split()) for c in main_line(path) if c["cell_type"] == "markdown")
+
+
+def _is_exercise_cell(cell, exercise_names: set[str]) -> bool:
+    """An exercise's own cell: its answer or check (nbgrader), the cell that creates it, or one that runs its check
+    (a bug hunt's planted bug, a demonstration of the check's feedback)."""
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    text = _source(cell)
+    return (bool(nbgrader.get("solution") or nbgrader.get("grade")) or bool(_EXERCISE_ONLY.match(text))
+            or any(re.search(rf"\b{re.escape(name)}\.check\(", text) for name in exercise_names))
+
+
+def main_line_code_cells(path) -> int:
+    """Code cells of the main line that a learner reads and runs: not the install cell, not an exercise's own cells."""
+    cells = main_line(path)
+    exercise_names = {m for c in cells if c["cell_type"] == "code" for m in _EXERCISE_VARIABLE.findall(_source(c))}
+    return sum(1 for c in cells if c["cell_type"] == "code"
+               and not _source(c).startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(c, exercise_names))
+
+
+def main_line_exercises(path) -> list[str]:
+    """The exercises the main line creates (``le.exercise_bank.<name>()``), in order, by factory name."""
+    names = []
+    for cell in main_line(path):
+        if cell["cell_type"] == "code":
+            names += [n for n in _EXERCISE_CALL.findall(_source(cell)) if n not in names]
+    return names
+
+
+def exercise_minutes(name: str) -> int:
+    """The minutes of one exercise, from its kind; a clear error for an exercise without one."""
+    if name not in EXERCISE_KINDS:
+        raise KeyError(f"exercise {name!r} has no kind: add it to EXERCISE_KINDS in lora_edu/course/course_map.py "
+                       f"(one of {', '.join(KIND_MINUTES)})")
+    return KIND_MINUTES[EXERCISE_KINDS[name]]
+
+
+def time_breakdown(path) -> dict:
+    """The time method's terms for one notebook: words, code cells, exercises and the minutes, exact and stated."""
+    words, cells, exercises = main_line_words(path), main_line_code_cells(path), main_line_exercises(path)
+    exact = words / WORDS_PER_MINUTE + MINUTES_PER_CODE_CELL * cells + sum(exercise_minutes(n) for n in exercises)
+    return dict(words=words, code_cells=cells, exercises=[[n, EXERCISE_KINDS[n], exercise_minutes(n)] for n in exercises],
+                minutes_exact=round(exact, 2), minutes=stated_minutes(exact))
+
+
+def minutes_until(path, text: str) -> float:
+    """The time method's minutes of the main line from its start up to and including the first cell holding ``text``.
+
+    Notebook 00 promises the idea of LoRA (the layer, what it adds, why it starts unchanged, a picture of why a
+    low rank can be enough) and the count exercises within its first 15 minutes; a test measures it with this.
+    """
+    cells = main_line(path)
+    end = next((i for i, c in enumerate(cells) if text in _source(c)), None)
+    if end is None:
+        raise ValueError(f"no main-line cell of {Path(path).name} holds {text!r}")
+    exercise_names = {m for c in cells if c["cell_type"] == "code" for m in _EXERCISE_VARIABLE.findall(_source(c))}
+    minutes = 0.0
+    for cell in cells[:end + 1]:
+        text_ = _source(cell)
+        if cell["cell_type"] == "markdown":
+            minutes += len(text_.split()) / WORDS_PER_MINUTE
+        elif not text_.startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(cell, exercise_names):
+            minutes += MINUTES_PER_CODE_CELL
+        minutes += sum(exercise_minutes(n) for n in dict.fromkeys(_EXERCISE_CALL.findall(text_)))
+    return minutes
+
+
+def stated_minutes(exact: float) -> int:
+    """Minutes as the course states them: the nearest multiple of 5 (halves up), at least 5."""
+    return max(5, 5 * math.floor(exact / 5 + 0.5))
+
+
+def estimated_minutes(path) -> int:
+    """The estimated time of one notebook, in minutes, as its first cell and the course map state it."""
+    return time_breakdown(path)["minutes"]
+
+
+def _stored_times() -> dict:
+    from lora_edu.data import load_json
+
+    return load_json(TIMES_FILE)["notebooks"]
 
 
 @dataclass(frozen=True)
@@ -13,29 +193,46 @@ class Chapter:
     notebook: str
     title: str
     teaches: str
-    minutes: int
     prerequisites: str
-    #: Execution-time budget in seconds on a 2-core machine (notebook 07 is to be allowed 60 s).
+    #: Execution-time budget in seconds on a 2-core machine (notebook 07 is allowed 60 s).
     budget_s: float = 30.0
+
+    @property
+    def minutes(self) -> int:
+        """Estimated minutes, by the time method, as ``tools/course_times.py`` last computed them."""
+        times = _stored_times()
+        if self.notebook not in times:
+            raise KeyError(f"{self.notebook} has no estimated time yet: run python tools/course_times.py --write")
+        return times[self.notebook]["minutes"]
+
+    @property
+    def core(self) -> bool:
+        """On the core path (taken in order) rather than advanced."""
+        return self.notebook[:2] in CORE_PATH
 
 
 COURSE_MAP = [
-    Chapter("00_start_here.ipynb", "Start here", "how the course works, widgets, exercises, notation", 10, "none"),
-    Chapter("01_memory_cost.ipynb", "What fine-tuning costs in memory", "why LoRA exists: weights, gradients, optimizer state, activations", 25, "00"),
-    Chapter("02_worked_example.ipynb", "The 4×4 worked example", "ΔW = BA, the forward pass and the loss, by hand and in PyTorch", 20, "00"),
-    Chapter("03_gradient_step.ipynb", "One gradient step by hand", "the chain rule for A and B, zero initialisation, the α/r scale", 30, "02"),
-    Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", 25, "02, 03"),
-    Chapter("05_lora_from_scratch.ipynb", "LoRA from scratch", "a LoRALinear module, merging, training on a real task", 35, "03"),
+    Chapter("00_start_here.ipynb", "Start here", "the idea of LoRA, why low rank can be enough, how the course works", "none"),
+    Chapter("01_memory_cost.ipynb", "What fine-tuning costs in memory", "why LoRA exists: weights, gradients, optimizer state, activations", "00"),
+    Chapter("02_worked_example.ipynb", "The 4×4 worked example", "ΔW = BA, the forward pass and the loss, by hand and in PyTorch", "00"),
+    Chapter("03_gradient_step.ipynb", "One gradient step by hand", "the chain rule for A and B, why B starts at zero, the α/r scale", "02"),
+    Chapter("04_rank_and_alpha.ipynb", "Rank and alpha", "choosing r and α with truncated SVD and sliders", "02, 03"),
+    Chapter("05_lora_from_scratch.ipynb", "LoRA from scratch", "a LoRALinear module, merging, training on a real task", "03"),
     Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT",
-            "the same module in PEFT, exactly equal, and as fast; six pitfalls reproduced and fixed", 45, "05"),
+            "the same module in PEFT, equal to a stated tolerance; six pitfalls reproduced and fixed", "05"),
     Chapter("07_real_language_model.ipynb", "LoRA on a real language model, offline",
-            "a pretrained chat model from a 4-bit file: train, score, merge, switch adapters, forgetting", 30, "06", budget_s=60.0),
+            "a pretrained chat model from a 4-bit file: train, score, merge, switch adapters, forgetting", "06", budget_s=60.0),
     Chapter("08_lora_variants.ipynb", "LoRA variants from scratch: QLoRA, DoRA, PiSSA, LoRA+, rsLoRA",
-            "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each equal to bitsandbytes or PEFT", 40,
+            "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each checked against bitsandbytes or PEFT",
             "05, 06"),
     Chapter("09_paper_analyses.ipynb", "The paper's analyses on the course's model",
-            "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", 30, "04, 05"),
+            "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", "04, 05"),
 ]
+
+
+def core_path_minutes(chapters=None) -> int:
+    """The stated minutes of the core path's notebooks, summed."""
+    return sum(ch.minutes for ch in (COURSE_MAP if chapters is None else chapters) if ch.core)
 
 
 def course_map_markdown() -> str:
@@ -44,6 +241,8 @@ def course_map_markdown() -> str:
     for ch in COURSE_MAP:
         rows.append(f"| `{ch.notebook}` **{ch.title}** | {ch.teaches} | {ch.minutes} min | {ch.prerequisites} |")
     total = sum(ch.minutes for ch in COURSE_MAP)
+    last_core = max(ch.notebook[:2] for ch in COURSE_MAP if ch.core)
+    rows.append(f"| **Core path, 00–{last_core}** | | **{core_path_minutes()} min** | |")
     rows.append(f"| **Whole course** | | **{total} min** | |")
     return "\n".join(rows)
 

@@ -24,8 +24,8 @@ def lora_param_count() -> FunctionExercise:
         reference=lambda d, k, r: r * (d + k),
         example=dict(d=4096, k=4096, r=8),
         random_case=lambda rng: dict(d=int(rng.integers(8, 5000)), k=int(rng.integers(8, 5000)), r=int(rng.integers(1, 65))),
-        hint="In the paper's and PEFT's convention (notebook 00's): A = lora_A is r×k (r×in, the down-projection) "
-             "and B = lora_B is d×r (out×r, the up-projection). Count the entries of each and add them.",
+        hint="In PEFT's names (the course's): A = lora_A is r×k (r×in) and B = lora_B is d×r (out×r). "
+             "Count the entries of each and add them.",
         solution="def lora_params(d, k, r):\n    return r * (d + k)",
         why="At d = k = 4096 and r = 8 that is 65,536 numbers instead of 16,777,216: this is LoRA's whole saving.",
     )
@@ -91,16 +91,19 @@ def predict_lora_activations_gb() -> PredictExercise:
 
 # ---------------------------------------------------------------- notebooks 02 and 03
 
+#: The convention of notebooks 02-03's exercises, PEFT's, said once for their hints.
+_PEFT_SHAPES = "PEFT's names: W is out×in, A (lora_A) is r×in, B (lora_B) is out×r"
+
 
 def _step_case(rng: np.random.Generator) -> dict:
-    """Fresh shapes and values for the worked-example exercises (row vectors, y = x·(W + B·A))."""
-    k, d, r, n = (int(v) for v in (rng.integers(2, 7), rng.integers(2, 7), rng.integers(1, 4), rng.integers(1, 4)))
-    return dict(x=rng.normal(size=(n, k)), W=rng.normal(size=(k, d)), A=rng.normal(size=(r, d)),
-                B=rng.normal(size=(k, r)), y_true=rng.normal(size=(n, d)))
+    """Fresh shapes and values for the worked-example exercises: y = (W + B·A)·x, one input per column of x."""
+    d_in, d_out, r, n = (int(v) for v in (rng.integers(2, 7), rng.integers(2, 7), rng.integers(1, 4), rng.integers(1, 4)))
+    return dict(x=rng.normal(size=(d_in, n)), W=rng.normal(size=(d_out, d_in)), A=rng.normal(size=(r, d_in)),
+                B=rng.normal(size=(d_out, r)), y_true=rng.normal(size=(d_out, n)))
 
 
 def delta_w() -> FunctionExercise:
-    """02: ΔW = B·A in the source's convention."""
+    """02: ΔW = B·A, for any shapes."""
     from lora_edu.lessons.worked_example import example
 
     ex = example()
@@ -109,8 +112,7 @@ def delta_w() -> FunctionExercise:
         reference=lambda A, B: B @ A,
         example=dict(A=ex["A"], B=ex["B"]),
         random_case=lambda rng: {k: v for k, v in _step_case(rng).items() if k in ("A", "B")},
-        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
-             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). Their product B·A is k×d, the shape of W. "
+        hint=f"{_PEFT_SHAPES}. ΔW must have W's shape, out×in: which order of the two gives out×r times r×in? "
              "NumPy's matrix product is @.",
         solution="def delta_w(A, B):\n    return B @ A",
         why="ΔW has W's shape but only rank r: it is what LoRA adds to the frozen weight.",
@@ -118,35 +120,39 @@ def delta_w() -> FunctionExercise:
 
 
 BUGGY_TORCH_STYLE = '''def torch_style_output(x, W, A, B):
-    """y = x·(W + B·A) of notebooks 02–03 (row vectors: W k×d, B k×r down, A r×d up), computed PyTorch's way."""
-    weight = W           # nn.Linear's weight, out×in
-    lora_A = B.T         # r×in: the down-projection
-    lora_B = A.T         # out×r: the up-projection
-    return x @ weight.T + x @ lora_A.T @ lora_B.T
+    """nn.Linear's way: x holds one input per ROW (n×in); W out×in, A (lora_A) r×in, B (lora_B) out×r."""
+    base = x @ W                 # the frozen layer's output, n×out
+    lora = x @ A.T @ B.T         # down to r with Aᵀ, back up with Bᵀ: n×out
+    return base + lora
 '''
 
 
 def torch_style_output() -> FunctionExercise:
-    """02, bug hunt: the row-vector example mapped onto nn.Linear's convention, with the base weight not transposed."""
+    """02, bug hunt: the layer's output on inputs stored as rows (nn.Linear's layout), with the base weight not transposed."""
     from lora_edu.lessons.worked_example import example
 
     ex = example()
+
+    def case(rng):
+        c = _step_case(rng)
+        return dict(x=c["x"].T, W=c["W"], A=c["A"], B=c["B"])
+
     return FunctionExercise(
         "torch_style_output",
-        reference=lambda x, W, A, B: x @ (W + B @ A),
-        example=dict(x=ex["x"], W=ex["W"], A=ex["A"], B=ex["B"]),
-        random_case=lambda rng: {k: v for k, v in _step_case(rng).items() if k != "y_true"},
-        hint="Check each matrix's shape against what it stands for. nn.Linear stores its weight out×in and computes "
-             "x·weightᵀ; the row-vector W is k×d, that is in×out. lora_A (r×in) and lora_B (out×r) are right.",
-        solution=("def torch_style_output(x, W, A, B):\n    weight = W.T          # out×in: the row-vector W is in×out\n"
-                  "    lora_A, lora_B = B.T, A.T\n    return x @ weight.T + x @ lora_A.T @ lora_B.T"),
-        why="nn.Linear's weight is the transpose of the row-vector W. On a square W the wrong one runs and gives "
-            "wrong numbers; only a non-square case makes the shapes complain.",
+        reference=lambda x, W, A, B: x @ (W + B @ A).T,
+        example=dict(x=ex["x"].T, W=ex["W"], A=ex["A"], B=ex["B"]),
+        random_case=case,
+        hint="Check each product's shapes. With inputs as rows (n×in), nn.Linear computes x·Wᵀ: W is out×in, so x·W "
+             "only works when in = out, and then gives the wrong numbers. The LoRA path x·Aᵀ·Bᵀ is right.",
+        solution=("def torch_style_output(x, W, A, B):\n    base = x @ W.T               # rows in, rows out: x·Wᵀ\n"
+                  "    lora = x @ A.T @ B.T\n    return base + lora"),
+        why="Rows in, rows out: y = x·Wᵀ + x·Aᵀ·Bᵀ is the column formula (W + B·A)·x transposed. On a square W the "
+            "untransposed one runs and gives wrong numbers; only a non-square case makes the shapes complain.",
     )
 
 
 def grad_b() -> FunctionExercise:
-    """03: ∇B = G·Aᵀ with G = xᵀ(y − y_true)."""
+    """03: ∇B = G·Aᵀ with G = (y − y_true)·xᵀ."""
     from lora_edu.lessons.worked_example import example, gradients
 
     ex = example()
@@ -155,13 +161,12 @@ def grad_b() -> FunctionExercise:
         reference=lambda x, W, A, B, y_true: gradients(x, W, A, B, y_true)["grad_B"],
         example=ex,
         random_case=_step_case,
-        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
-             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). "
-             "First y = x·(W + B·A), then G = xᵀ·(y − y_true), which is ∂L/∂W_eff. W_eff depends on B through B·A, "
-             "so ∂L/∂B = G·Aᵀ (check the shapes: k×d times d×r).",
-        solution="def grad_B(x, W, A, B, y_true):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n    return G @ A.T",
-        why="∇B = G·Aᵀ needs A: from LoRA's start (A, the up-projection, is zero) it is zero at the first step, "
-            "so A moves first and B (the down-projection) follows.",
+        hint=f"{_PEFT_SHAPES}; x is in×n (one input per column), y_true out×n. "
+             "First y = (W + B·A)·x, then G = (y − y_true)·xᵀ, which is ∂L/∂W_eff (out×in). W_eff depends on B through "
+             "B·A, so ∂L/∂B = G·Aᵀ (check the shapes: out×in times in×r).",
+        solution="def grad_B(x, W, A, B, y_true):\n    y = (W + B @ A) @ x\n    G = (y - y_true) @ x.T\n    return G @ A.T",
+        why="∇B = G·Aᵀ needs only A, which LoRA starts random: from LoRA's start (B = 0) ∇A = Bᵀ·G is zero at the "
+            "first step, so B moves first and A follows.",
     )
 
 
@@ -178,11 +183,11 @@ def one_step() -> FunctionExercise:
         reference=reference,
         example=example(),
         random_case=_step_case,
-        hint="Row vectors, as in notebooks 02–03: B is k×r (applied first, the down-projection: PEFT's lora_A is Bᵀ) "
-             "and A is r×d (applied last, the up-projection: lora_B is Aᵀ). "
-             "Compute both gradients from the *same* (old) A and B, then A − η·∇A and B − η·∇B with η = 0.1. "
+        hint=f"{_PEFT_SHAPES}; x is in×n (one input per column). "
+             "Compute both gradients from the *same* (old) A and B: ∇A = Bᵀ·G and ∇B = G·Aᵀ with G = (y − y_true)·xᵀ; "
+             "then A − η·∇A and B − η·∇B with η = 0.1. "
              "Return np.concatenate([A_new.ravel(), B_new.ravel()]). Do not change A or B in place.",
-        solution=("def one_step(x, W, A, B, y_true, lr=0.1):\n    y = x @ (W + B @ A)\n    G = x.T @ (y - y_true)\n"
+        solution=("def one_step(x, W, A, B, y_true, lr=0.1):\n    y = (W + B @ A) @ x\n    G = (y - y_true) @ x.T\n"
                   "    A_new, B_new = A - lr * (B.T @ G), B - lr * (G @ A.T)\n"
                   "    return np.concatenate([A_new.ravel(), B_new.ravel()])"),
         why="That is all a LoRA training step is: the frozen W only shapes the error, only A and B change.",
@@ -195,7 +200,7 @@ def predict_alpha_doubling() -> PredictExercise:
         from lora_edu.lessons import worked_example as we
 
         ex = we.example()
-        A0, B0 = we.lora_init(*ex["W"].shape, ex["A"].shape[0], zero="A")
+        A0, B0 = we.lora_init(*ex["W"].shape, ex["A"].shape[0])   # PEFT's start: A random, B = 0
         args = (ex["x"], ex["W"], A0, B0, ex["y_true"])
         change = {opt: [we.first_step_change(*args, s, opt, lr) for s in (1.0, 2.0)]
                   for opt, lr in (("sgd", we.LEARNING_RATE), ("adam", 0.01))}
@@ -205,7 +210,7 @@ def predict_alpha_doubling() -> PredictExercise:
         "predict_alpha_doubling",
         compute,
         rtol=1e-3,
-        hint="Under SGD, s enters twice: once in the gradient (∇A = s·Bᵀ·G), once when the step enters W_eff through "
+        hint="Under SGD, s enters twice: once in the gradient (∇B = s·G·Aᵀ), once when the step enters W_eff through "
              "s·B·A. Adam's first step is lr·∇/(|∇| + ε) ≈ lr·sign(∇): the gradient's size drops out.",
         solution="def predict_alpha_doubling():\n    return [4, 2]   # SGD: like s², Adam: like s",
         why="SGD's first change grows like s², Adam's like s: the next cell measures both.",
@@ -466,7 +471,7 @@ def merge_conv1d() -> FunctionExercise:
              "(nn.Linear's layout), so it must be turned into W's layout before it is added. "
              "On a square layer the buggy sum raises no error: compare the shapes of W and B·A on a non-square one.",
         solution="def merge_conv1d(W, A, B, scaling):\n    return W + scaling * (B @ A).T",
-        why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(lora_B @ lora_A, fan_in_fan_out) in "
+        why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(weight_B @ weight_A, self.fan_in_fan_out) in "
             "peft/tuners/lora/layer.py). Without it a square layer such as GPT-2's attention c_proj merges "
             "without an error and computes something else.",
     )

@@ -19,9 +19,17 @@ The check runs in the learner's own kernel, so learner code can change it: it is
 Marks an instructor can trust come from ``python -m lora_edu.grade``, which calls the same
 :meth:`FunctionExercise.judge_case` on outcomes from a sandboxed process (see ``lora_edu.grade``).
 Both go through :mod:`lora_edu.course.answer_calls`, so the notebook predicts the grade.
+
+The grader's feedback is *plain* (``judge(..., plain=True)``): it says which case failed and how (wrong
+values, wrong shape, an exception of a named built-in type, ...) but never an expected value, a hidden
+input, or anything the student's code produced (its values, texts, type names): the student's code
+could put the secret cases there (issue 26). Each ``_Feedback`` says what its plain version is; one
+that does not (a new exercise kind's) gets a generic sentence. In a graded course
+(:mod:`lora_edu.course.graded`) ``solution()`` refuses and references are sealed.
 """
 from __future__ import annotations
 
+import builtins
 import os
 import types
 from collections.abc import Callable
@@ -30,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from lora_edu.course import answer_calls
+from lora_edu.course import answer_calls, graded
 from lora_edu.course.answer_calls import CPU_LIMIT, RAISED, STUB, WALL_LIMIT
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
@@ -80,11 +88,29 @@ class CheckResult:
 
 
 class _Feedback(Exception):
-    """Raised inside a check to stop at the first problem; carries the learner-facing message."""
+    """Raised inside a check to stop at the first problem; carries the learner-facing message.
 
-    def __init__(self, status: str, message: str, *, rounding: bool = False):
+    ``plain`` is what the grader says instead (see the module's docstring): ``True`` when ``message``
+    holds nothing from the student's code or the secret cases, a text to say instead, or ``False``
+    (the default, safe for new raise sites) for a generic sentence naming the case.
+    """
+
+    def __init__(self, status: str, message: str, *, rounding: bool = False, plain: str | bool = False):
         super().__init__(message)
         self.status, self.message, self.rounding = status, message, rounding
+        self.plain = message if plain is True else plain or None
+
+
+#: exception and warning classes the plain feedback may name: Python's own (a class the student defines could be
+#: named after a secret value), and NumPy's linear-algebra error
+_NAMED_ERRORS = frozenset(name for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException)
+                          ) | {"LinAlgError", "AxisError"}
+
+
+def _plain_kind(text: str) -> str:
+    """``"ValueError: ..."`` -> ``"ValueError"`` when that is a name the plain feedback may say, else ``"an exception"``."""
+    kind = text.partition(":")[0].strip()
+    return kind if kind in _NAMED_ERRORS else "an exception"
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -122,29 +148,36 @@ def _read_answer(plain: Any, where: str) -> np.ndarray | None:
     try:
         answer = answer_calls.decode(plain)
     except ValueError as exc:
-        raise _Feedback(FAILED, f"the answer {where} could not be read as numbers ({exc}).") from None
+        raise _Feedback(FAILED, f"the answer {where} could not be read as numbers ({exc}).",
+                        plain=f"the answer {where} could not be read as numbers.") from None
     if isinstance(answer, str):
-        raise _Feedback(FAILED, f"expected a number or an array {where}, got {answer}.")
+        said = answer if answer in answer_calls.CANNED.values() else "something else"
+        raise _Feedback(FAILED, f"expected a number or an array {where}, got {answer}.",
+                        plain=f"expected a number or an array {where}, got {said}.")
     return answer
 
 
 def _compare(expected: Any, got: np.ndarray | None, *, rtol: float, atol: float, where: str) -> None:
     """Raise :class:`_Feedback` naming the first way ``got`` (a decoded answer) differs from ``expected``."""
     if got is None:
-        raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.")
+        raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.", plain=True)
     exp = _as_array(expected)
     if got.shape != exp.shape:
-        raise _Feedback(FAILED, f"wrong shape {where}: expected {exp.shape}, got {got.shape}.")
+        raise _Feedback(FAILED, f"wrong shape {where}: expected {exp.shape}, got {got.shape}.",
+                        plain=f"wrong shape {where}: your answer's shape is not the one expected.")
     if np.issubdtype(exp.dtype, np.floating) and not np.issubdtype(got.dtype, np.floating):
         raise _Feedback(
             FAILED,
             f"wrong dtype {where}: expected floating point numbers, got {got.dtype} "
             "(integer arithmetic drops the fractions; use floats).",
+            plain=f"wrong dtype {where}: expected floating point numbers, got integers or booleans "
+                  "(integer arithmetic drops the fractions; use floats).",
         )
     arr = got.astype(np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise _Feedback(FAILED, f"the answer {where} contains NaN or inf at {int(bad.sum())} of {arr.size} entries.")
+        raise _Feedback(FAILED, f"the answer {where} contains NaN or inf at {int(bad.sum())} of {arr.size} entries.",
+                        plain=f"the answer {where} contains NaN or inf.")
     if not np.allclose(arr, exp, rtol=rtol, atol=atol):
         diff = float(np.max(np.abs(arr - exp)))
         if exp.size <= 16:
@@ -154,8 +187,10 @@ def _compare(expected: Any, got: np.ndarray | None, *, rtol: float, atol: float,
         if got.dtype.itemsize < 8 and np.issubdtype(got.dtype, np.floating) and np.allclose(arr, exp, rtol=1e-3, atol=atol):
             raise _Feedback(FAILED, f"close but not exact {where}: {shown}. Your answer is {got.dtype}, which keeps only a few "
                                     "significant digits: compute in float64 (NumPy's default; torch.tensor(..., dtype=torch.float64)) "
-                                    "or return a Python float.", rounding=True)
-        raise _Feedback(FAILED, f"wrong values {where}: {shown}.")
+                                    "or return a Python float.", rounding=True,
+                            plain=f"close but not exact {where}: your answer is float16 or float32, which keeps only a few "
+                                  "significant digits: compute in float64 or return a Python float.")
+        raise _Feedback(FAILED, f"wrong values {where}: {shown}.", plain=f"wrong values {where}.")
 
 
 class _Exercise:
@@ -163,6 +198,8 @@ class _Exercise:
 
     def __init__(self, name: str, *, hint: str, solution: str, why: str, rtol: float = 1e-6, atol: float = 1e-8):
         self.name, self._hint, self._solution, self.why = name, hint, solution, why
+        if graded.graded_course():  # not kept where a learner could print it
+            self._solution = None
         self.rtol, self.atol = rtol, atol
 
     def hint(self) -> None:
@@ -170,7 +207,10 @@ class _Exercise:
         print(f"Hint for {self.name}: {self._hint}")
 
     def solution(self) -> None:
-        """Print one correct answer (try first: the check tells you exactly what is off)."""
+        """Print one correct answer (try first: the check tells you exactly what is off); not in a graded course."""
+        if graded.graded_course():
+            print(f"{self.name}: {graded.REFUSAL}")
+            return
         print(f"One solution for {self.name}:\n{self._solution}")
 
     def check(self, answer: Any) -> CheckResult:
@@ -257,7 +297,7 @@ class FunctionExercise(_Exercise):
         **kwargs,
     ):
         super().__init__(name, **kwargs)
-        self.reference, self.example, self.random_case = reference, example, random_case
+        self.reference, self.example, self.random_case = graded.sealed(reference), example, random_case
         self.hidden_cases, self.cpu_seconds, self.wall_seconds, self.seed = hidden_cases, cpu_seconds, wall_seconds, seed
 
     def cases(self, rng: np.random.Generator) -> list[tuple[str, dict]]:
@@ -286,22 +326,43 @@ class FunctionExercise(_Exercise):
             self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
         return self._passed(outcomes)
 
-    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None]) -> CheckResult:
+    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None], *, plain: bool = False) -> CheckResult:
         """The verdict on ``outcomes`` (one per case, None where none came back), as a :class:`CheckResult`. Never raises.
 
-        What the grader calls with the outcomes from its sandbox; the notebook's check does the same case by case.
+        What the grader calls with the outcomes from its sandbox, with ``plain=True`` (see the module's docstring);
+        the notebook's check does the same case by case. ``details["case"]`` is the index of the failing case.
         """
+        failed = {}
+
         def judge_all() -> CheckResult:
             for n, ((where, inputs), outcome) in enumerate(zip(cases, outcomes, strict=True)):
-                self.judge_case(n, where, inputs, outcome)
-            return self._passed(outcomes)
+                try:
+                    self.judge_case(n, where, inputs, outcome)
+                except _Feedback as fb:
+                    failed["case"] = n
+                    if plain:
+                        fb.message = fb.plain or f"your function's answer is not right {where}."
+                    raise
+                except Exception as exc:  # a checker's bug: in plain words, its message could quote the answer
+                    if not plain:
+                        raise
+                    failed["case"] = n
+                    raise _Feedback(FAILED, f"the checker itself failed ({type(exc).__name__}) {where}; please report it.") from None
+            return self._passed(outcomes, plain=plain)
 
-        return self._guarded(judge_all)
+        result = self._guarded(judge_all)
+        result.details.update(failed)
+        return result
 
-    def _passed(self, outcomes: list[dict]) -> CheckResult:
+    def _passed(self, outcomes: list[dict], plain: bool = False) -> CheckResult:
         n = len(outcomes)
         notes = sorted({note for outcome in outcomes for note in outcome["notes"]})
-        extra = f" (Your function also reported {'; '.join(notes[:2])}: warnings never cost marks.)" if notes else ""
+        if plain:  # the notes' texts are the student's: only the built-in warning classes, and whether it printed
+            kinds = sorted({_plain_kind(note) for note in notes} - {"an exception"})
+            said = ", ".join(kinds + (["printing to stderr"] if any(n.startswith("printed to stderr") for n in notes) else []))
+            extra = f" (Your function also reported {said or 'warnings'}: warnings never cost marks.)" if notes else ""
+        else:
+            extra = f" (Your function also reported {'; '.join(notes[:2])}: warnings never cost marks.)" if notes else ""
         return CheckResult(self.name, PASSED, f"{self._verdict(n)}. {self.why}{extra}", n, n)
 
     def _verdict(self, n_cases: int) -> str:
@@ -316,33 +377,43 @@ class FunctionExercise(_Exercise):
         try:
             self._judge_case(n_done, where, inputs, outcome)
         except _Feedback as fb:
-            if n_done == 0 and fb.status == FAILED:
-                fb.message = fb.message.rstrip(".") + f". The visible example's inputs: {_show_inputs(inputs)}."
+            if n_done == 0 and fb.status == FAILED:  # the visible example is public: its inputs may be said
+                shown = f". The visible example's inputs: {_show_inputs(inputs)}."
+                fb.message = fb.message.rstrip(".") + shown
+                fb.plain = fb.plain and fb.plain.rstrip(".") + shown
             raise
 
     def _judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
         if outcome is None:
             raise _Feedback(FAILED, f"no result came back {where}: the code in your solution cells stopped the process that "
-                                    "ran it (os._exit, a crash, or running out of memory or time).")
+                                    "ran it (os._exit, a crash, or running out of memory or time).", plain=True)
         try:
             outcome = answer_calls.check_outcome(outcome)
         except ValueError as exc:
-            raise _Feedback(FAILED, f"the result {where} could not be read ({exc}).") from None
+            raise _Feedback(FAILED, f"the result {where} could not be read ({exc}).", plain=f"the result {where} could not be read.") from None
         status = outcome["status"]
         if status == STUB:
-            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+            raise _Feedback(NOT_ATTEMPTED, "your function still raises NotImplementedError: write your code where it says YOUR CODE HERE.",
+                            plain=True)
         if status == CPU_LIMIT:
-            raise _Feedback(FAILED, f"your function used more than {self.cpu_seconds:g} s of CPU time {where} (an endless loop?).")
+            raise _Feedback(FAILED, f"your function used more than {self.cpu_seconds:g} s of CPU time {where} (an endless loop?).",
+                            plain=True)
         if status == WALL_LIMIT:
-            raise _Feedback(FAILED, f"your function was still running after {self.wall_seconds:g} s {where} (is it waiting for something?).")
+            raise _Feedback(FAILED, f"your function was still running after {self.wall_seconds:g} s {where} (is it waiting for something?).",
+                            plain=True)
         if status == RAISED:
             kind, _, detail = outcome["error"].partition(": ")
-            raise _Feedback(FAILED, f"your function raised {kind} {where}: {detail}")
+            raise _Feedback(FAILED, f"your function raised {kind} {where}: {detail}",
+                            plain=f"your function raised {_plain_kind(outcome['error'])} {where} (the check in your notebook shows "
+                                  "the message on the visible example).")
         if outcome["changed"]:
+            named = [name for name in inputs if name in outcome["changed"]]  # the inputs' names are ours; other text is not
             raise _Feedback(
                 FAILED,
                 f"your function changed its input {', '.join(outcome['changed'])} in place {where}; inputs are frozen "
                 "(like LoRA's base weight). Compute a new array instead of modifying the argument (avoid +=, [...] =, .add_()).",
+                plain=f"your function changed its input {', '.join(named) or 'arguments'} in place {where}; inputs are frozen "
+                      "(like LoRA's base weight). Compute a new array instead of modifying the argument (avoid +=, [...] =, .add_()).",
             )
         self._judge_answer(n_done, where, inputs, outcome["answer"])
 
@@ -357,6 +428,8 @@ class FunctionExercise(_Exercise):
                     f" It passed the visible example but not this fresh case ({shapes or 'new values'}): "
                     "it only works for that example. Compute the answer from the inputs, not from numbers you copied."
                 )
+                fb.plain = fb.plain and fb.plain + (" It passed the visible example but not this fresh case: it may only work for "
+                                                    "that example. Compute the answer from the inputs, not from numbers you copied.")
             raise
 
 
@@ -402,6 +475,8 @@ class PredictExercise(FunctionExercise):
                 within = f"to {self.rtol:.1%}" if self.rtol else "exactly"   # a count is exact: rtol=0, atol=0.5
                 fb.message = (f"your prediction {_fmt(got)} is not what the course computes ({within}){self._which_off(got)}. "
                               "Run the cells below: they compute it and show why; the exercise's hint() gives a nudge.")
+                fb.plain = (f"your prediction is not what the course computes ({within}). Run the cells below the exercise: "
+                            "they compute it and show why; the exercise's hint() gives a nudge.")
             raise
 
     def _which_off(self, got: np.ndarray) -> str:
@@ -435,13 +510,14 @@ class CriterionExercise(FunctionExercise):
     def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
         answer = _read_answer(plain, where)
         if answer is None:
-            raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.")
+            raise _Feedback(NOT_ATTEMPTED, f"got None {where}. If you have started, check that your code ends with `return`.", plain=True)
         values = answer.astype(np.float64)
         if not np.all(np.isfinite(values)):
-            raise _Feedback(FAILED, f"the answer {where} contains NaN or inf.")
+            raise _Feedback(FAILED, f"the answer {where} contains NaN or inf.", plain=True)
         problem = self.criterion(values, **inputs)
-        if problem:
-            raise _Feedback(FAILED, f"{where}: {problem}")
+        if problem:  # the criterion's words quote the answer's numbers (the student's): the plain version does not
+            raise _Feedback(FAILED, f"{where}: {problem}", plain=f"{where}: the answer does not meet the target (the check in "
+                                                                 "your notebook says why on the visible example).")
 
     def _verdict(self, n_cases: int) -> str:
         return f"meets the target on the visible example and {n_cases - 1} hidden cases"

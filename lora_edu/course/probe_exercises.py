@@ -10,9 +10,18 @@ learner code ran (they travel with the case, in :attr:`Case.secret`, which is ne
 The notebook's check and the grader do the same thing, as for every exercise: the check runs the probe
 in the learner's kernel, the grader in its sandbox (the job names the probe; only plain data comes back),
 and both judge with :meth:`ProbeExercise.judge`.
+
+The grader's feedback is plain (``judge(..., plain=True)``, issue 26; see :mod:`lora_edu.course.exercises`):
+in the sandbox the probe runs after the student's code, which may replace it, so a probe's error text and the
+record's values are the student's, and could carry the secret cases. Plain feedback never repeats them: a
+probe's error becomes a fixed sentence, a record that cannot be read is named only in the course's own words
+(:data:`answer_calls.CANNED`), and each judge is asked for its ``visible=False`` wording, which holds nothing of
+the record's values and nothing of the case (neither inputs nor references). The pass note (``describe``),
+computed from the record, is the notebook's only.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import types
 from collections.abc import Callable
@@ -22,8 +31,17 @@ import numpy as np
 
 from lora_edu.course import answer_calls, probes
 from lora_edu.course.answer_calls import RAISED, STUB
-from lora_edu.course.exercises import (FAILED, NOT_ATTEMPTED, PASSED, CheckResult, FunctionExercise, _course_names_used, _Feedback,
-                                       _globals_read, _helpers_from_other_cells)
+from lora_edu.course.exercises import (
+    FAILED,
+    NOT_ATTEMPTED,
+    PASSED,
+    CheckResult,
+    FunctionExercise,
+    _course_names_used,
+    _Feedback,
+    _globals_read,
+    _helpers_from_other_cells,
+)
 
 
 class Case(dict):
@@ -53,14 +71,44 @@ def _functions_of(answer: Any) -> list:
     return found
 
 
-#: libraries whose LoRA would be a one-call answer to a build exercise (the grader's graded-course mode hides them)
-FORBIDDEN_LIBRARIES = ("peft",)
+#: libraries an answer must not use, and why; the grader's sandbox hides them (``sandbox.HIDDEN_PACKAGES``)
+FORBIDDEN_LIBRARIES = {"peft": "PEFT, whose LoRA would answer the exercise for you",
+                       "sklearn": "scikit-learn, whose digits include the held-out ones the check scores with"}
+
+
+def _code_objects(code: types.CodeType):
+    """``code`` and every code object nested in it (functions, lambdas, comprehensions, classes defined inside)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _modules_imported(fn: Any) -> set[str]:
+    """Top-level names of the modules ``fn`` imports in its body: ``import x``, ``from x import y``, and
+    ``importlib.import_module("x")`` / ``__import__("x")`` with a literal name. A global import is seen by
+    :func:`_globals_read`; this sees the ones inside the function, which that cannot.
+    """
+    found = set()
+    top = getattr(fn, "__code__", None)
+    for code in _code_objects(top) if top is not None else ():
+        dynamic = {"import_module", "__import__"} & set(code.co_names)
+        for ins in dis.get_instructions(code):
+            if isinstance(ins.argval, str) and (ins.opname == "IMPORT_NAME" or (dynamic and ins.opname == "LOAD_CONST")):
+                found.add(ins.argval.split(".")[0])   # a literal that is no module name matches nothing below
+    return found
 
 
 def _from(obj: Any, packages: tuple) -> bool:
     """Whether ``obj`` (a module, a class of the answer's ancestry, a global it reads) comes from one of ``packages``."""
     module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
     return isinstance(module, str) and module.split(".")[0] in packages
+
+
+def _top(obj: Any) -> str:
+    """The top-level package ``obj`` (a module, a class, a function) comes from."""
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
+    return str(module).split(".")[0]
 
 
 def _from_course(obj: Any) -> bool:
@@ -73,8 +121,10 @@ class ProbeExercise(FunctionExercise):
 
     ``probe`` names a function of :data:`probes.PROBES`; ``random_case(rng)`` returns a :class:`Case` (its
     ``secret`` holds the references); ``judge_record(record, case, visible)`` returns None when the record
-    is right, else what is wrong, in words the learner can act on (numbers only when ``visible``: on a
-    hidden case the feedback says how an answer failed, never the expected values). ``kind`` is "class" or
+    is right, else what is wrong, in words the learner can act on. Numbers only when ``visible`` (the notebook's
+    visible example): with ``visible=False`` (a hidden case, and every case of the grader's plain feedback) the
+    words say how an answer failed and hold nothing of the record's values or shapes, nor of the case's inputs or
+    references, and ``visible`` changes the words only, never the verdict. ``kind`` is "class" or
     "function"; ``uses`` names answers of earlier exercises the answer may use (they are answer cells too,
     so the grader has them).
     """
@@ -100,16 +150,21 @@ class ProbeExercise(FunctionExercise):
             raise _Feedback(FAILED, f"expected a {what}, got {answer_calls.encode(answer).get('description', type(answer).__name__)}. "
                                     f"Pass the {what} itself" + (", not an object made from it." if self.kind == "class" else ", without calling it."))
         functions = _functions_of(answer)
+        imported = {m for f in functions for m in _modules_imported(f)}
         course_names = sorted({n for f in functions for n in _course_names_used(f)}
-                              | {k.__name__ for k in getattr(answer, "__mro__", (answer,)) if _from_course(k)})
+                              | {k.__name__ for k in getattr(answer, "__mro__", (answer,)) if _from_course(k)}
+                              | {f"an import of {m}" for m in imported if m == "lora_edu"})
         if course_names:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(course_names)} from the course package. The grader runs it "
                                     "without the package (it holds the reference answers): write it with PyTorch.")
-        libraries = sorted({n for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
-                           | {k.__name__ for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)})
+        used = {n: obj for f in functions for n, obj, _ in _globals_read(f) if _from(obj, FORBIDDEN_LIBRARIES)}
+        used |= {k.__name__: k for k in getattr(answer, "__mro__", ()) if _from(k, FORBIDDEN_LIBRARIES)}
+        libraries = {_top(obj): FORBIDDEN_LIBRARIES[_top(obj)] for obj in used.values()}
+        libraries |= {m: FORBIDDEN_LIBRARIES[m] for m in imported if m in FORBIDDEN_LIBRARIES}
         if libraries:
-            raise _Feedback(FAILED, f"your {what} uses {', '.join(libraries)} from PEFT, whose LoRA would answer the exercise for "
-                                    "you; a graded course's sandbox does not have it. Write it with PyTorch.")
+            names = ", ".join(sorted(used) + [f"an import of {m}" for m in sorted(imported & set(FORBIDDEN_LIBRARIES))])
+            raise _Feedback(FAILED, f"your {what} uses {names} from {'; and '.join(libraries[k] for k in sorted(libraries))}. "
+                                    "The grader's sandbox does not have it: write it with PyTorch, from the notebook alone.")
         helpers = sorted({n for f in functions for n in _helpers_from_other_cells(f)} - set(self.uses))
         if helpers:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
@@ -119,19 +174,18 @@ class ProbeExercise(FunctionExercise):
         for where, inputs in cases:
             outcomes.append(self.call(answer, inputs))
             self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
-        return self._passed_on(cases, outcomes)
+        return self._described(self._passed(outcomes), cases, outcomes)
 
-    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None]) -> CheckResult:
-        """The verdict on ``outcomes`` (one per case, None where none came back). Never raises; what the grader calls."""
-        def judge_all() -> CheckResult:
-            for n, ((where, inputs), outcome) in enumerate(zip(cases, outcomes, strict=True)):
-                self.judge_case(n, where, inputs, outcome)
-            return self._passed_on(cases, outcomes)
+    def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None], *, plain: bool = False) -> CheckResult:
+        """The verdict on ``outcomes`` (one per case, None where none came back). Never raises; what the grader calls.
 
-        return self._guarded(judge_all)
+        With ``plain=True`` (the grader) every message is its plain version (see the module's docstring) and a
+        pass carries no ``describe`` note: its numbers come from the record. ``details["case"]`` is the failing case.
+        """
+        result = super().judge(cases, outcomes, plain=plain)
+        return result if plain or not result.passed else self._described(result, cases, outcomes)
 
-    def _passed_on(self, cases: list, outcomes: list[dict]) -> CheckResult:
-        result = self._passed(outcomes)
+    def _described(self, result: CheckResult, cases: list, outcomes: list[dict]) -> CheckResult:
         if self.describe is not None:  # e.g. the held-out accuracy the capstone reached on the visible example
             try:
                 note = self.describe(answer_calls.decode_record(outcomes[0]["answer"]), cases[0][1])
@@ -145,52 +199,81 @@ class ProbeExercise(FunctionExercise):
         return f"passes every check on the visible example and {n_cases - 1} hidden case{'s' if n_cases != 2 else ''}"
 
     def judge_case(self, n_done: int, where: str, inputs: dict, outcome: dict | None) -> None:
-        """As for a function, without the "visible example's inputs" note: the probe's messages say what was tried."""
+        """As for a function, without the "visible example's inputs" note: the probe's messages say what was tried.
+
+        A probe's error text is shown by the notebook's check only: in the grader's sandbox the student's code may
+        have replaced the probe, and its words (which quote the case: ``LoRALinear(base, r=3, alpha=8)``) could carry
+        anything, so the plain version is a fixed sentence.
+        """
+        what = "class" if self.kind == "class" else "function"
         if isinstance(outcome, dict) and outcome.get("status") == STUB and self.kind == "class":
-            raise _Feedback(NOT_ATTEMPTED, "your class still raises NotImplementedError: write your code where it says YOUR CODE HERE.")
+            raise _Feedback(NOT_ATTEMPTED, "your class still raises NotImplementedError: write your code where it says YOUR CODE HERE.",
+                            plain=True)
         if isinstance(outcome, dict) and outcome.get("status") == RAISED:
             error = outcome.get("error")
             if isinstance(error, str) and error.startswith("ProbeError: "):
-                raise _Feedback(FAILED, f"{where}: {answer_calls._short(error.removeprefix('ProbeError: '))}")
+                raise _Feedback(FAILED, f"{where}: {answer_calls._short(error.removeprefix('ProbeError: '))}",
+                                plain=f"{where}: the check stopped at a problem with your {what} (the grader does not repeat "
+                                      "the check's words, which can quote your code's: run the check in your notebook, which "
+                                      "names the problem on the visible example).")
         self._judge_case(n_done, where, inputs, outcome)
 
     def _judge_answer(self, n_done: int, where: str, inputs: dict, plain: Any) -> None:
         try:
             record = answer_calls.decode_record(plain)
         except ValueError as exc:
-            raise _Feedback(FAILED, f"what came back {where} could not be read ({exc}).") from None
+            described = plain.get("description") if isinstance(plain, dict) else None   # the course's own words only
+            said = f", got {described}" if described in answer_calls.CANNED.values() else ""
+            raise _Feedback(FAILED, f"what came back {where} could not be read ({exc}).",
+                            plain=f"what came back {where} could not be read as a record of named numbers{said}.") from None
         if not isinstance(inputs, Case):
-            raise _Feedback(FAILED, "the checker itself failed (a case without references); please report it.")
-        problem = self.judge_record(record, inputs, n_done == 0)
+            raise _Feedback(FAILED, "the checker itself failed (a case without references); please report it.", plain=True)
+        problem, hidden = self._problem(record, inputs, n_done == 0), None
         if problem:
-            raise _Feedback(FAILED, f"{where}: {problem}")
+            hidden = problem if n_done else self._problem(record, inputs, False)  # the words of a hidden case: nothing of the record
+            raise _Feedback(FAILED, f"{where}: {problem}", plain=f"{where}: {hidden or 'what came back is not right.'}")
+
+    def _problem(self, record: dict, case: Case, visible: bool) -> str | None:
+        """The judge's verdict; a field it could not read (:class:`FieldError`) is the problem, in :func:`field`'s words."""
+        try:
+            return self.judge_record(record, case, visible)
+        except FieldError as exc:
+            return f"{exc}."
 
 
 # ---------------------------------------------------------------- helpers for judges
 
 
-def field(record: dict, name: str, shape: tuple | None = None) -> np.ndarray:
-    """Field ``name`` of a record as a float64 array of ``shape``; ValueError (with the learner-facing reason) otherwise."""
+class FieldError(ValueError):
+    """A record's field that is missing, not numbers, of the wrong shape or not finite: the message is the learner's reason."""
+
+
+def field(record: dict, name: str, shape: tuple | None = None, visible: bool = True) -> np.ndarray:
+    """Field ``name`` of a record as a float64 array of ``shape``; :class:`FieldError` (the learner-facing reason) otherwise.
+
+    Without ``visible`` the reason names no shape and no description but the course's own (:data:`answer_calls.CANNED`).
+    """
     value = record.get(name)
     if value is None:
-        raise ValueError(f"{name} is missing")
+        raise FieldError(f"{name} is missing")
     if isinstance(value, str):
-        raise ValueError(f"{name} is not numbers ({value})")
+        said = f" ({value})" if visible or value in answer_calls.CANNED.values() else ""
+        raise FieldError(f"{name} is not numbers{said}")
     value = np.asarray(value, dtype=np.float64)
     if shape is not None and value.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {value.shape}, expected {tuple(shape)}")
+        raise FieldError(f"{name} has shape {value.shape}, expected {tuple(shape)}" if visible else f"{name} has the wrong shape")
     if not np.all(np.isfinite(value)):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise FieldError(f"{name} contains NaN or inf")
     return value
 
 
 def differs(got: np.ndarray, expected: np.ndarray, visible: bool, *, rtol: float = 1e-7, atol: float = 1e-9) -> str | None:
-    """None if ``got`` matches ``expected``; else how it differs (the size of the difference only on the visible example)."""
+    """None if ``got`` matches ``expected``; else how it differs (shapes and the size of the difference only on the visible example)."""
     if got.shape != expected.shape:
-        return f"shape {got.shape} instead of {expected.shape}"
+        return f"shape {got.shape} instead of {expected.shape}" if visible else "wrong shape"
     if np.allclose(got, expected, rtol=rtol, atol=atol):
         return None
     return f"largest difference {np.max(np.abs(got - expected)):.3g}" if visible else "wrong values"
 
 
-__all__ = ["Case", "ProbeExercise", "field", "differs", "PASSED", "FAILED", "NOT_ATTEMPTED"]
+__all__ = ["Case", "ProbeExercise", "FieldError", "field", "differs", "PASSED", "FAILED", "NOT_ATTEMPTED"]

@@ -245,6 +245,9 @@ def _spy_class():
 
         def __init__(self, base, r, alpha):
             super().__init__()
+            if isinstance(base, Spy):   # a layer that matches two targets (o_proj and attn.o_proj), wrapped for each
+                raise ProbeError("a layer was wrapped twice: it matches two of the targets (as blocks.0.attn.o_proj matches both "
+                                 "'o_proj' and 'attn.o_proj'). Collect the matching names first, each once, then wrap each layer once.")
             self.base, self.r, self.alpha = base, r, alpha
             for p in base.parameters():
                 p.requires_grad_(False)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from lora_edu.grade import sandbox
 from lora_edu.grade.course_folder import CourseError
-from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, RUN_FILE, TOTALS_FILE, grade
+from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, PROGRESS_FILE, RUN_FILE, TOTALS_FILE, grade
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,14 +21,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("assignment", help="the assignment's folder name, e.g. lora")
     parser.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: one per CPU core)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="re-use a run's seed to reproduce it (default: a fresh secret seed each run)")
+                        help="re-use a run's seed to reproduce its cases exactly (default: fresh secret cases each run, "
+                             "which is what late work and appeals should get; see the README)")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"carry on an interrupted run from COURSE_DIR/{PROGRESS_FILE} (same seed; what it graded is kept)")
+    parser.add_argument("--student-seconds", type=float, default=sandbox.DEFAULT_LIMITS.student_seconds,
+                        help="each student's budget of their code's own time (CPU and asleep, not waiting for a CPU) over all "
+                             "notebooks; notebooks after it are not run (default: %(default)g s; the course's solutions need about 8)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="where bubblewrap is missing (macOS): run student code unsandboxed; see the README for what remains")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    if not args.student_seconds > 0:
+        parser.error(f"--student-seconds must be positive, not {args.student_seconds:g}")
+    limits = dataclasses.replace(sandbox.DEFAULT_LIMITS, student_seconds=args.student_seconds)
     try:
-        run = grade(args.course_dir, args.assignment, seed=args.seed, jobs=args.jobs, sandboxed=not args.no_sandbox)
+        run = grade(args.course_dir, args.assignment, seed=args.seed, jobs=args.jobs, sandboxed=not args.no_sandbox,
+                    resume=args.resume, limits=limits)
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -35,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     where = "in a bubblewrap sandbox" if run.sandboxed else "WITHOUT a sandbox (--no-sandbox)"
     print(f"graded {len(run.totals())} students, {len(run.marks)} cells, student code {where}, in {run.seconds:.1f} s; "
           f"seed {run.seed} (pass --seed to reproduce)")
+    if run.resumed:
+        print(f"{run.resumed} submission(s) came from the interrupted run's progress file")
     if run.regraded_alone:
-        print(f"{run.regraded_alone} submission(s) stopped by a wall-clock limit were graded again alone; the second verdict counts")
+        print(f"{len(run.regraded_alone)} submission(s) stopped by a wall-clock limit while starved of CPU were graded again alone; "
+              "the second verdict counts")
     written = ", ".join(str(args.course_dir / name) for name in (GRADES_FILE, FEEDBACK_FILE, TOTALS_FILE, RUN_FILE))
     print(f"wrote {written} (each run rewrites them; students without a folder in submitted/ are not listed)")
     return 0

@@ -1,8 +1,8 @@
 """nbgrader's folder layout, read by the trusted side: what is graded, and what each student submitted.
 
 Why this is careful: the instructor's ``source/`` notebooks are trusted, the submissions are not.
-A submission is read as plain JSON with size and type checks, never executed here, and never
-followed through a symbolic link (a link to ``source/`` would hand in the instructor's solutions).
+A submission is only opened here (size and type checks, never followed through a symbolic link: a link
+to ``source/`` would hand in the instructor's solutions) and handed to the sandbox, which reads it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 #: the biggest notebook file the grader reads (the course's own are under 2 MB with outputs)
 MAX_NOTEBOOK_BYTES = 32 << 20
@@ -110,57 +111,30 @@ def read_source(path: Path) -> SourceNotebook:
     return SourceNotebook(path.name, tuple(graded), tuple(solutions), tuple(prelude.items()), siblings)
 
 
-def read_submission(path: Path) -> dict:
-    """A submitted notebook as JSON; ``ValueError`` (with the reason shown to the student) for anything else.
+def open_submission(path: Path) -> BinaryIO:
+    """A submitted notebook, opened for reading but not read; ``ValueError`` (with the reason shown to the student) else.
 
     Opened without following symbolic links, and only if it is a regular file of sane size with no other
     hard link (nbgrader's collect copies files; a link could be the instructor's ``source/`` notebook).
+    Never parsed here: the sandbox reads it (:func:`lora_edu.grade.runner.read_notebook`), where a notebook
+    built to take gigabytes to parse costs the student's own limits (issue 26).
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
     except OSError as exc:
         raise ValueError(f"the notebook could not be opened ({exc.strerror}; symbolic links are not accepted)") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:  # checked on the descriptor, before a file object is made of it (a directory cannot be one)
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("the notebook is not a regular file")
         if info.st_nlink != 1:  # a hard link could be the instructor's own notebook
             raise ValueError("the notebook is a hard link to another file; submit a copy")
         if info.st_size > MAX_NOTEBOOK_BYTES:
             raise ValueError(f"the notebook is {info.st_size / 2**20:.0f} MiB; the grader reads at most {MAX_NOTEBOOK_BYTES >> 20} MiB")
-        raw = f.read(MAX_NOTEBOOK_BYTES)
-    try:
-        nb = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"the notebook is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise ValueError("the notebook has no list of cells")
-    return nb
-
-
-def _grade_id(cell: dict) -> str | None:
-    grade_id = _nbgrader(cell).get("grade_id")
-    return grade_id if type(grade_id) is str else None
-
-
-def _code_cells(nb: dict, solution_ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """The sources of a submission's code cells: (answer cells, the others), each in notebook order."""
-    wanted, answers, others = set(solution_ids), [], []
-    for cell in nb["cells"]:
-        if isinstance(cell, dict) and cell.get("cell_type") == "code" and _source(cell) is not None:
-            (answers if _grade_id(cell) in wanted else others).append(_source(cell))
-    return answers, others
-
-
-def solution_sources(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
-    """The code of the student's solution cells (the ones the source marks as solutions), in notebook order."""
-    return _code_cells(nb, solution_ids)[0]
-
-
-def defined_elsewhere(nb: dict, solution_ids: tuple[str, ...]) -> list[str]:
-    """Names of functions a submission defines in cells that are not answer cells (read, never run): for the feedback."""
-    trees = [_parse(source) for source in _code_cells(nb, solution_ids)[1]]
-    return [node.name for tree in trees if tree for node in tree.body if isinstance(node, ast.FunctionDef)]
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def real_dir(path: Path) -> bool:

@@ -10,14 +10,25 @@ it. That is fine, because only plain data leaves this process, and the grader ch
 of it against references computed in its own process.
 
 Protocol: a job (JSON) in the read-only file named on the command line; one JSON line per event on
-the pipe whose file descriptor the job names ("ready" once set up, before any student code; "done" at
-the end); stdout and stderr are the student's (the grader keeps their last 4000 bytes).
+the pipe whose file descriptor the job names: "ready" once set up; then, before any student code, one
+"notebook" event (what reading the submitted notebook found: its number of answer cells and which graded
+functions it defines in other cells, or an error code); then the cells' errors and the calls' outcomes;
+"done" at the end. No line is longer than the job's ``line_bytes``. stdout and stderr are the student's
+(the grader keeps their last 4000 bytes).
+
+Why the submitted notebook is read here and not in the grader: it is untrusted, and reading it (JSON,
+then Python source) can take gigabytes for a few megabytes of input (issue 26: 8 MiB of ``x;x;...`` took
+an ``ast.parse`` to 7.37 GiB). Here that costs the student's own memory and time limits, nobody else's.
 """
 import functools
 import json
 import os
 import re
 import sys
+
+#: a top-level ``def name(`` or ``class Name`` at the start of a line: which graded functions (or classes, notebook 05's
+#: LoRALinear) a notebook defines outside its answer cells
+_TOP_LEVEL_DEF = re.compile(r"^(?:(?:async[ \t]+)?def|class)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import answer_calls  # noqa: E402  (the copy beside this file)
@@ -39,13 +50,58 @@ def _input(plain: dict):
     return value
 
 
+def _source(cell) -> str | None:
+    source = cell.get("source")
+    if isinstance(source, list) and all(isinstance(s, str) for s in source):
+        return "".join(source)
+    return source if isinstance(source, str) else None
+
+
+def _grade_id(cell) -> str | None:
+    meta = cell.get("metadata")
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+    return grade_id if type(grade_id) is str else None
+
+
+def read_notebook(path: str, solution_ids: list, functions: list) -> tuple[list, dict]:
+    """(the answer cells' sources, the "notebook" event): what the grader needs from the submitted notebook.
+
+    The event holds only an error code or counts and names the grader already knows, never the notebook's text.
+    """
+    try:
+        with open(path, "rb") as f:
+            nb = json.loads(f.read().decode("utf-8"))
+    except MemoryError:
+        return [], {"error": "memory"}
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return [], {"error": "json"}
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return [], {"error": "cells"}
+    wanted, answers, elsewhere = set(solution_ids), [], set()
+    for cell in nb["cells"]:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or _source(cell) is None:
+            continue
+        if _grade_id(cell) in wanted:
+            answers.append(_source(cell))
+        else:
+            elsewhere.update(m.group(1) for m in _TOP_LEVEL_DEF.finditer(_source(cell)) if m.group(1) in functions)
+    del nb
+    return answers, {"answer_cells": len(answers), "elsewhere": sorted(elsewhere)}
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         job = json.load(f)
     report = os.fdopen(job["report_fd"], "w", buffering=1)
+    line_bytes = job.get("line_bytes", 1 << 20)
 
     def send(**event):
-        report.write(json.dumps(event) + "\n")
+        line = json.dumps(event)
+        if len(line) >= line_bytes and isinstance(event.get("outcome"), dict):  # an answer too large to send back
+            line = json.dumps(event | {"outcome": event["outcome"] | {"answer": answer_calls._other("too large")}})
+        if len(line) < line_bytes:
+            report.write(line + "\n")
 
     # IPython copies a README into a new profile with chmod, which the sandbox refuses: write it first.
     startup = os.path.join(os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython")), "profile_default", "startup")
@@ -62,16 +118,24 @@ def main() -> None:
     # student's code names, so that no limit can interrupt an import half-way and no call pays for one.
     inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]
               for task in job["calls"]}
-    code = "\n".join(job["cells"])
     if any(task.get("probe") for task in job["calls"]):
         import torch  # noqa: F401  (the probes build torch modules: imported now, before any limit can interrupt it)
+    send(ready=True)  # set up, before any student code: without this line the sandbox itself is broken
+    cells = []
+    if job.get("submission"):
+        cells, found = read_notebook(os.path.join(os.path.dirname(os.path.abspath(__file__)), job["submission"]),
+                                     job["solution_ids"], [task["function"] for task in job["calls"]])
+        send(notebook=found)  # the first line after "ready", before any student code: the grader trusts only that one
+        if not cells:
+            send(done=True)
+            return
+    code = "\n".join(cells)
     for name, statement in job["prelude"]:  # a name the code never mentions is never used: torch costs seconds to import
         if re.search(rf"\b{re.escape(name)}\b", code):
             exec(statement, shell.user_ns)
-    send(ready=True)  # set up, before any student code: without this line the sandbox itself is broken
     limits = dict(cpu_seconds=job["cpu_seconds"], wall_seconds=job["wall_seconds"])
-    cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job["wall_seconds"])
-    for index, source in enumerate(job["cells"]):
+    cell_limits = dict(cpu_seconds=job["cell_cpu_seconds"], wall_seconds=job.get("cell_wall_seconds", job["wall_seconds"]))
+    for index, source in enumerate(cells):
         try:
             with answer_calls._limits(**cell_limits):
                 result = shell.run_cell(source, store_history=False)
@@ -79,9 +143,9 @@ def main() -> None:
         except BaseException as exc:  # the limits can fire outside IPython's own handler
             error = exc
         if isinstance(error, answer_calls._OutOfCpu):
-            send(cell=index, error=f"the cell used more than {cell_limits['cpu_seconds']:g} s of CPU time")
+            send(cell=index, limit="cpu")
         elif isinstance(error, answer_calls._OutOfWall):
-            send(cell=index, error=f"the cell was still running after {limits['wall_seconds']:g} s")
+            send(cell=index, limit="wall")
         elif error is not None:
             send(cell=index, error=answer_calls._short(f"{type(error).__name__}: {error}"))
     for task in job["calls"]:
@@ -95,8 +159,8 @@ def main() -> None:
         for index, case in enumerate(inputs[task["grade_id"]]):
             try:
                 outcome = answer_calls.call(target, case, **limits, encoder=encoder)
-            except BaseException as exc:  # the student's code broke the calling machinery itself
-                send(grade_id=task["grade_id"], missing=True, error=answer_calls._short(f"{type(exc).__name__}: {exc}"))
+            except BaseException as exc:  # the student's code broke the calling machinery itself (not: "no such function")
+                send(grade_id=task["grade_id"], broken=answer_calls._short(f"{type(exc).__name__}: {exc}"))
                 break
             send(grade_id=task["grade_id"], case=index, outcome=outcome)
             if outcome["status"] in (answer_calls.CPU_LIMIT, answer_calls.WALL_LIMIT):

@@ -4,11 +4,21 @@ Why bubblewrap: it is the sandbox Flatpak uses, packaged by Debian, Ubuntu and F
 no daemon. The sandbox gets new user, PID, network, IPC, UTS and cgroup namespaces (no network at
 all), runs as uid 65534 inside, and sees the system and the Python environment read-only and nothing
 else: not the course folder (``source/``, other students, the gradebook), not the instructor's home,
-not the course package (so the reference answers cannot be imported). Its only writable places are a
+not the course package (so the reference answers cannot be imported), nor the libraries that would do an
+exercise in one call (:data:`HIDDEN_MODULES`). Its only writable places are a
 64 MiB tmpfs ``/tmp`` and home, thrown away at exit; ``/`` is read-only, ``/dev`` has four devices.
 A seccomp filter (:mod:`.seccomp`) refuses new processes, keyrings, namespaces and mounts, so the
 per-process limits bound the whole submission: CPU time (what an answer is judged by), address space,
-file size and open files; a wall-clock limit kills the PID namespace.
+file size and open files; a wall-clock limit kills the PID namespace, and so does an idle limit: the
+grader watches the process's scheduler statistics (``/proc/<pid>/schedstat``: time on a CPU, time
+waiting for one) and stops it once it has spent ``idle_seconds`` asleep, neither computing nor waiting
+for a CPU (issue 26: a submission that ignored its timers and slept cost 120 s per notebook, twice).
+The same numbers tell the grader whether a submission stopped by a wall-clock limit was starved of CPU
+(worth grading again alone) or slept (not), and how much time each student's code used (:class:`Usage`).
+
+Nothing the process writes is held unbounded here: its report is read line by line as it arrives
+(lines over ``report_line_bytes`` are dropped, and everything past ``report_bytes``), each line is
+handed on at once, and only the last 4000 bytes of its output are kept.
 
 Without bubblewrap (macOS, or a Linux without it) the grader refuses unless told ``--no-sandbox``;
 then it still runs each submission in its own process with the same limits, an empty home and a clean
@@ -27,15 +37,29 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
-from lora_edu.course.exercises import CPU_SECONDS, WALL_SECONDS
+from lora_edu.course.exercises import CPU_SECONDS
 from lora_edu.grade import seccomp
+from lora_edu.grade.course_folder import MAX_NOTEBOOK_BYTES
 
 HERE = Path(__file__).resolve().parent
-#: the files the sandbox gets: the script, and the calling code and probes it shares with the notebooks
+#: the files the sandbox gets: the script, and the calling code and probes it shares with the notebooks. They are
+#: copied into the sandbox's own folder, so they are there although the course package they come from is hidden;
+#: none of them imports anything of the course (``answer_calls`` needs NumPy, ``probes`` torch).
 SANDBOX_FILES = (HERE / "runner.py", HERE.parent / "course" / "answer_calls.py", HERE.parent / "course" / "probes.py")
+#: modules the sandbox hides from student code (their files are covered by an empty, read-only mount): the course
+#: package (the references, and the course's own solutions: LoRALinear and add_lora, the NF4 and Q4_1 code), and
+#: libraries that do an exercise in one call: gguf and transformers' GGUF reader (Q4_1, notebook 07), bitsandbytes
+#: (NF4, notebook 08), peft (LoRA layers and their injection, notebook 05), and scikit-learn (it ships the digits
+#: that the capstone's held-out cases come from: an answer could train on them). The grader always grades a graded
+#: course.
+HIDDEN_MODULES = ("lora_edu", "gguf", "transformers.integrations.gguf", "bitsandbytes", "peft", "sklearn")
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
                 "or pass --no-sandbox where there is none (macOS; the README says what protection remains)")
 
@@ -47,27 +71,64 @@ class Limits:
     cpu_seconds: float = 120.0        # RLIMIT_CPU for the whole process
     call_cpu_seconds: float = CPU_SECONDS    # for each call of a student's function
     cell_cpu_seconds: float = 30.0           # for each solution cell (imports there, such as torch, take a few seconds)
-    call_wall_seconds: float = WALL_SECONDS  # a backstop for code that waits; CPU time is what judges an answer
+    call_wall_seconds: float = 10.0   # a backstop for code that waits; CPU time is what judges an answer
+    cell_wall_seconds: float = 60.0   # for each solution cell (an import of torch waits for the disk)
+    idle_seconds: float = 20.0        # asleep (not computing, not waiting for a CPU) after set-up: then the process is killed
     wall_seconds: float = 120.0       # then the process is killed (an honest notebook needs a few seconds)
+    student_seconds: float = 120.0    # a student's own time (CPU + asleep) over all notebooks (an honest course: ~12 s); then no more
     memory_bytes: int = 3 << 30       # RLIMIT_AS: importing torch maps about 0.7 GB
     file_bytes: int = 64 << 20        # RLIMIT_FSIZE: the largest file it may write (its output is a pipe we drain)
     scratch_bytes: int = 64 << 20     # the size of each writable tmpfs in the sandbox (/tmp, its home)
     open_files: int = 256             # RLIMIT_NOFILE
-    report_bytes: int = 16 << 20      # the most the grader reads back from its report
+    report_bytes: int = 16 << 20      # the most the grader reads of its report (the rest is drained and dropped)
+    report_line_bytes: int = 1 << 20    # the longest report line read (notebook 05's capstone record, ~28,000 numbers, is ~600 KB)
 
 
 DEFAULT_LIMITS = Limits()
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Where the student's process spent its time, from the kernel's scheduler statistics (seconds).
+
+    ``queued`` (runnable, waiting for a CPU: the machine's doing) is what separates a process starved by
+    others from one that slept (``asleep``: neither on a CPU nor queued for one: the student's doing).
+    """
+
+    seconds: float   # wall-clock, since the process started
+    cpu: float       # on a CPU
+    queued: float    # waiting in a run queue for a CPU
+
+    @property
+    def asleep(self) -> float:
+        return max(0.0, self.seconds - self.cpu - self.queued)
+
+    @property
+    def own(self) -> float:
+        """The time the student's code took for itself: computing or asleep, not waiting for a CPU."""
+        return self.cpu + self.asleep
+
+    def starved(self) -> bool:
+        """Did it wait for a CPU at least as long as it slept, and for a quarter of its life or more?"""
+        return self.queued >= max(self.asleep, 0.25 * self.seconds)
+
+
 @dataclass
 class RunResult:
-    """What came back: the report's events, a tail of the student's output, and how the process ended."""
+    """What came back: the report's events, a tail of the student's output, and how the process ended.
+
+    ``events`` holds the report's events when ``run`` was given no ``on_event`` (at most 1000 of them);
+    ``stopped`` is "wall" or "idle" when the grader killed the process for that limit; ``usage`` is None
+    where the kernel gives no scheduler statistics.
+    """
 
     events: list
     output_tail: str
     returncode: int | None
     timed_out: bool
     sandboxed: bool
+    stopped: str | None = None
+    usage: Usage | None = None
 
 
 def bubblewrap() -> str | None:
@@ -90,10 +151,29 @@ def check_not_exposed(folder: Path) -> None:
                              "move the course folder elsewhere (for example into your home directory)")
 
 
-def _course_package_dirs() -> list[Path]:
-    """Where an installed (non-editable) course package lives inside the bound environment: hidden in the sandbox."""
-    spec = importlib.util.find_spec("lora_edu")
-    return [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+@cache
+def _hidden_paths() -> tuple[Path, ...]:
+    """The files and folders of :data:`HIDDEN_MODULES` that lie inside what the sandbox sees (others it never sees).
+
+    Found without importing anything: the top-level package's folder, then the dotted path below it.
+    """
+    found = []
+    for name in HIDDEN_MODULES:
+        top, *rest = name.split(".")
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        bases = [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
+        for base in bases:
+            path = base.joinpath(*rest)
+            for candidate in (path, path.with_suffix(".py")) if rest else (path,):
+                if candidate.exists():
+                    found.append(candidate.resolve())
+    roots = [r for r in _bound_roots() if not r.is_symlink()]
+    return tuple(p for p in dict.fromkeys(found) if any(p.is_relative_to(r.resolve()) for r in roots))
 
 
 def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
@@ -106,9 +186,11 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd
             cmd += ["--symlink", os.readlink(root), str(root)]
         else:
             cmd += ["--ro-bind", str(root), str(root)]
-    for package in _course_package_dirs():
-        if any(package.is_relative_to(r) for r in _bound_roots() if not r.is_symlink()):
-            cmd += ["--tmpfs", str(package), "--remount-ro", str(package)]
+    for hidden in _hidden_paths():
+        if hidden.is_dir():
+            cmd += ["--tmpfs", str(hidden), "--remount-ro", str(hidden)]
+        else:  # a single-file module: an empty file in its place
+            cmd += ["--ro-bind", "/dev/null", str(hidden)]
     cmd += ["--proc", "/proc"]
     for device in ("null", "zero", "random", "urandom"):  # a few devices, not a writable /dev (no chmod: see seccomp)
         cmd += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
@@ -137,8 +219,15 @@ def _set_limits(limits: Limits):
     return apply
 
 
-def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> RunResult:
-    """Run ``runner.py`` on ``job`` in a fresh process (sandboxed unless told otherwise); never raises for what the student did."""
+def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True, submission: BinaryIO | None = None,
+        on_event: Callable[[dict], None] | None = None, on_idle: Callable[[], None] | None = None) -> RunResult:
+    """Run ``runner.py`` on ``job`` in a fresh process (sandboxed unless told otherwise); never raises for what the student did.
+
+    ``submission``, an open file, is copied (at most ``MAX_NOTEBOOK_BYTES``, never parsed here) beside the script
+    as ``submission.ipynb``; the job names it. ``on_event`` gets each event of the report as it arrives, in the
+    reading thread; without it the events are returned (at most 1000). ``on_idle`` is called (once) when the
+    process, set up, has slept for :data:`IDLE_WINDOW` seconds in a row: the grader then lets another one start.
+    """
     limits = limits or DEFAULT_LIMITS
     with tempfile.TemporaryDirectory(prefix="lora-grade-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
@@ -146,12 +235,17 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
         script_dir.mkdir()
         for source in SANDBOX_FILES:
             shutil.copy(source, script_dir / source.name)
+        if submission is not None:
+            with open(script_dir / "submission.ipynb", "wb") as f:
+                _copy_at_most(submission, f, MAX_NOTEBOOK_BYTES)
+            job = job | {"submission": "submission.ipynb"}
         # Pipes, not files: the student's process could truncate, rewrite or lease a file it shares with us.
-        report = _Drain(limits.report_bytes, keep="head")
-        output = _Drain(4000, keep="tail")
+        events: list = []
+        report = _Lines(limits.report_bytes, limits.report_line_bytes, on_event or (lambda e: len(events) < 1000 and events.append(e)))
+        output = _Tail(4000)
         stack.callback(report.close)
         stack.callback(output.close)
-        (script_dir / "job.json").write_text(json.dumps(job | {"report_fd": report.write_fd}))
+        (script_dir / "job.json").write_text(json.dumps(job | {"report_fd": report.write_fd, "line_bytes": limits.report_line_bytes}))
         keep = [report.write_fd]
         if sandboxed:
             bwrap = bubblewrap()
@@ -172,6 +266,7 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
             home.mkdir()
             cmd = [sys.executable, "-I", "-B", str(script_dir / "runner.py"), str(script_dir / "job.json")]
             cwd, env = home, _environment(str(home))
+        start = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=output.write_fd, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 pass_fds=tuple(keep), preexec_fn=_set_limits(limits), start_new_session=True)
         report.start()
@@ -179,18 +274,73 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True) -> R
         student = _StudentProcess(info_read) if sandboxed else None
         if sandboxed:
             os.close(info_write)
-        timed_out = False
+        stopped, usage = None, None
         try:
-            proc.wait(timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            stopped, usage = _watch(proc, student, report, start, limits, on_idle)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             if student is not None:  # it runs in its own session: killpg does not reach it, its pidfd does
                 student.kill()
             proc.wait()
-        return _read_back(report.result(), output.result(), proc.returncode, timed_out, sandboxed)
+        report.join()
+        return RunResult(events, output.text(), proc.returncode, stopped == "wall", sandboxed, stopped, usage)
+
+
+#: seconds a process must have been (mostly) asleep before ``run`` calls its ``on_idle``
+IDLE_WINDOW = 2.0
+
+
+def _watch(proc: subprocess.Popen, student, report: _Lines, start: float, limits: Limits,
+           on_idle: Callable[[], None] | None) -> tuple[str | None, Usage | None]:
+    """Wait for the process, every quarter second reading its scheduler statistics; kill it past the wall or idle limit.
+
+    Returns why it was stopped ("wall", "idle" or None) and its last :class:`Usage` (None without statistics).
+    """
+    usage, at_ready, recent = None, None, []
+    while True:
+        try:
+            proc.wait(timeout=0.25)
+            return None, usage
+        except subprocess.TimeoutExpired:
+            pass
+        pid = student.pid if student is not None else proc.pid
+        sample = _schedstat(pid) if pid else None
+        if sample is not None:
+            usage = Usage(time.monotonic() - start, *sample)
+            if at_ready is None and report.ready:
+                at_ready = usage
+            if at_ready is not None and on_idle is not None:
+                recent = [(t, a) for t, a in recent if usage.seconds - t <= IDLE_WINDOW] + [(usage.seconds, usage.asleep)]
+                span = usage.seconds - recent[0][0]
+                if span >= 0.8 * IDLE_WINDOW and usage.asleep - recent[0][1] >= 0.8 * span:
+                    on_idle()
+                    on_idle = None
+        if time.monotonic() - start >= limits.wall_seconds:
+            return "wall", usage
+        if usage is not None and at_ready is not None and usage.asleep - at_ready.asleep >= limits.idle_seconds:
+            return "idle", usage
+
+
+def _schedstat(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds waiting for one) over the process's threads, or None (no such process or statistics)."""
+    cpu = queued = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/schedstat", "rb") as f:
+                on_cpu, waiting, _ = f.read().split()
+            cpu, queued = cpu + int(on_cpu), queued + int(waiting)
+    except (OSError, ValueError):
+        return None
+    return cpu / 1e9, queued / 1e9
+
+
+def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
+    """Copy in 1 MiB chunks, never more than ``limit`` bytes (the file was checked, but it could still grow)."""
+    left = limit
+    while left > 0 and (chunk := source.read(min(left, 1 << 20))):
+        target.write(chunk)
+        left -= len(chunk)
 
 
 class _StudentProcess:
@@ -202,18 +352,21 @@ class _StudentProcess:
 
     def __init__(self, info_fd: int):
         self.pidfd: int | None = None
+        self.pid: int | None = None
         self._reader = threading.Thread(target=self._read, args=(info_fd,), daemon=True)
         self._reader.start()
 
     def _read(self, info_fd: int) -> None:
         data = b""
-        while b"}" not in data:
+        while b"}" not in data and len(data) < 4096:
             chunk = os.read(info_fd, 4096)
             if not chunk:
                 return
             data += chunk
         with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
-            self.pidfd = os.pidfd_open(int(json.loads(data[: data.index(b"}") + 1])["child-pid"]))
+            pid = int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
+            self.pidfd = os.pidfd_open(pid)
+            self.pid = pid
 
     def kill(self) -> None:
         self._reader.join(timeout=5)
@@ -223,29 +376,27 @@ class _StudentProcess:
             os.close(self.pidfd)
 
 
-class _Drain:
-    """A pipe the child writes and a thread here reads to its end, keeping the first or last ``limit`` bytes."""
+class _Pipe:
+    """A pipe the child writes and a thread here reads to its end (EOF comes when the child's copies are closed)."""
 
-    def __init__(self, limit: int, keep: str):
+    def __init__(self):
         self.read_fd, self.write_fd = os.pipe()
-        self.limit, self.keep, self.data = limit, keep, bytearray()
         self._thread = threading.Thread(target=self._drain, daemon=True)
 
     def start(self) -> None:
-        os.close(self.write_fd)  # the child has its copy; EOF comes when the child's copies are closed
+        os.close(self.write_fd)  # the child has its copy
         self.write_fd = -1
         self._thread.start()
 
     def _drain(self) -> None:
         while chunk := os.read(self.read_fd, 65536):
-            if self.keep == "head":
-                self.data += chunk[: max(0, self.limit - len(self.data))]
-            else:
-                self.data = (self.data + chunk)[-self.limit:]
+            self.take(chunk)
 
-    def result(self) -> bytes:
+    def take(self, chunk: bytes) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def join(self) -> None:
         self._thread.join(timeout=10)
-        return bytes(self.data)
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
@@ -254,13 +405,59 @@ class _Drain:
                     os.close(fd)
 
 
-def _read_back(raw: bytes, output: bytes, returncode: int, timed_out: bool, sandboxed: bool) -> RunResult:
-    events = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+class _Tail(_Pipe):
+    """The student's stdout and stderr: only the last ``limit`` bytes are kept."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.data = limit, bytearray()
+
+    def take(self, chunk: bytes) -> None:
+        self.data = (self.data + chunk[-self.limit:])[-self.limit:]
+
+    def text(self) -> str:
+        self.join()
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
+class _Lines(_Pipe):
+    """The report: split into lines as it arrives, each parsed (if short enough) and handed on at once.
+
+    At most ``line_bytes`` are buffered (a longer line is skipped to its end) and at most ``total_bytes`` are
+    read as lines (the rest is drained and dropped), so a flood costs a bounded amount of memory, not its size.
+    """
+
+    def __init__(self, total_bytes: int, line_bytes: int, on_event: Callable[[dict], None]):
+        super().__init__()
+        self.total_bytes, self.line_bytes, self.on_event = total_bytes, line_bytes, on_event
+        self.seen, self.line, self.skipping, self.ready = 0, bytearray(), False, False
+
+    def take(self, chunk: bytes) -> None:
+        if self.seen >= self.total_bytes:
+            return
+        chunk = chunk[: self.total_bytes - self.seen]
+        self.seen += len(chunk)
+        *complete, rest = chunk.split(b"\n")
+        for piece in complete:
+            if not self.skipping and len(self.line) + len(piece) < self.line_bytes:
+                self._event(bytes(self.line + piece))
+            self.line.clear()
+            self.skipping = False
+        if not self.skipping and len(self.line) + len(rest) < self.line_bytes:
+            self.line += rest
+        else:
+            self.line.clear()
+            self.skipping = True
+
+    def _event(self, line: bytes) -> None:
         try:
             event = json.loads(line)
-        except (ValueError, RecursionError):  # JSONDecodeError, or an int too long to convert: the student's problem
-            continue
+        except (ValueError, RecursionError, MemoryError):  # not JSON, an int too long to convert: the student's problem
+            return
         if isinstance(event, dict):
-            events.append(event)
-    return RunResult(events, output.decode("utf-8", errors="replace"), returncode, timed_out, sandboxed)
+            if event.get("ready") is True:  # the first one is the runner's, before any student code
+                self.ready = True
+            try:
+                self.on_event(event)
+            except Exception as exc:  # a bug of ours on a strange event must not stop the draining (the child would block)
+                print(f"grader: an event of the report could not be taken ({type(exc).__name__}: {exc})", file=sys.stderr)

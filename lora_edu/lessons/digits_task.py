@@ -107,10 +107,11 @@ def _pretrained_state(epochs: int, seed: int) -> dict:
 
 
 def adapt(base: nn.Module, data: Split, method: str, r: int | None = None, epochs: int = 30, lr: float = 1e-2,
-          targets=("fc1", "fc2"), seed: int = 0) -> dict:
+          targets=("fc1", "fc2"), seed: int = 0, progress: bool = True) -> dict:
     """Fine-tune a copy of ``base`` on ``data``: ``method`` "full" or "lora" (rank ``r`` on ``targets``).
 
     Returns the adapted model, the accuracy history, trainable-parameter count and seconds taken.
+    ``progress=False`` trains without a progress bar (notebook 00 prints its results instead).
     """
     torch.manual_seed(seed)
     model = copy.deepcopy(base)
@@ -118,7 +119,7 @@ def adapt(base: nn.Module, data: Split, method: str, r: int | None = None, epoch
         add_lora(model, list(targets), r=r, alpha=2 * r)
     label = "full fine-tuning" if method == "full" else f"LoRA r={r}"
     start = time.perf_counter()
-    history = train(model, data, epochs=epochs, lr=lr, desc=label, seed=seed)
+    history = train(model, data, epochs=epochs, lr=lr, desc=label if progress else None, seed=seed)
     seconds = time.perf_counter() - start
     trainable, total = count_parameters(model)
     return dict(label=label, model=model, history=history, accuracy=history[-1], trainable=trainable, total=total, seconds=seconds)
@@ -142,3 +143,17 @@ def zero_lines(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean masks of the rows and of the columns of ``delta`` that are exactly zero."""
     zero = delta == 0
     return zero.all(1), zero.all(0)
+
+
+def kept_share(delta: torch.Tensor) -> torch.Tensor:
+    """The share of ``delta`` (of its squared Frobenius norm) that its best rank-r approximation keeps, for r = 1, 2, ….
+
+    By Eckart–Young the best rank-r approximation keeps the r largest singular values, so the share is
+    (σ₁² + … + σᵣ²) / (σ₁² + σ₂² + …). Entry r − 1 is rank r's share; the last entry is 1. Notebook 00 compares a
+    real fine-tuning update with a random matrix this way.
+    """
+    if delta.ndim != 2 or not delta.abs().sum():
+        raise ValueError(f"kept_share needs a non-zero matrix, got shape {tuple(delta.shape)}"
+                         + (" of zeros" if delta.ndim == 2 else ""))
+    energy = torch.linalg.svdvals(delta) ** 2
+    return energy.cumsum(0) / energy.sum()

@@ -101,7 +101,7 @@ def bitsandbytes_cpu_lookup_codes(values: torch.Tensor, code: torch.Tensor, bloc
     Why notebook 08 needs it: with double quantization, bitsandbytes (0.50.2, on a CPU) and
     :func:`lora_edu.core.nf4.nf4_quantize` agree on every 4-bit code but not on every 8-bit code of
     the block scales. Ours is the code nearest to the value. bitsandbytes' ``quantize_cpu_impl``
-    (``csrc/cpu_ops.cpp`` at tag 0.50.1, lines 501-521, 569-572 and 575-661; unchanged since) does
+    (``csrc/cpu_ops.cpp`` at tag 0.50.1, lines 501-521, 569-572 and 575-665; unchanged since) does
     not search: it rounds each scaled value to the nearest of 65,536 evenly spaced points of
     [-1, 1] (``norm_to_lut_index``) and reads that point's nearest code from a table built once
     (``build_quantize_lut``). A value within half a grid step (1/65,535) of the midpoint between two

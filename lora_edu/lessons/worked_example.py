@@ -1,16 +1,21 @@
-"""The 4×4 worked example of notebooks 02 and 03, and one LoRA gradient step for any shapes.
+"""The 4×4 worked example of notebooks 02 and 03, in PEFT's names, and one LoRA gradient step for any shapes.
 
-Convention of the source write-up (row vectors): ``y = x · W_eff`` with ``W_eff = W + s·B·A``,
-W (k×d) frozen, B (k×r), A (r×d), loss ``L = ½·Σ(y − y_true)²``, plain gradient descent with
-learning rate η. ``s`` is LoRA's scale α/r (1 in the source). x meets B first, so **B is the
-down-projection** (k → r) and **A the up-projection** (r → d). In PyTorch's and PEFT's convention
-(notebook 02 maps it) this B is ``lora_A``ᵀ and this A is ``lora_B``ᵀ. LoRA's default for linear layers
-zeros the matrix applied last (Hu et al. 2021, §4.1: B = 0 in h = W₀x + BAx; PEFT's ``init_lora_weights=True``:
-``lora_B`` = 0), which here is **A**:
-``lora_init(..., zero="A")``.
+The course's convention (PEFT's, the paper's): W is out×in and frozen; the layer computes
+``y = W_eff·x`` with ``W_eff = W + s·B·A``, where ``A`` = ``lora_A`` (r×in, applied first, random at
+LoRA's start), ``B`` = ``lora_B`` (out×r, applied last, zero at LoRA's start) and ``s`` = α/r. Here
+``x`` holds one input per **column** (in×n) and ``y`` one output per column (out×n), as in the paper's
+``h = W₀x + BAx``; PyTorch's ``nn.Linear`` takes the same inputs as rows and returns ``x·W_effᵀ``, the
+same numbers transposed (notebook 02 checks it). Loss ``L = ½·Σ(y − y_true)²``.
 
-Gradients, by the chain rule (notebook 03 derives them):
-``G = ∂L/∂W_eff = xᵀ·(y − y_true)``, ``∇B = s·G·Aᵀ``, ``∇A = s·Bᵀ·G``; W gets none.
+Gradients, by the chain rule (notebook 03 derives them): ``G = ∂L/∂W_eff = (y − y_true)·xᵀ`` (out×in),
+``∇A = s·Bᵀ·G`` (r×in), ``∇B = s·G·Aᵀ`` (out×r); W gets none.
+
+**The write-up.** The example's numbers come from a write-up (unnamed: the repository does not record its
+title or author) that uses row vectors, ``y = x·(W + B·A)``, with its W k×d (in×out), its B (k×r)
+applied first and its A (r×d) applied last. ``WRITEUP`` and ``SOURCE_PRINTED`` keep its numbers exactly
+as it prints them, in its own names; ``from_writeup`` and ``printed_in_peft_names`` translate them, once:
+its row vector ``x·W_eff`` is ``W_effᵀ·x``, so PEFT's W is its Wᵀ, ``lora_A`` is its Bᵀ and ``lora_B`` is
+its Aᵀ. Nothing else in the course uses its names.
 """
 from __future__ import annotations
 
@@ -19,25 +24,17 @@ import torch
 
 LEARNING_RATE = 0.1
 
-#: What each matrix of the row-vector example does, and its name in PyTorch's and PEFT's convention.
-ROLES = {
-    "B": "k×r, applied first: the down-projection (PEFT's lora_A is Bᵀ)",
-    "A": "r×d, applied last: the up-projection (PEFT's lora_B is Aᵀ)",
-}
+#: The write-up's example as it prints it, in its own row-vector names: W k×d, B k×r (applied first), A r×d.
+WRITEUP = dict(
+    W=((1, 0, -1, 2), (0, 1, 1, -1), (2, -2, 0, 0), (1, 1, 1, 1)),
+    A=((0.1, 0.2, 0.3, 0.4), (-0.1, -0.2, 0.0, 0.1)),
+    B=((1, 0), (0, 1), (0.5, -0.5), (-1, 1)),
+    x=((1.0, 0.0, 0.0, 0.0),),
+    y_true=((1.0, 1.0, 1.0, 1.0),),
+)
 
-
-def example() -> dict[str, np.ndarray]:
-    """Fresh copies of the source's matrices (change them freely)."""
-    return dict(
-        W=np.array([[1, 0, -1, 2], [0, 1, 1, -1], [2, -2, 0, 0], [1, 1, 1, 1]], dtype=float),
-        A=np.array([[0.1, 0.2, 0.3, 0.4], [-0.1, -0.2, 0.0, 0.1]]),
-        B=np.array([[1, 0], [0, 1], [0.5, -0.5], [-1, 1]], dtype=float),
-        x=np.array([[1.0, 0.0, 0.0, 0.0]]),
-        y_true=np.array([[1.0, 1.0, 1.0, 1.0]]),
-    )
-
-
-#: What the source prints for the step (rounded as printed). Its y and L hold; the rest is checked in notebook 03.
+#: What the write-up prints for the step, in its own names, rounded as printed (it prints no updated B).
+#: Its y and L hold; the rest is checked in notebook 03 (``printed_in_peft_names`` translates it).
 SOURCE_PRINTED = dict(
     y=np.array([[1.1, 0.2, -0.7, 2.4]]),
     loss=2.75,
@@ -47,28 +44,74 @@ SOURCE_PRINTED = dict(
     W_eff_new=np.array([[1.09, 0.18, -0.53, 2.26], [-0.10, 0.80, 1.00, -0.90], [2.10, -1.80, 0.24, 0.08], [0.81, 0.62, 0.52, 0.84]]),
 )
 
+#: The translation, name by name: the write-up's name -> (PEFT's name, how it is obtained).
+TRANSLATION = {
+    "W (k×d, in×out)": ("W (out×in)", "its Wᵀ"),
+    "B (k×r, applied first)": ("A = lora_A (r×in)", "its Bᵀ"),
+    "A (r×d, applied last)": ("B = lora_B (out×r)", "its Aᵀ"),
+    "x (1×k, a row)": ("x (in×1, a column)", "its xᵀ"),
+    "y = x·W_eff (a row)": ("y = W_eff·x (a column)", "its yᵀ"),
+}
+
+
+def writeup() -> dict[str, np.ndarray]:
+    """Fresh float copies of the write-up's matrices, in its own (row-vector) names."""
+    return {name: np.array(value, dtype=float) for name, value in WRITEUP.items()}
+
+
+def writeup_output(w: dict) -> np.ndarray:
+    """The write-up's own forward pass, y = x·(W + B·A), in its names (used only to check the translation)."""
+    return w["x"] @ (w["W"] + w["B"] @ w["A"])
+
+
+def from_writeup(w: dict) -> dict[str, np.ndarray]:
+    """The write-up's row-vector example in PEFT's names: W = its Wᵀ, A = its Bᵀ, B = its Aᵀ, x and y_true as columns.
+
+    Its y = x·(W + B·A) is a row; transposed, yᵀ = (Wᵀ + Aᵀ·Bᵀ)·xᵀ, which is PEFT's (W + B·A)·x in the new names.
+    """
+    missing = sorted({"W", "A", "B", "x", "y_true"} - set(w))
+    if missing:
+        raise ValueError(f"the write-up's example needs W, A, B, x and y_true in its own names; missing {missing}")
+    w = {k: np.asarray(v, dtype=float) for k, v in w.items()}
+    return dict(W=w["W"].T.copy(), A=w["B"].T.copy(), B=w["A"].T.copy(), x=w["x"].T.copy(), y_true=w["y_true"].T.copy())
+
+
+def example() -> dict[str, np.ndarray]:
+    """Fresh copies of the 4×4 example in PEFT's names (change them freely): W, A (lora_A), B (lora_B), x, y_true."""
+    return from_writeup(writeup())
+
+
+def printed_in_peft_names(printed: dict | None = None) -> dict:
+    """The write-up's printed step, translated: its ∇A is our ∇Bᵀ, its ∇B our ∇Aᵀ, its A_new our B_newᵀ, W_eff,new transposed.
+
+    Entry [i, j] of one of its matrices is entry [j, i] of ours.
+    """
+    p = SOURCE_PRINTED if printed is None else printed
+    return dict(y=np.asarray(p["y"]).T, loss=p["loss"], grad_A=np.asarray(p["grad_B"]).T, grad_B=np.asarray(p["grad_A"]).T,
+                B_new=np.asarray(p["A_new"]).T, W_eff_new=np.asarray(p["W_eff_new"]).T)
+
 
 def _check_shapes(x, W, A, B, y_true=None) -> None:
-    k, d = W.shape
+    out, inp = W.shape
     r = A.shape[0]
     problems = []
-    if A.shape != (r, d):
-        problems.append(f"A must be r×d = r×{d}, got {A.shape}")
-    if B.shape != (k, r):
-        problems.append(f"B must be k×r = {k}×{r} (r from A), got {B.shape}")
-    if x.ndim != 2 or x.shape[1] != k:
-        problems.append(f"x must be n×k = n×{k} (rows are inputs), got {x.shape}")
-    if y_true is not None and y_true.shape != (x.shape[0], d):
-        problems.append(f"y_true must be n×d = {x.shape[0]}×{d}, got {y_true.shape}")
+    if A.shape != (r, inp):
+        problems.append(f"A (lora_A) must be r×in = r×{inp}, got {A.shape}")
+    if B.shape != (out, r):
+        problems.append(f"B (lora_B) must be out×r = {out}×{r} (r from A), got {B.shape}")
+    if x.ndim != 2 or x.shape[0] != inp:
+        problems.append(f"x must be in×n = {inp}×n (one input per column), got {x.shape}")
+    if y_true is not None and y_true.shape != (out, x.shape[1]):
+        problems.append(f"y_true must be out×n = {out}×{x.shape[1]}, got {y_true.shape}")
     if problems:
-        raise ValueError("; ".join(problems) + ". Convention: y = x·(W + s·B·A) with W k×d.")
+        raise ValueError("; ".join(problems) + ". Convention: y = (W + s·B·A)·x with W out×in.")
 
 
 def forward(x, W, A, B, scaling: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(W_eff, y): the effective weight and the output."""
+    """(W_eff, y): the effective weight W + s·B·A and the output W_eff·x."""
     _check_shapes(x, W, A, B)
     W_eff = W + scaling * B @ A
-    return W_eff, x @ W_eff
+    return W_eff, W_eff @ x
 
 
 def loss(y, y_true) -> float:
@@ -80,7 +123,7 @@ def gradients(x, W, A, B, y_true, scaling: float = 1.0) -> dict:
     """The loss and its gradients with respect to W_eff (G), A and B."""
     _check_shapes(x, W, A, B, y_true)
     W_eff, y = forward(x, W, A, B, scaling)
-    G = x.T @ (y - y_true)
+    G = (y - y_true) @ x.T
     return dict(W_eff=W_eff, y=y, loss=loss(y, y_true), G=G, grad_A=scaling * B.T @ G, grad_B=scaling * G @ A.T)
 
 
@@ -128,6 +171,8 @@ def errata(printed: dict, correct: dict, decimals: int = 2) -> list[dict]:
     wrong = []
     for name, shown in printed.items():
         shown, right = np.atleast_1d(np.asarray(shown, dtype=float)), np.atleast_1d(np.asarray(correct[name], dtype=float))
+        if shown.shape != right.shape:
+            raise ValueError(f"{name}: printed shape {shown.shape} but correct shape {right.shape}: compare in the same names")
         for idx in np.ndindex(shown.shape):
             if abs(shown[idx] - right[idx]) > tol:
                 wrong.append(dict(name=name, index=idx, printed=float(shown[idx]), correct=float(right[idx]),
@@ -135,16 +180,16 @@ def errata(printed: dict, correct: dict, decimals: int = 2) -> list[dict]:
     return wrong
 
 
-def lora_init(k: int, d: int, r: int, zero: str = "A", std: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lora_init(d_out: int, d_in: int, r: int, zero: str = "B", std: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) with the matrix named by ``zero`` all zeros and the other Gaussian (std ``std``).
 
-    ``zero="A"`` zeros the up-projection (applied last): LoRA's and PEFT's choice, in this convention.
-    ``zero="B"`` zeros the down-projection instead. Both give ΔW = B·A = 0, so training starts from W.
+    ``zero="B"`` zeros ``lora_B`` (out×r, applied last): LoRA's and PEFT's default for linear layers.
+    ``zero="A"`` zeros ``lora_A`` (r×in, applied first) instead. Both give ΔW = B·A = 0, so training starts from W.
     """
     if zero not in ("A", "B"):
-        raise ValueError(f"zero must be 'A' (the up-projection, LoRA's choice here) or 'B', got {zero!r}")
+        raise ValueError(f"zero must be 'B' (lora_B, PEFT's default) or 'A' (lora_A), got {zero!r}")
     rng = np.random.default_rng(seed)
-    A, B = rng.normal(scale=std, size=(r, d)), rng.normal(scale=std, size=(k, r))
+    A, B = rng.normal(scale=std, size=(r, d_in)), rng.normal(scale=std, size=(d_out, r))
     if zero == "A":
         A = np.zeros_like(A)
     else:
@@ -163,11 +208,13 @@ def zero_gradient(x, W, A, B, y_true, scaling: float = 1.0) -> list[str]:
 
 
 def trajectory(x, W, A, B, y_true, scaling: float, optimizer: str = "adam", lr: float = 0.01, steps: int = 20) -> np.ndarray:
-    """W_eff = W + s·B·A after each of ``steps`` steps of ``torch.optim.SGD`` or ``Adam`` on A and B: (steps, k, d).
+    """W_eff = W + s·B·A after each of ``steps`` steps of ``torch.optim.SGD`` or ``Adam`` on A and B: (steps, out, in).
 
     PyTorch's own optimizers (Adam's defaults: betas (0.9, 0.999), eps 1e-8), so what is compared is what a
     training loop does; W is frozen and the inputs are not changed.
     """
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     opt_class = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
     xt, Wt, yt = (torch.tensor(np.asarray(v, dtype=float)) for v in (x, W, y_true))
     At = torch.tensor(np.asarray(A, dtype=float), requires_grad=True)
@@ -176,7 +223,7 @@ def trajectory(x, W, A, B, y_true, scaling: float, optimizer: str = "adam", lr: 
     out = []
     for _ in range(steps):
         opt.zero_grad()
-        (0.5 * ((xt @ (Wt + scaling * Bt @ At) - yt) ** 2).sum()).backward()
+        (0.5 * (((Wt + scaling * Bt @ At) @ xt - yt) ** 2).sum()).backward()
         opt.step()
         with torch.no_grad():
             out.append((Wt + scaling * Bt @ At).numpy().copy())
@@ -186,24 +233,25 @@ def trajectory(x, W, A, B, y_true, scaling: float, optimizer: str = "adam", lr: 
 def equivalent_at_scale_one(A, B, scaling: float, optimizer: str, lr: float) -> tuple[np.ndarray, np.ndarray, float]:
     """(A', B', lr'): the run at s = 1 whose W_eff equals the run at scale s at *every* step.
 
-    s·B·A = (√s·B)·(√s·A), so start from √s times the initial matrices. The gradient with respect to √s·B
-    is 1/√s times that with respect to B. SGD then needs lr' = s·lr for the new matrices to stay √s times
+    s·B·A = (√s·B)·(√s·A), so start from √s times the initial matrices. The gradient with respect to √s·A
+    is 1/√s times that with respect to A. SGD then needs lr' = s·lr for the new matrices to stay √s times
     the old ones; Adam ignores the gradient's size (up to eps), so lr' = √s·lr. This is the "if we scale the
     initialization appropriately" of Hu et al. (2021, §4.1): changing s alone is like changing the learning
-    rate only on the first step from A = 0 (see ``first_step_change``).
+    rate only on the first step from B = 0 (see ``first_step_change``).
     """
     root = float(np.sqrt(scaling))
     factor = {"sgd": scaling, "adam": root}[optimizer]
     return root * np.asarray(A, dtype=float), root * np.asarray(B, dtype=float), factor * lr
 
 
-def swapped_grad_B(x, A, error_row) -> np.ndarray:
-    """ẽᵀ·(x·Aᵀ): ∇B with the roles of x and the error swapped (the correct one is xᵀ·(ẽ·Aᵀ) = G·Aᵀ).
+def swapped_grad_A(x, B, error) -> np.ndarray:
+    """Bᵀ·x·ẽᵀ: ∇A with the roles of x and the error swapped (the correct one is Bᵀ·ẽ·xᵀ = Bᵀ·G).
 
-    Both are k×r only because k = d; the source's printed ∇B is exactly this, with ẽ its own error row
-    (notebook 03).
+    ``error`` is an out×1 column. Bᵀ·x exists only because in = out; the write-up's printed gradient of its
+    B, translated into PEFT's names (our ∇A), is exactly this with ẽ its own error (notebook 03's deep dive).
     """
-    return np.asarray(error_row, dtype=float).T @ (np.asarray(x, dtype=float) @ np.asarray(A, dtype=float).T)
+    B, x, error = (np.asarray(v, dtype=float) for v in (B, x, error))
+    return B.T @ x @ error.T
 
 
 def first_step_change(x, W, A, B, y_true, scaling: float, optimizer: str = "sgd", lr: float = LEARNING_RATE) -> float:

@@ -40,33 +40,27 @@ def heatmaps(matrices: dict[str, np.ndarray], annotate: bool = True, decimals: i
 
 
 #: What the LoRA picture writes for each convention: (matrix applied first, matrix applied last, W, formula).
-#: "peft": PEFT's and the paper's names (notebooks 00, 05, 06); "row": the row vectors of notebooks 02–03.
+#: One convention, the course's: PEFT's and the paper's names.
 LORA_DIAGRAM_LABELS = {
     "peft": ("A = lora_A   (r×in)\ndown-projection\nrandom at start",
              "B = lora_B   (out×r)\nup-projection\nzero at start",
              "W   (out×in)\npretrained, frozen",
              "h = x·Wᵀ + (α/r)·x·Aᵀ·Bᵀ   (ΔW = B·A)"),
-    "row": ("B   (k×r)\ndown-projection, applied first\nrandom at start",
-            "A   (r×d)\nup-projection, applied last\nzero at start",
-            "W   (k×d)\npretrained, frozen",
-            "y = x·(W + s·B·A),   s = α/r"),
 }
 
 
 def lora_diagram(convention: str = "peft", r_label: str = "r"):
     """The LoRA picture: the frozen path through W beside the trainable path down to rank r and back up.
 
-    Drawn once here and shown in notebooks 00, 02 and 05, labelled in the convention of the
-    notebook (``"peft"`` or ``"row"``, see :data:`LORA_DIAGRAM_LABELS`), because the names A and B
-    swap roles between write-ups: what stays fixed is that the matrix applied first projects down
-    to rank r, the one applied last projects back up and, in LoRA's default for linear layers,
-    starts at zero, so the layer starts equal to the pretrained one.
+    Drawn once here and shown in notebooks 02 and 05, in the course's one convention, PEFT's
+    (:data:`LORA_DIAGRAM_LABELS`): A = ``lora_A``, applied first, projects down to rank r; B = ``lora_B``,
+    applied last, projects back up and starts at zero, so the layer starts equal to the pretrained one.
     """
     from matplotlib.patches import FancyArrowPatch, Polygon, Rectangle
 
     if convention not in LORA_DIAGRAM_LABELS:
         raise ValueError(f"unknown convention {convention!r}; choose one of {sorted(LORA_DIAGRAM_LABELS)} "
-                         "('peft' for PEFT's lora_A/lora_B names, 'row' for notebooks 02-03's row vectors).")
+                         "(the course uses PEFT's lora_A/lora_B names throughout).")
     first, last, frozen, formula = LORA_DIAGRAM_LABELS[convention]
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
     ax.set_xlim(0, 10)
@@ -120,6 +114,44 @@ def lora_count_figure(d: int = 4096, k: int = 4096, r: int = 8, max_r: int = 256
                 textcoords="offset points", xytext=(8, -14), fontsize=9)
     ax.set(xlabel="rank r", ylabel="trainable numbers (log scale)", title=f"One {d}×{k} weight: what LoRA trains at rank r")
     ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig
+
+
+def update_spectrum_figure(updates: dict, ranks=(1, 2, 4, 8, 16, 32)):
+    """Notebook 00's picture of why a low-rank update can be enough: singular values and the share kept at rank r.
+
+    ``updates`` maps a label to a 2-D matrix (a tensor or an array), e.g. a real fine-tuning update ΔW and a
+    random matrix of the same shape and norm. Left: the singular values σ₁ ≥ σ₂ ≥ …; right: the share of the
+    matrix (of its squared Frobenius norm) that its best rank-r approximation keeps, (σ₁² + … + σᵣ²) / Σσ²
+    (Eckart–Young), with ``ranks`` marked on the first curve.
+    """
+    if not updates:
+        raise ValueError("pass at least one matrix, e.g. {'ΔW': delta}")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.4), dpi=100)
+    for i, (label, matrix) in enumerate(updates.items()):
+        m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+        if m.ndim != 2 or not np.abs(m).sum():
+            raise ValueError(f"{label!r}: need a non-zero 2-D matrix, got shape {m.shape}")
+        sv = np.linalg.svd(m, compute_uv=False)
+        kept = np.cumsum(sv**2) / np.sum(sv**2)
+        index = np.arange(1, len(sv) + 1)
+        ax1.plot(index, sv, label=label)
+        ax2.plot(index, kept, label=label)
+        if i == 0:
+            marks = [r for r in ranks if r <= len(sv)]
+            ax2.plot(marks, kept[np.array(marks) - 1], "o", color="C0", ms=4)
+            for r in marks:
+                ax2.annotate(f"{kept[r - 1]:.0%}", (r, kept[r - 1]), textcoords="offset points", xytext=(-4, 6), fontsize=7)
+    ax1.set(xlabel="index i", ylabel="singular value σᵢ", title="Singular values")
+    ax2.set(xscale="log", xlabel="rank r (log scale)", ylabel="share of ‖ΔW‖² kept", ylim=(0, 1.05),
+            title="What the best rank-r approximation keeps")
+    ax2.set_xticks([r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r <= len(sv)])
+    ax2.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax2.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig

@@ -47,6 +47,23 @@ def test_committed_grading_benchmark_names_its_machine_and_grades_a_class_of_30(
     assert result["machine"]["cores"] == 2 and 90 <= result["seconds"]["median"] <= 150  # the README: "about two minutes on two cores"
 
 
+def test_committed_grading_benchmark_measures_a_sleeping_student_and_the_graders_peak_memory():
+    """Issue 26: what one sleeping student costs the class, and the grader's own peak memory with the largest notebook."""
+    from lora_edu.grade.course_folder import MAX_NOTEBOOK_BYTES
+
+    result = load_json("bench_grading.json")
+    if "sleeper" not in result or "memory" not in result:
+        pytest.skip("bench_grading.json predates issue 26's measurements: re-measure with benchmarks/bench_grading.py")
+    sleeper, memory = result["sleeper"], result["memory"]
+    for name in ("alone", "with_sleeper"):
+        raw = sleeper["raw_s"][name]
+        assert len(raw) == result["repeats"] and sleeper["seconds"][name] == {"min": min(raw), "median": statistics.median(raw)}
+    assert sleeper["cost_s"]["median"] == sleeper["seconds"]["with_sleeper"]["median"] - sleeper["seconds"]["alone"]["median"]
+    assert all(r["sleeper_marks"] == 0 and r["regraded_alone"] == 0 for r in sleeper["sleeper_rounds"])
+    assert memory["bomb_notebook_bytes"] <= memory["max_notebook_bytes"] == MAX_NOTEBOOK_BYTES
+    assert memory["bomb_notebook_bytes"] > MAX_NOTEBOOK_BYTES - (1 << 20), "the largest notebook the grader accepts"
+
+
 def test_committed_variant_step_times_cover_every_method_and_name_their_machine():
     """Notebook 08's step-time columns: every method of its table, min ≤ median, machine and settings named."""
     from lora_edu.lessons import variant_runs

@@ -36,10 +36,40 @@ def test_real_loading_path_offline(tmp_path):
 
 
 def test_popular_budget_is_twelve_bytes_a_parameter():
-    est = estimate("llama-7b", method="full", weight_dtype="fp16", optimizer_dtype="fp32")
-    assert est.rule_of_thumb == 12 * 6_738_415_616
-    master = estimate("llama-7b", method="full", weight_dtype="fp16", optimizer_dtype="fp32", master_weights=True)
+    """fp32 moments beside 16-bit weights: bitsandbytes' 32-bit AdamW keeps them (12 bytes); an fp32 master copy, 16."""
+    est = estimate("llama-7b", method="full", weight_dtype="fp16", optimizer="paged_adamw_32bit")
+    assert est.rule_of_thumb == 12 * 6_738_415_616 and est.peak == est.static      # in place: no step temporary
+    master = estimate("llama-7b", method="full", weight_dtype="fp16", master_weights=True)
     assert master.rule_of_thumb == 16 * 6_738_415_616
+    assert master == estimate("llama-7b", method="full", weight_dtype="fp16", optimizer_dtype="fp32", master_weights=True)
+    assert estimate("llama-7b", method="full").rule_of_thumb == 8 * 6_738_415_616   # PyTorch's AdamW on bf16 weights
+
+
+@pytest.mark.parametrize("kwargs", [dict(method="full", weight_dtype="bf16", optimizer_dtype="fp32"),
+                                    dict(method="full", weight_dtype="fp32", optimizer_dtype="bf16"),
+                                    dict(method="lora", adapter_dtype="bf16", optimizer_dtype="fp32")])
+def test_torch_adamw_refuses_moments_of_another_dtype(kwargs):
+    """torch.optim.AdamW makes its moments with zeros_like(p) and refuses to step p with moments of another dtype
+    (the check below runs it); the calculator says so, and names the layouts that do keep fp32 moments."""
+    with pytest.raises(ValueError, match=r"refuses to step them.*master_weights=True.*paged_adamw_32bit"):
+        estimate("llama-7b", **kwargs)
+    with pytest.raises(ValueError, match="its moments are fp32"):
+        estimate("llama-7b", method="full", master_weights=True, optimizer_dtype="bf16")
+    assert estimate("llama-7b", method="full", weight_dtype="fp32", optimizer_dtype="fp32") == estimate(
+        "llama-7b", method="full", weight_dtype="fp32")
+
+
+@pytest.mark.parametrize("kw", [dict(foreach=True), dict(foreach=False), dict(fused=True)])
+def test_pytorch_adamw_itself_refuses_fp32_moments_beside_bf16_weights(kw):
+    """What notebook 01 shows: each implementation makes bf16 moments for bf16 weights and stops at fp32 ones."""
+    p = torch.nn.Parameter(torch.zeros(4, 4, dtype=torch.bfloat16))
+    opt = torch.optim.AdamW([p], **kw)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert opt.state[p]["exp_avg"].dtype == opt.state[p]["exp_avg_sq"].dtype == torch.bfloat16
+    opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"] = opt.state[p]["exp_avg"].float(), opt.state[p]["exp_avg_sq"].float()
+    with pytest.raises(RuntimeError, match="expected"):
+        opt.step()
 
 
 def test_lora_and_inference_have_no_base_gradients():
@@ -269,9 +299,11 @@ def test_gpu_line_labels_never_crowd():
 
 
 def test_cards_are_their_usable_memory():
-    """Issue 25, item 6: one table of cards; an 80 GB H100 shows 81,559 MiB; every verdict keeps the same margin."""
+    """Issue 25, item 6: one table of cards; an 80 GB H100 gives CUDA 81,106 MiB (nvidia-smi's 81,559 less 454
+    reserved); every verdict keeps the same margin."""
     card = memory.CARDS["80 GB"]
-    assert card.total == 81_559 * 2**20 and card.usable == card.total - memory.CONTEXT_MARGIN
+    assert card.total == 85_045_477_376 and card.source.startswith("NVIDIA H100 80GB HBM3: CUDA's 81,106 MiB")
+    assert round(card.total / 2**20) == 81_106 and card.usable == card.total - memory.CONTEXT_MARGIN
     assert memory_views.gpu_bytes("80 GB") == card.usable == memory.usable_memory("80 GB")
     assert memory_views.gpu_bytes("24 GB") == 24 * 2**30 - memory.CONTEXT_MARGIN == memory.usable_memory(24)
     assert memory.CARDS["141 GB"].total == memory_views.load_measurements()["total_memory"]   # the H200 of round 1
@@ -285,16 +317,23 @@ def test_cards_are_their_usable_memory():
     calc.controls["method"].value = "full"
     assert "Does not fit" in calc.verdict.value
     calc.controls["gpu"].value = "80 GB"         # bf16 weights and moments (PyTorch's default): ≈ 67 GB at the step
-    assert "Fits" in calc.verdict.value and "80 GB card (78.6 GiB usable), at its peak (optimizer step)" in calc.verdict.value
+    assert "Fits" in calc.verdict.value and "80 GB card (78.2 GiB usable), at its peak (optimizer step)" in calc.verdict.value
 
 
 def test_gpus_needed_keeps_the_margin():
-    """Issue 25, item 6: with the card's usable memory, full fine-tuning of Llama-2-70B needs 14 80 GB cards, not 13."""
+    """Issue 25, item 6: gpus_needed reads the card's usable memory. Full fine-tuning of Llama-2-70B (PyTorch's AdamW,
+    bf16 weights and moments) needs 9 80 GB cards at batch 1 × 512; at 1 × 2048 every GPU's unsharded activations
+    bring the peak so near the card that the margin decides: 47 cards, where 80 GiB would say 39."""
     from lora_edu import sharding
 
-    full = dict(method="full", optimizer_dtype="fp32", batch_size=1, seq_len=512)
-    assert sharding.gpus_needed("llama-2-70b", memory_views.gpu_bytes("80 GB"), **full) == 14
-    assert sharding.gpus_needed("llama-2-70b", 80 * memory.GiB, **full) == 13
+    card80 = memory_views.gpu_bytes("80 GB")
+    full = dict(method="full", batch_size=1, seq_len=512)
+    n = sharding.gpus_needed("llama-2-70b", card80, **full)
+    assert n == 9 and estimate("llama-2-70b", num_gpus=n, sharding="fsdp", **full).peak <= card80
+    assert estimate("llama-2-70b", num_gpus=n - 1, sharding="fsdp", **full).peak > card80
+    long = dict(full, seq_len=2048)
+    assert sharding.gpus_needed("llama-2-70b", card80, **long) == 47
+    assert sharding.gpus_needed("llama-2-70b", 80 * memory.GiB, **long) == 39
 
 
 def test_calculator_toggles_checkpointing_and_4_bit():
@@ -325,7 +364,7 @@ def test_static_snapshot_beside_the_widget():
 def test_adamw_implementations_differ_only_in_the_steps_temporary():
     """Issue 25, item 2: foreach (PyTorch's default on CUDA) takes a temporary as large as the moments,
     the for-loop two of the largest tensor, fused none; everything else is the same."""
-    kw = dict(method="full", optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    kw = dict(method="full", weight_dtype="fp32", batch_size=1, seq_len=512)
     foreach, loop, fused = (estimate("llama-7b", adamw_impl=i, **kw) for i in memory.ADAMW_IMPLS)
     assert foreach == estimate("llama-7b", **kw)                         # foreach is the default
     assert foreach.rule_of_thumb == loop.rule_of_thumb == fused.rule_of_thumb
@@ -353,11 +392,15 @@ def test_the_parts_alive_at_the_peak_add_up_to_it(kwargs):
 
 
 def test_llama_65b_full_peak_is_at_the_step_not_the_activations():
-    """Issue 25, item 1: 1044.6 GB is 16 bytes a parameter + 64 MiB: weights, gradients, fp32 moments, foreach's temporary."""
-    est = estimate("llama-65b", method="full", weight_dtype="bf16", optimizer_dtype="fp32", batch_size=1, seq_len=512)
+    """Issue 25, item 1: the peak of full fine-tuning of LLaMA-65B at 1 × 512 falls at the optimizer step, with no
+    activations: 10 bytes a parameter with PyTorch's AdamW on bf16 weights (foreach's bf16 temporary), 12 with
+    bitsandbytes' 32-bit AdamW (the "more than 780 GB"), 20 with an fp32 master copy (foreach's fp32 temporary)."""
     n = parameter_counts("llama-65b")["total"]
-    assert est.peak == 16 * n + memory.CUBLAS_WORKSPACE and est.peak_at == "optimizer step"
-    assert round(est.peak / memory.GB, 1) == 1044.6
+    for kw, nbytes in ((dict(), 10), (dict(optimizer="paged_adamw_32bit"), 12), (dict(master_weights=True), 20)):
+        est = estimate("llama-65b", method="full", weight_dtype="bf16", batch_size=1, seq_len=512, **kw)
+        assert est.peak == nbytes * n + memory.CUBLAS_WORKSPACE and est.peak_at == "optimizer step"
+        assert est.at_peak["activations"] == 0
+    assert estimate("llama-65b", optimizer="paged_adamw_32bit").rule_of_thumb == 12 * n > 780 * memory.GB
 
 
 def test_the_two_qlora_recipes():

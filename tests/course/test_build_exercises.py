@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from lora_edu.course import answer_calls, exercise_bank, probes
 from lora_edu.course import build_exercises as bx
-from lora_edu.course import exercise_bank, probes
 from lora_edu.course.exercises import FAILED, NOT_ATTEMPTED
 from lora_edu.course.probe_exercises import Case, ProbeExercise
 
@@ -92,6 +92,10 @@ WRONG_LAYERS = [
      "does not look Kaiming-uniform"),
     ("base not frozen", LAYER.replace("        for p in base.parameters():\n            p.requires_grad_(False)\n", ""), "freeze it"),
     ("scaling = alpha", LAYER.replace("self.scaling = alpha / r", "self.scaling = alpha"), "self.scaling must be alpha / r"),
+    # review 04-06 round 2: the visible example's α/r was 2, so whole-number division passed it, and about one grading
+    # run in ten drew only whole-number α/r for its hidden cases; the visible example now has α/r = 4/3
+    ("scaling = alpha // r", LAYER.replace("self.scaling = alpha / r", "self.scaling = alpha // r"), "self.scaling must be alpha / r = 1.33333"),
+    ("scaling = r / alpha", LAYER.replace("self.scaling = alpha / r", "self.scaling = r / alpha"), "self.scaling must be alpha / r"),
     ("forward without the scale", LAYER.replace("self.base(x) + self.scaling * (x @ self.lora_A.T)", "self.base(x) + (x @ self.lora_A.T)"),
      "the output is not base(x) + scaling"),
     ("forward in the wrong order", LAYER.replace("(x @ self.lora_A.T) @ self.lora_B.T", "(x @ self.lora_B) @ self.lora_A"), "raised"),
@@ -138,6 +142,73 @@ def test_a_layer_built_on_peft_is_refused_in_the_notebook(exercises):
     assert result.status == FAILED and "peft_layer from PEFT" in result.message, result.message
 
 
+#: review 04-06 round 2: answers that use a library instead of writing it, with the import inside a function, where the
+#: check looked only at the globals an answer reads (the grader's sandbox hides these packages: tests/grade)
+PEFT_WRAPPER = '''class LoRALinear(nn.Module):
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        from peft import LoraConfig
+        from peft.tuners.lora import Linear as PeftLinear
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.inner = PeftLinear(base, "default", config=LoraConfig(r=r, lora_alpha=alpha), r=r, lora_alpha=alpha)
+        self.base, self.scaling = base, alpha / r
+        self.lora_A, self.lora_B = self.inner.lora_A["default"].weight, self.inner.lora_B["default"].weight
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def merge(self):
+        self.inner.merge()
+
+    def unmerge(self):
+        self.inner.unmerge()
+'''
+COURSE_WRAPPER = '''class LoRALinear(nn.Module):
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        import importlib
+        self.inner = importlib.import_module("lora_edu.core.lora").LoRALinear(base, r=r, alpha=alpha)
+        self.base, self.lora_A, self.lora_B, self.scaling = base, self.inner.lora_A, self.inner.lora_B, self.inner.scaling
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def merge(self):
+        self.inner.merge()
+
+    def unmerge(self):
+        self.inner.unmerge()
+'''
+PEFT_MATCHER = bx.SOLUTION_ADD_LORA.replace(
+    "    names = [name for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) and any(name == t or "
+    'name.endswith("." + t) for t in targets)]',
+    "    from peft import LoraConfig\n    from peft.tuners.tuners_utils import check_target_module_exists\n"
+    "    config = LoraConfig(target_modules=list(targets))\n"
+    "    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and check_target_module_exists(config, n)]")
+TEST_DIGITS = '''def adapt_digits(model, x_train, y_train):
+    import numpy as np
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = [np.rot90(digits.images / 16.0, k=k, axes=(1, 2)) for k in (1, 2, 3)] + [digits.images[:, :, ::-1] / 16.0]
+    every = [torch.tensor(np.ascontiguousarray(im).reshape(len(im), -1)) for im in images]
+    x_all = next(x for x in every if any(torch.equal(x_train[0], row) for row in x))   # the task's transform, held-out digits included
+    add_lora(model, ["fc1", "fc2"], r=4, alpha=8)
+    train_adapters(model, x_all, torch.tensor(digits.target), steps=300, lr=0.02)
+    return model
+'''
+LIBRARY_ANSWERS = [("LoRALinear", "PEFT's layer wrapped", PEFT_WRAPPER, "an import of peft from PEFT"),
+                   ("LoRALinear", "the course's layer through importlib", COURSE_WRAPPER, "an import of lora_edu from the course package"),
+                   ("add_lora", "PEFT's name matching", PEFT_MATCHER, "an import of peft from PEFT"),
+                   ("adapt_digits", "trained on the held-out digits", TEST_DIGITS, "an import of sklearn from scikit-learn")]
+
+
+@pytest.mark.parametrize("name,attack,source,words", LIBRARY_ANSWERS, ids=[a[1] for a in LIBRARY_ANSWERS])
+def test_an_answer_that_imports_a_library_inside_a_function_is_refused(exercises, name, attack, source, words):
+    result = exercises[name].check(namespace(**{name: source})[name])
+    assert result.status == FAILED and words in result.message, result.message
+
+
 ADD = bx.SOLUTION_ADD_LORA
 WRONG_INJECTIONS = [
     ("a substring match (kv_proj for v_proj)", ADD.replace('name == t or name.endswith("." + t)', "t in name"), "only contains a target"),
@@ -153,6 +224,13 @@ WRONG_INJECTIONS = [
      "something other than layer_class"),
     ("a fixed rank", ADD.replace("layer_class(getattr(parent, child), r, alpha)", "layer_class(getattr(parent, child), 8, alpha)"),
      "something other than layer_class"),
+    # review 04-06 round 2: names collected per target, with repeats, wrap a layer that matches two targets twice;
+    # about half of all grading runs drew no such pair, so the visible example now targets o_proj and attn.o_proj
+    ("a layer matching two targets wrapped twice",
+     ADD.replace('names = [name for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) and any(name == t '
+                 'or name.endswith("." + t) for t in targets)]',
+                 'names = [name for t in targets for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) '
+                 'and (name == t or name.endswith("." + t))]'), "wrapped twice"),
 ]
 
 
@@ -256,3 +334,46 @@ def test_the_probes_digits_mlp_is_the_courses():
     assert [n for n, _ in ours.named_children()] == [n for n, _ in course.named_children()]
     x = torch.randn(5, 64, dtype=torch.float64)
     assert torch.equal(ours(x), course(x))
+
+
+def _honest_outcomes(ex, name: str, seed: int = 7):
+    cases = ex.cases(np.random.default_rng(seed))
+    return cases, [ex.call(namespace()[name], inputs) for _, inputs in cases]
+
+
+def test_the_graders_plain_judge_repeats_no_probe_error_and_no_record_text(exercises):
+    """The grader judges with plain=True (issue 26): a probe's error quotes the case, and the student's code can write it."""
+    ex = exercises["LoRALinear"]
+    cases, outcomes = _honest_outcomes(ex, "LoRALinear")
+    assert ex.judge(cases, outcomes, plain=True).passed
+    leak = dict(outcomes[1], status=answer_calls.RAISED, answer=None,
+                error="ProbeError: LoRALinear(base, r=3, alpha=8) raised ValueError: LEAK 123456")
+    plain, full = (ex.judge(cases, [outcomes[0], leak, *outcomes[2:]], plain=p) for p in (True, False))
+    assert plain.status == FAILED and plain.details["case"] == 1 and "on hidden case 1: the check stopped" in plain.message
+    assert not {"LEAK", "123456", "r=3", "alpha=8"} & set(plain.message.replace(")", " ").split()), plain.message
+    assert "LEAK 123456" in full.message   # the notebook's check shows the probe's words
+    text = dict(outcomes[0], answer=answer_calls.encode_record({"A0": "LEAK 123456"}))
+    plain, full = (ex.judge(cases, [text, *outcomes[1:]], plain=p) for p in (True, False))
+    assert "A0 is not numbers." in plain.message and "LEAK" not in plain.message and "LEAK" in full.message
+
+
+def test_the_graders_plain_judge_names_no_shape_count_or_input_of_a_hidden_case(exercises):
+    ex = exercises["train_adapters"]
+    cases, outcomes = _honest_outcomes(ex, "train_adapters")
+    record = answer_calls.decode_record(outcomes[1]["answer"])
+    short = dict(outcomes[1], answer=answer_calls.encode_record(record | {"losses": record["losses"][:-1]}))
+    steps = int(cases[1][1]["steps"])
+    for plain in (True, False):   # a hidden case says the same in the notebook's check and the grader
+        message = ex.judge(cases, [outcomes[0], short, *outcomes[2:]], plain=plain).message
+        assert "return one loss per step." in message and str(steps) not in message and str(steps - 1) not in message, message
+    first = answer_calls.decode_record(outcomes[0]["answer"])
+    short = dict(outcomes[0], answer=answer_calls.encode_record(first | {"losses": first["losses"][:-1]}))
+    visible = ex.judge(cases, [short, *outcomes[1:]]).message
+    assert f"one loss per step: {cases[0][1]['steps']} numbers" in visible   # on the visible example the notebook gives the numbers
+
+
+def test_the_graders_plain_pass_carries_no_note_computed_from_the_record(exercises):
+    ex = exercises["train_adapters"]
+    cases, outcomes = _honest_outcomes(ex, "train_adapters")
+    assert "the loss fell from" in ex.judge(cases, outcomes).message
+    assert "the loss fell from" not in ex.judge(cases, outcomes, plain=True).message

@@ -48,3 +48,101 @@ def test_the_course_total_is_judged_only_when_every_notebook_ran():
 def test_a_course_over_three_times_its_budget_fails_even_when_each_notebook_is_only_over():
     seconds = {ch.notebook: 55.0 for ch in FIRST_SEVEN}  # 385 s > 3 × 120 s
     assert [level for level, _ in cm.time_verdicts(seconds, whole_course=True, chapters=FIRST_SEVEN)] == ["over"] * 7 + ["gross"]
+
+
+# ---- the time method (issue 24, item 3) ---------------------------------------------------------------------
+
+import inspect  # noqa: E402
+
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from lora_edu.course import exercise_bank  # noqa: E402
+from lora_edu.course.exercises import CriterionExercise, PredictExercise  # noqa: E402
+
+
+def write_notebook(tmp_path, *cells):
+    nb = nbformat.v4.new_notebook()
+    for kind, text, *grader in cells:
+        cell = nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text)
+        if grader:
+            cell.metadata["nbgrader"] = grader[0]
+        nb.cells.append(cell)
+    path = tmp_path / "99_sample.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def sample(tmp_path):
+    words = " ".join(["word"] * 190)
+    return write_notebook(
+        tmp_path,
+        ("md", "# 99 · Sample\n## Learning goals\n- one"),                        # 9 tokens
+        ("code", cm.INSTALL_CELL_FIRST_LINE + "\n%pip install lora-edu"),         # not counted
+        ("md", "## The idea\n" + words),                                         # 193 words
+        ("code", "print(1)"),                                                    # 1 cell
+        ("code", "ex = le.exercise_bank.predict_trainable()"),                   # the exercise's own: 2 minutes
+        ("code", "def predict_trainable():\n    return 1", {"solution": True, "grade": False}),
+        ("code", "ex.check(predict_trainable).mark()", {"solution": False, "grade": True}),
+        ("code", "ex.check(lambda: 2)"),                                         # runs its check: the exercise's own
+        ("md", "## Summary\n- done.\n\n## References\n- " + words),               # 4 words; references not counted
+        ("md", "## Deep dive (optional): more\n" + words),                      # not counted
+        ("code", "print(2)"),                                                    # not counted
+        ("code", "ex2 = le.exercise_bank.lora_plan()"),                          # not counted: after the deep dive
+        ("md", "## References\n- " + words),
+    )
+
+
+def test_main_line_words_cells_and_exercises(tmp_path):
+    path = sample(tmp_path)
+    assert cm.main_line_words(path) == 9 + 193 + 4
+    assert cm.main_line_code_cells(path) == 1
+    assert cm.main_line_exercises(path) == ["predict_trainable"]
+    t = cm.time_breakdown(path)
+    assert t["minutes_exact"] == pytest.approx(206 / 200 + 1 + 2, abs=0.01) and t["minutes"] == 5
+    assert t["exercises"] == [["predict_trainable", "predict", 2]]
+    assert cm.minutes_until(path, "print(1)") == pytest.approx((9 + 193) / 200 + 1)
+    with pytest.raises(ValueError, match="no main-line cell"):
+        cm.minutes_until(path, "print(2)")
+
+
+def test_a_deep_dive_heading_inside_a_cell_cuts_the_main_line_there(tmp_path):
+    path = write_notebook(tmp_path, ("md", "# T\nfour words here now\n## Summary\nok\n" + cm.DEEP_DIVE_HEADING + " x\nnot counted"))
+    assert cm.main_line_words(path) == 2 + 4 + 2 + 1
+
+
+def test_stated_minutes_round_to_the_nearest_five_and_at_least_five():
+    assert [cm.stated_minutes(m) for m in (0.5, 7.4, 7.5, 22.49, 22.5, 180.0)] == [5, 5, 10, 20, 25, 180]
+
+
+def test_bad_input_gets_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="is not a notebook file"):
+        cm.main_line_words("notebooks/no_such.ipynb")
+    with pytest.raises(KeyError, match="add it to EXERCISE_KINDS in lora_edu/course/course_map.py"):
+        cm.exercise_minutes("a_new_exercise")
+
+
+def test_every_exercise_of_the_bank_has_a_kind_that_fits_its_class():
+    factories = {name for name, f in inspect.getmembers(exercise_bank, inspect.isfunction)
+                 if not name.startswith("_") and f.__module__ == exercise_bank.__name__}
+    factories |= {f.__name__ for f in exercise_bank.BUILD_EXERCISES}   # notebook 05's, from build_exercises
+    assert factories == set(cm.EXERCISE_KINDS), (
+        f"without a kind: {sorted(factories - set(cm.EXERCISE_KINDS))}; not in the bank: {sorted(set(cm.EXERCISE_KINDS) - factories)}")
+    assert set(cm.EXERCISE_KINDS.values()) <= set(cm.KIND_MINUTES)
+    for name, kind in cm.EXERCISE_KINDS.items():
+        exercise = getattr(exercise_bank, name)()
+        assert isinstance(exercise, PredictExercise) == (kind == "predict"), name
+        assert isinstance(exercise, CriterionExercise) == (kind == "open"), name
+
+
+def test_the_map_reads_the_computed_times_and_names_the_core_path():
+    from lora_edu.data import load_json
+
+    stored = load_json(cm.TIMES_FILE)
+    assert [ch.minutes for ch in cm.COURSE_MAP] == [stored["notebooks"][ch.notebook]["minutes"] for ch in cm.COURSE_MAP]
+    assert cm.core_path_minutes() == stored["core_path"]["minutes"]
+    assert [ch.notebook[:2] for ch in cm.COURSE_MAP if ch.core] == list(cm.CORE_PATH)
+    table = cm.course_map_markdown()
+    assert f"| **Core path, 00–07** | | **{cm.core_path_minutes()} min** | |" in table
+    with pytest.raises(KeyError, match="run python tools/course_times.py --write"):
+        _ = replace(cm.COURSE_MAP[0], notebook="99_new.ipynb").minutes

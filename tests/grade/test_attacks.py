@@ -8,7 +8,9 @@ unaffected; nothing outside the sandbox changes. The ATTACKS table doubles as th
 import csv
 import json
 import os
+import re
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from lora_edu.grade.grader import grade
 
 NB00 = [p for p in NOTEBOOKS if p.name.startswith("00_")]
 CELL = "ex00_lora_params"
-LIMITS = sandbox.Limits(cpu_seconds=60, wall_seconds=20, call_cpu_seconds=2, cell_cpu_seconds=8, call_wall_seconds=8)
+LIMITS = sandbox.Limits(cpu_seconds=60, wall_seconds=40, call_cpu_seconds=2, cell_cpu_seconds=8, call_wall_seconds=8,
+                        cell_wall_seconds=30, idle_seconds=10)
 WRONG = "\ndef lora_params(d, k, r):\n    return 0\n"
 
 
@@ -37,8 +40,8 @@ ATTACKS = {
     "replaces ex.check": ("ex0.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
                           "NameError"),
     "patches CheckResult.score": ("import lora_edu.course.exercises as E\nE.CheckResult.score = property(lambda s: 1.0)" + WRONG,
-                                  "No module named 'lora_edu'"),
-    "changes the reference": ("import lora_edu as le\nle.exercise_bank.lora_param_count = lambda: None" + WRONG, "lora_edu"),
+                                  "raised ModuleNotFoundError"),
+    "changes the reference": ("import lora_edu as le\nle.exercise_bank.lora_param_count = lambda: None" + WRONG, "raised ModuleNotFoundError"),
     "patches np.allclose and friends": ("import numpy as np\nnp.allclose = lambda *a, **k: True\n"
                                         "np.array_equal = lambda *a, **k: True\nnp.isclose = lambda *a, **k: True" + WRONG,
                                         "wrong values"),
@@ -55,7 +58,7 @@ ATTACKS = {
     "calls the reference from the repository": (f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
                                                 "from lora_edu.course.exercise_bank import lora_param_count\n"
                                                 "ref = lora_param_count().reference\ndef lora_params(d, k, r):\n    return ref(d, k, r)\n",
-                                                "No module named 'lora_edu'"),
+                                                "raised ModuleNotFoundError"),
     "replays the public seed": (f"TABLE = {_public_answers()!r}\n"
                                 "def lora_params(d, k, r):\n    return TABLE.get((d, k, r), 0)\n", "hidden case 1"),
     "walks the stack to the checker": ("import inspect\ndef lora_params(d, k, r):\n    for f in inspect.stack():\n"
@@ -76,9 +79,10 @@ ATTACKS = {
                                      "    d = os.path.join(home, '.ipython/profile_default/startup')\n    try:\n"
                                      "        os.makedirs(d, exist_ok=True)\n        open(os.path.join(d, '00-owned.py'), 'w').write('raise SystemExit')\n"
                                      "    except OSError:\n        pass" + WRONG, "wrong values"),
-    "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned')\n"
+    "connects to the network": ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'owned-by-a-student')\n"
                                 "except OSError:\n    pass" + WRONG, "wrong values"),
-    "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time"),
+    # "still running": on a machine busy with other work the loop may get under 2 s of CPU in the 8 s wall limit
+    "loops forever in its function": ("def lora_params(d, k, r):\n    while True:\n        pass\n", "CPU time | still running"),
     "loops forever at the top of the cell": ("while True:\n    pass" + WRONG, "CPU time | still running"),
     "sleeps forever": ("import time\ndef lora_params(d, k, r):\n    time.sleep(10**6)\n", "still running"),
     "exits the process": ("import os\nos._exit(0)", "did not finish"),
@@ -94,42 +98,71 @@ ATTACKS = {
                                  "        except OSError:\n            pass\nos._exit(0)", "could not be read"),
     "plants a key in the kernel keyring": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                                            "if libc.syscall(248, b'user', b'owned-by-a-student', b'answers', 7, -4) == -1:\n"
-                                           "    raise OSError(ctypes.get_errno(), 'add_key refused')" + WRONG, "add_key refused"),
+                                           "    raise OSError(ctypes.get_errno(), 'add_key refused')" + WRONG, "raised PermissionError"),
     "forks a swarm of processes": ("import os\nfor _ in range(50):\n    if os.fork() == 0:\n        while True:\n            pass" + WRONG,
-                                   "Operation not permitted"),
+                                   "raised PermissionError"),
     "fills the scratch space": ("for i in range(20):\n    open(f'/tmp/fill{i}', 'wb').write(b'x' * (10 << 20))" + WRONG,
-                                "No space left"),
-    "makes memory outside its limits (memfd)": ("import os\nfd = os.memfd_create('hoard')" + WRONG, "Operation not permitted"),
+                                "raised OSError"),
+    "makes memory outside its limits (memfd)": ("import os\nfd = os.memfd_create('hoard')" + WRONG, "raised PermissionError"),
     "sends the grader malformed reports": ("import os, json\nbad = [b'{\"grade_id\": [\"x\"], \"case\": 0}', b'{\"x\": ' + b'9' * 5000 + b'}',"
                                            " b'[1, 2]', b'{\"cell\": 0, \"error\": 5}', b'\\xff\\xfe']\n"
                                            "for fd in range(3, 64):\n    for line in bad:\n        try:\n"
                                            "            os.write(fd, line + b'\\n')\n        except OSError:\n            pass" + WRONG,
                                            "wrong values"),
     "starts a swarm of threads": ("import threading, time\nfor _ in range(200):\n    threading.Thread(target=time.sleep, args=(30,)).start()" + WRONG,
-                                  "can't start new thread"),
+                                  "raised RuntimeError"),
     "hoards System V shared memory": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                                       "if libc.shmget(0, 1 << 30, 0o1600) == -1:\n    raise OSError(ctypes.get_errno(), 'shmget refused')" + WRONG,
-                                      "shmget refused"),
+                                      "raised PermissionError"),
     "outlives the grader (no death signal, no timers)": ("import ctypes, signal, time\nctypes.CDLL(None).prctl(1, 0)\n"
                                                          "signal.setitimer(signal.ITIMER_REAL, 0)\nsignal.setitimer(signal.ITIMER_PROF, 0)\n"
-                                                         "time.sleep(987654)", "still running after 20 s"),
+                                                         "time.sleep(987654)", "more than 10 s asleep"),
     "forges huge and formula feedback": ("import os, json\nhuge = {'status': 'raised', 'answer': None, 'error': 'X: ' + 'line\\r\\n=1+1\\n' * 100000, "
                                          "'changed': [], 'notes': [], 'cpu_seconds': 0.0}\n"
                                          "lines = [json.dumps({'grade_id': 'ex00_lora_params_check', 'case': 0, 'outcome': huge}), "
                                          "json.dumps({'grade_id': 'ex00_lora_params_check', 'missing': '=HYPERLINK(\"http://evil\")'})]\n"
                                          "for fd in range(3, 64):\n    try:\n        os.write(fd, ('\\n'.join(lines) + '\\n').encode())\n"
-                                         "    except OSError:\n        pass\nos._exit(0)", "no function named lora_params"),
+                                         "    except OSError:\n        pass\nos._exit(0)", "no result came back"),
     "truncates the report it writes to": ("import json, os\nfd = json.load(open('/grader/job.json'))['report_fd']\n"
-                                          "os.ftruncate(fd, 0)\nos._exit(0)", "Invalid argument"),
-    "changes the host's device files": ("import os\nos.chmod('/dev/null', 0o666)" + WRONG, "Operation not permitted"),
+                                          "os.ftruncate(fd, 0)\nos._exit(0)", "raised OSError"),
+    "changes the host's device files": ("import os\nos.chmod('/dev/null', 0o666)" + WRONG, "raised PermissionError"),
     "starts io_uring kernel workers": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nparams = ctypes.create_string_buffer(120)\n"
                                        "if libc.syscall(425, 8, params) == -1:\n    raise OSError(ctypes.get_errno(), 'io_uring refused')" + WRONG,
-                                       "io_uring refused"),
+                                       "raised PermissionError"),
     "leases the files the grader reads back": ("import fcntl, json, os\nfd = json.load(open('/grader/job.json'))['report_fd']\n"
                                                "for f in (1, fd):\n    try:\n        fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
-                                               "    except OSError as e:\n        raise OSError(e.errno, 'lease refused')" + WRONG, "lease refused"),
-    "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "Operation not permitted"),
+                                               "    except OSError as e:\n        raise OSError(e.errno, 'lease refused')" + WRONG,
+                                               "raised OSError | raised PermissionError | raised BlockingIOError"),
+    "leaves processes behind": ("import subprocess\nsubprocess.Popen(['sleep', '987654'])" + WRONG, "raised PermissionError"),
+    # issue 26: what the second red team found
+    "learns expected values from feedback (#3)": ("def lora_params(d, k, r):\n    return r * (d + k) + (0 if (d, k, r) == (4096, 4096, 8) else 1)\n",
+                                                  "wrong values on hidden case 1."),
+    "leaks the hidden inputs in its error text (#4)": (
+        "def lora_params(d, k, r):\n    if (d, k, r) == (4096, 4096, 8):\n        return 65536\n"
+        "    raise ValueError(f'hidden inputs d={d} k={k} r={r}')\n", "raised ValueError on hidden case 1"),
+    "leaks them in an exception class's name (#4)": (
+        "def lora_params(d, k, r):\n    if (d, k, r) == (4096, 4096, 8):\n        return 65536\n"
+        "    raise type(f'Hidden_{d}_{k}_{r}', (Exception,), {})()\n", "raised an exception on hidden case 1"),
+    "leaks them as its answer (#4)": ("def lora_params(d, k, r):\n    return 65536 if (d, k, r) == (4096, 4096, 8) else [d, k, r]\n",
+                                      "wrong shape on hidden case 1"),
+    "leaks every case from the job file at cell level (#4)": ("raise ValueError(open('/grader/job.json').read()[-250:])" + WRONG,
+                                                              "answer cell 1 raised ValueError"),
+    "imports gguf's Q4_1 code (#5)": ("from gguf.quants import dequantize" + WRONG, "raised ModuleNotFoundError"),
+    "imports transformers' GGUF dequantizer (#5)": ("from transformers.integrations.gguf.dequant import dequantize" + WRONG,
+                                                    "raised ModuleNotFoundError"),
+    "imports bitsandbytes' NF4 code (#5)": ("import bitsandbytes.functional" + WRONG, "raised ModuleNotFoundError"),
+    "imports peft's LoRA (#5)": ("from peft import LoraConfig, get_peft_model" + WRONG, "raised ImportError | raised ModuleNotFoundError"),
+    "floods the report pipe with 18 MiB": ("import os\nchunk = b'9' * (1 << 20)\nfor fd in range(3, 64):\n    try:\n"
+                                           "        for _ in range(18):\n            os.write(fd, chunk)\n    except OSError:\n        pass" + WRONG,
+                                           "no result came back"),  # past the report's 16 MiB nothing more is read
+    "returns a meta tensor": ("import torch\ndef lora_params(d, k, r):\n    return torch.zeros(1, device='meta')\n", "got a meta tensor"),
+    "returns a sparse tensor": ("import torch\ndef lora_params(d, k, r):\n    return torch.tensor([[1.0]]).to_sparse()\n",
+                                "got a sparse tensor"),
+    "breaks the grading script's calling code": ("import answer_calls\nanswer_calls.call = lambda *a, **k: 1 / 0\n"
+                                                 "def lora_params(d, k, r):\n    return r * (d + k)\n", "broke the grading script itself"),
 }
+#: a non-answer cell that took the old grader's ast.parse to ~0.9 GiB per MiB (issue 26); here 2 MiB, read in the sandbox
+BOMB_CELL = "x;" * (1 << 20)
 HONEST = {
     "honest": "def lora_params(d, k, r):\n    return r * (d + k)\n",
     "honest_noisy": ("import sys, warnings\ndef lora_params(d, k, r):\n    warnings.warn('numbers ahead', UserWarning)\n"
@@ -137,11 +170,19 @@ HONEST = {
     "honest_slow": ("import time\ndef lora_params(d, k, r):\n    if d == 4096:  # the visible example: 2.5 s of waiting, as on a busy grader\n"
                     "        time.sleep(2.5)\n    return r * (d + k)\n"),
     "honest_torch": "import torch\ndef lora_params(d, k, r):\n    return torch.tensor(r) * (d + k)\n",
+    # right, and prints its (secret) inputs to stderr: full marks, and the feedback does not repeat them
+    "honest_leaky": "import sys\ndef lora_params(d, k, r):\n    print('inputs', d, k, r, file=sys.stderr)\n    return r * (d + k)\n",
 }
 
 
 class _Listener:
-    """A TCP server on the host's loopback, counting connections (there must be none)."""
+    """A TCP server on the host's loopback, counting connections that send the attack's token (there must be none).
+
+    Only those count: on a shared machine, another program that waits for a server of its own may connect to
+    whatever now holds its old port.
+    """
+
+    TOKEN = b"owned-by-a-student"
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -151,10 +192,15 @@ class _Listener:
     def _accept(self):
         while True:
             try:
-                self.server.accept()[0].close()
+                conn = self.server.accept()[0]
             except OSError:
                 return
-            self.connections += 1
+            with conn:
+                conn.settimeout(3)
+                try:
+                    self.connections += conn.recv(64).startswith(self.TOKEN)
+                except OSError:
+                    pass
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +218,10 @@ def graded(tmp_path_factory):
     for name, code in HONEST.items():
         submit(course, name, NB00, solutions={CELL: code})
     submit(course, "victim", NB00, solved=True)  # graded after most attackers (alphabetical order)
+    bomb = submit(course, "honest_bomb", NB00, solutions={CELL: HONEST["honest"]}) / NB00[0].name  # honest answers, a bomb beside them
+    nb = json.loads(bomb.read_text())
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": BOMB_CELL, "outputs": [], "execution_count": None})
+    bomb.write_text(json.dumps(nb))
     # submissions that are not notebooks
     (course / "submitted" / "linked_notebook" / "lora").mkdir(parents=True)
     (course / "submitted" / "linked_notebook" / "lora" / NB00[0].name).symlink_to(course / "source" / "lora" / NB00[0].name)
@@ -192,17 +242,35 @@ def graded(tmp_path_factory):
     (course / "submitted" / "linked_student").symlink_to(course / "submitted" / "victim")
     (course / "submitted" / "fifo" / "lora").mkdir(parents=True)
     os.mkfifo(course / "submitted" / "fifo" / "lora" / NB00[0].name)
+    (course / "submitted" / "directory" / "lora" / NB00[0].name).mkdir(parents=True)  # red team 2: a folder named like it
+    (course / "submitted" / "utf16" / "lora").mkdir(parents=True)
+    (course / "submitted" / "utf16" / "lora" / NB00[0].name).write_bytes(NB00[0].read_text().encode("utf-16"))
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
-    run = grade(course, "lora", jobs=2, limits=LIMITS)
+    # this run's sandboxes get their script folder below a folder of their own: the leftover check finds only them (the
+    # machine may run other graders' sandboxes, with the same command line, at the same time)
+    ours = str(tmp_path_factory.mktemp("sandboxes"))
+    tempfile.tempdir = ours
+    try:
+        run = grade(course, "lora", jobs=2, limits=LIMITS)
+    finally:
+        tempfile.tempdir = None
     marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}  # the attacked exercise's mark
     with open(course / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    leftovers = [p for p in Path("/proc").glob("[0-9]*") if b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p)]
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if (b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p))
+                 and ours in _mounts(p)]
     return dict(run=run, marks=marks, names=names, rows=rows, course=course, listener=listener, leftovers=leftovers,
                 startup_after=sorted(startup.glob("*")) if startup.exists() else [], startup_before=startup_before,
                 victim_unchanged=victim_file.read_bytes() == victim_bytes)
+
+
+def _mounts(proc: Path) -> str:
+    try:
+        return (proc / "mountinfo").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _cmdline(proc: Path) -> bytes:
@@ -219,7 +287,7 @@ def test_attack_scores_zero_with_a_reason(graded, attack):
     assert any(reason in mark.message for reason in ATTACKS[attack][1].split(" | ")), mark.message
 
 
-@pytest.mark.parametrize("student", list(HONEST) + ["victim"])
+@pytest.mark.parametrize("student", list(HONEST) + ["victim", "honest_bomb"])
 def test_honest_answers_get_full_marks(graded, student):
     mark = graded["marks"][student]
     assert mark.score == mark.max_score == 1.0, mark.message
@@ -232,15 +300,53 @@ def test_forged_feedback_is_short_and_never_a_formula(graded):
     assert not [r for r in rows if r["message"][:1] in "=+-@"]
 
 
-def test_warnings_are_reported_not_penalised(graded):
-    assert "numbers ahead" in graded["marks"]["honest_noisy"].message
+def test_warnings_are_reported_not_penalised_and_their_texts_not_repeated(graded):
+    message = graded["marks"]["honest_noisy"].message
+    assert "UserWarning, printing to stderr" in message and "numbers ahead" not in message
+
+
+def _numbers(text: str) -> set[int]:
+    return {int(n) for n in re.findall(r"(?<![\d.])\d{2,}(?![\d.])", text)}
+
+
+#: the students whose code tries to get the secret cases (or the expected values) into their feedback
+LEAKERS = [name for name in ATTACKS if "(#3)" in name or "(#4)" in name] + ["honest_leaky"]
+
+
+@pytest.mark.parametrize("student", LEAKERS)
+def test_feedback_never_shows_a_hidden_input_or_an_expected_value(graded, student):
+    """Issue 26, attacks 3 and 4: feedback on hidden cases says which case failed and how, nothing the student's code made."""
+    from lora_edu.grade.course_folder import read_source
+    from lora_edu.grade.grader import _Notebook
+
+    name = graded["names"].get(student, student)
+    cases = _Notebook(read_source(NB00[0]), graded["run"].seed, 0, LIMITS).cases(name)[CELL + "_check"][1:]
+    secret = {v for _, c in cases for v in (c["d"], c["k"], c["r"], c["r"] * (c["d"] + c["k"])) if v >= 10}
+    messages = " ".join(m.message for m in graded["run"].marks if m.student_id == name)
+    assert secret and not _numbers(messages) & secret, messages
+
+
+def test_each_student_gets_cases_of_their_own(graded):
+    from lora_edu.grade.course_folder import read_source
+    from lora_edu.grade.grader import _Notebook
+
+    notebook = _Notebook(read_source(NB00[0]), graded["run"].seed, 0, LIMITS)
+    hidden = [[tuple(sorted(c.items())) for _, c in notebook.cases(s)[CELL + "_check"][1:]] for s in ("honest", "victim")]
+    assert hidden[0] != hidden[1]
+
+
+def test_submissions_that_slept_are_not_graded_again(graded):
+    """Issue 26, attack 2: only a submission that waited for a CPU is graded again alone, never one that slept."""
+    sleepers = {graded["names"][a] for a in ("sleeps forever", "outlives the grader (no death signal, no timers)")}
+    assert not sleepers & {student for student, _ in graded["run"].regraded_alone}
 
 
 @pytest.mark.parametrize("student,reason", [("linked_notebook", "symbolic links"), ("linked_folder", "is a symbolic link"),
                                             ("huge", "at most 32 MiB"), ("garbage", "answer cells (the ones that said YOUR CODE HERE) are missing"),
                                             ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
                                             ("grade_id_list", "are missing"), ("hard_link", "hard link"),
-                                            ("linked_student", "is a symbolic link"), ("fifo", "not a regular file")])
+                                            ("linked_student", "is a symbolic link"), ("fifo", "not a regular file"),
+                                            ("directory", "not a regular file"), ("utf16", "not valid JSON")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
@@ -260,12 +366,12 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    students = len(ATTACKS) + len(HONEST) + 1 + 10
+    students = len(ATTACKS) + len(HONEST) + 2 + 12
     graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
     assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
     assert len(graded["marks"]) == students
     attacked = [r for r in rows if r["grade_id"] == CELL + "_check"]
-    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim"}
+    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim", "honest_bomb"}
 
 
 def test_each_run_draws_fresh_secret_cases(tmp_path):
@@ -274,7 +380,7 @@ def test_each_run_draws_fresh_secret_cases(tmp_path):
 
     first, second = (_Notebook(read_source(NB00[0]), seed, 0, LIMITS) for seed in (1, 2))
     public = exercise_bank.lora_param_count().cases(np.random.default_rng(1234))
-    cases = [first.cases[CELL + "_check"], second.cases[CELL + "_check"], public]
+    cases = [first.cases("alice")[CELL + "_check"], second.cases("alice")[CELL + "_check"], public]
     hidden = [[tuple(sorted(c.items())) for _, c in cs[1:]] for cs in cases]
     assert hidden[0] != hidden[1] and hidden[0] != hidden[2]
 

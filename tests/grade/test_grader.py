@@ -1,7 +1,9 @@
 """The grader on the whole course: honest solutions get every mark, the released blanks none, and bad input is refused."""
 import csv
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from course_builder import NOTEBOOKS, make_course, submit
@@ -90,37 +92,164 @@ def test_the_readme_states_the_limits_the_grader_uses():
 
     from lora_edu.grade.course_folder import MAX_NOTEBOOK_BYTES
 
-    readme = (ROOT / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
     limits = sandbox.DEFAULT_LIMITS
-    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s an answer cell, {limits.cpu_seconds:g} s a\n  process",
-                   f"{limits.call_wall_seconds:g} s a call, {limits.wall_seconds:g} s a process",
+    for phrase in (f"{limits.call_cpu_seconds:g} s a call, {limits.cell_cpu_seconds:g} s an answer cell, {limits.cpu_seconds:g} s a process",
+                   f"{limits.call_wall_seconds:g} s a call, {limits.cell_wall_seconds:g} s an answer cell, {limits.wall_seconds:g} s a process",
+                   f"asleep (neither computing nor waiting for a CPU) for {limits.idle_seconds:g} s after its set-up",
+                   f"one asleep for {sandbox.IDLE_WINDOW:g} s hands its CPU slot",
+                   f"Each student has {limits.student_seconds:g} s of their own time",
                    f"{limits.memory_bytes >> 30} GiB and files at {limits.file_bytes >> 20} MiB",
-                   f"over {MAX_NOTEBOOK_BYTES >> 20} MiB"):
+                   f"each line at most {limits.report_line_bytes >> 20} MiB and {limits.report_bytes >> 20} MiB in all",
+                   f"over {MAX_NOTEBOOK_BYTES >> 20} MiB", f"at most {MAX_NOTEBOOK_BYTES >> 20} MiB) and hands it to the sandbox unread"):
         assert phrase in readme, phrase
+    for name in ("gguf", "bitsandbytes", "peft"):
+        assert name in sandbox.HIDDEN_MODULES and name in readme
 
 
-def test_a_submission_stopped_by_a_wall_clock_limit_is_graded_again_alone(tmp_path, monkeypatch):
-    """Another submission may have starved it of CPU: the second verdict, taken alone, is the one kept."""
+@pytest.mark.parametrize("usage,again", [(sandbox.Usage(seconds=30, cpu=2, queued=25), True),   # starved of CPU
+                                         (sandbox.Usage(seconds=30, cpu=2, queued=1), False),   # slept
+                                         (None, True)])                                         # no statistics: as before
+def test_only_a_submission_starved_of_cpu_is_graded_again_alone(tmp_path, monkeypatch, usage, again):
+    """Another submission may have starved it of CPU: then the second verdict, taken alone, counts; one that slept is not rerun."""
     from lora_edu.course import answer_calls
 
     make_course(tmp_path, NOTEBOOKS[:1])
     submit(tmp_path, "alice", NOTEBOOKS[:1], solved=True)
     real_run, calls = sandbox.run, []
 
-    def starved_first(job, **kwargs):
+    def stopped_first(job, **kwargs):
         if not job["calls"]:  # the preflight run, with no student code
             return real_run(job, **kwargs)
         calls.append(job)
         if len(calls) == 1:
             waited = dict(status=answer_calls.WALL_LIMIT, answer=None, error="", changed=[], notes=[], cpu_seconds=0.01)
-            return sandbox.RunResult([{"ready": True}, {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}, {"done": True}],
-                                     "", 0, False, True)
+            events = [{"ready": True}, {"notebook": {"answer_cells": 2, "elsewhere": []}},
+                      {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}, {"done": True}]
+            return sandbox.RunResult(events, "", 0, False, True, None, usage)
         return real_run(job, **kwargs)
 
-    monkeypatch.setattr(sandbox, "run", starved_first)
+    monkeypatch.setattr(sandbox, "run", stopped_first)
     run = grade(tmp_path, "lora")
-    assert len(calls) == 2 and run.regraded_alone == 1
-    assert run.marks[0].score == 1.0, run.marks[0].message
+    assert len(calls) == (2 if again else 1) and len(run.regraded_alone) == int(again)
+    assert (run.marks[0].score == 1.0) == again, run.marks[0].message
+
+
+def test_a_regrade_alone_is_bounded_by_the_students_time_left(tmp_path, monkeypatch):
+    """Red team 2: a process that spins with its timers off looks starved beside others; alone, only its budget is left to it."""
+    from lora_edu.course import answer_calls
+
+    make_course(tmp_path, NOTEBOOKS[:1])
+    submit(tmp_path, "spinner", NOTEBOOKS[:1], solved=True)
+    real_run, seen = sandbox.run, []
+
+    def spins(job, *, limits, **kwargs):
+        if not job["calls"]:
+            return real_run(job, limits=limits, **kwargs)
+        seen.append(limits.wall_seconds)
+        waited = dict(status=answer_calls.WALL_LIMIT, answer=None, error="", changed=[], notes=[], cpu_seconds=0.01)
+        events = [{"ready": True}, {"notebook": {"answer_cells": 2, "elsewhere": []}},
+                  {"grade_id": "ex00_lora_params_check", "case": 0, "outcome": waited}]
+        return sandbox.RunResult(events, "", None, True, True, "wall", sandbox.Usage(seconds=limits.wall_seconds, cpu=3, queued=12))
+
+    monkeypatch.setattr(sandbox, "run", spins)
+    run = grade(tmp_path, "lora", limits=sandbox.Limits(wall_seconds=15, student_seconds=10))
+    assert seen == [15, 10 - 3 + 5] and run.regraded_alone == [("spinner", NOTEBOOKS[0].name)]
+    seen.clear()
+    grade(tmp_path, "lora", limits=sandbox.Limits(wall_seconds=15, student_seconds=3))
+    assert seen == [15], "a student whose time is used up is not graded again"
+
+
+def test_starved_and_asleep_are_told_apart_by_where_the_time_went():
+    assert sandbox.Usage(seconds=40, cpu=5, queued=30).starved()
+    assert not sandbox.Usage(seconds=40, cpu=5, queued=3).starved()        # 32 s asleep: it slept
+    assert not sandbox.Usage(seconds=40, cpu=36, queued=4).starved()       # computing, hardly queued
+    assert sandbox.Usage(seconds=40, cpu=5, queued=30).own == pytest.approx(10)
+
+
+def test_the_idle_limit_stops_a_sleeper_and_the_usage_says_it_slept(tmp_path):
+    job = {"prelude": [], "solution_ids": [], "cpu_seconds": 2, "wall_seconds": 60, "cell_cpu_seconds": 5, "calls": []}
+    limits = sandbox.Limits(idle_seconds=3, wall_seconds=60)
+    notebook = {"cells": [{"cell_type": "code", "metadata": {"nbgrader": {"grade_id": "a"}},
+                           "source": "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\ntime.sleep(1000)"}]}
+    (tmp_path / "nb.ipynb").write_text(json.dumps(notebook))
+    with open(tmp_path / "nb.ipynb", "rb") as f:
+        result = sandbox.run(job | {"solution_ids": ["a"]}, limits=limits, submission=f)
+    assert result.stopped == "idle" and result.usage is not None and result.usage.asleep >= 3
+    assert not result.usage.starved() and result.usage.seconds < 30
+
+
+def test_a_student_over_the_time_budget_gets_the_rest_not_run(tmp_path):
+    make_course(tmp_path, NOTEBOOKS[:2])
+    submit(tmp_path, "alice", NOTEBOOKS[:2], solved=True)
+    run = grade(tmp_path, "lora", jobs=1, limits=sandbox.Limits(student_seconds=0.01))
+    first, second = ([m for m in run.marks if m.notebook == nb.name] for nb in NOTEBOOKS[:2])
+    assert all(m.score == 1.0 for m in first)
+    assert all(m.score == 0.0 and "used up the 0.01 s" in m.message for m in second)
+
+
+def test_an_interrupted_run_loses_nothing_graded_and_resumes_with_its_seed(tmp_path):
+    """Issue 26: the grader killed mid-run (out of memory, say) keeps what it graded; --resume finishes the run."""
+    import os
+    import signal
+    import time
+
+    from lora_edu.grade.grader import PROGRESS_FILE, RUN_FILE
+
+    make_course(tmp_path, NOTEBOOKS[:1])
+    for student in ("alice", "bob", "carol", "dave"):
+        submit(tmp_path, student, NOTEBOOKS[:1], solved=True)
+    progress = tmp_path / PROGRESS_FILE
+    grader = subprocess.Popen([sys.executable, "-m", "lora_edu.grade", str(tmp_path), "lora", "--jobs", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and grader.poll() is None:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 2:  # the header and one graded submission
+            os.kill(grader.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    grader.wait()
+    assert grader.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert not (tmp_path / GRADES_FILE).exists()
+    header, *graded = (json.loads(line) for line in progress.read_text().splitlines())
+    run = grade(tmp_path, "lora", resume=True)
+    assert run.seed == header["seed"] and run.resumed == len(graded) >= 1
+    assert sorted(run.totals()) == ["alice", "bob", "carol", "dave"] and all(s == m for s, m in run.totals().values())
+    assert not progress.exists() and json.loads((tmp_path / RUN_FILE).read_text())["resumed"] == len(graded)
+    with pytest.raises(ValueError, match="no interrupted run to resume"):
+        grade(tmp_path, "lora", resume=True)
+
+
+def test_the_graders_memory_stays_bounded_by_a_parse_bomb_and_a_report_flood(tmp_path):
+    """Issue 26, attack 1: an 8 MiB non-answer cell took the old grader to 7.37 GiB; a flood of the report, 1.02 GiB.
+
+    The grader's own peak memory (VmHWM of its process, not of the sandboxes) with both in one run stays
+    within 300 MiB of a run without them: the notebook is parsed in the sandbox, the report line by line.
+    """
+    def peak_mib(course: Path) -> float:
+        code = ("import sys; from lora_edu.grade.grader import grade; grade(__import__('pathlib').Path(sys.argv[1]), 'lora'); "
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+        out = subprocess.run([sys.executable, "-c", code, str(course)], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1]) / 1024
+
+    plain = make_course(tmp_path / "plain", NOTEBOOKS[:1])
+    submit(plain, "alice", NOTEBOOKS[:1], solved=True)
+    bombed = make_course(tmp_path / "bombed", NOTEBOOKS[:1])
+    submit(bombed, "alice", NOTEBOOKS[:1], solved=True)
+    flood = "import os\nfor fd in range(3, 64):\n    try:\n        for _ in range(18):\n            os.write(fd, b'[' * (1 << 20))\n" \
+            "    except OSError:\n        pass\ndef lora_params(d, k, r):\n    return 0\n"
+    submit(bombed, "flooder", NOTEBOOKS[:1], solutions={"ex00_lora_params": flood})
+    path = submit(bombed, "bomber", NOTEBOOKS[:1], solved=True) / NOTEBOOKS[0].name
+    nb = json.loads(path.read_text())
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "x;" * (4 << 20)})
+    path.write_text(json.dumps(nb))
+    assert path.stat().st_size > 8 << 20
+    baseline, attacked = peak_mib(plain), peak_mib(bombed)
+    assert attacked - baseline < 300, (baseline, attacked)
+    with open(bombed / FEEDBACK_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["score"]) == 1.0 for r in rows if r["student_id"] == "bomber"), rows
 
 
 def test_the_seccomp_filter_is_built_for_the_machines_the_course_runs_on():
@@ -178,10 +307,10 @@ def test_a_broken_sandbox_stops_the_run_instead_of_giving_everyone_zero(tmp_path
 
 #: issue 13's exercises that are not a formula: (grade_id, a wrong answer, words its feedback must contain)
 WRONG_ANSWERS = {
-    "ex00_predict_trainable": ("def predict_trainable():\n    return 1792 + 128 + 128\n", "your prediction 2048 is not what"),
+    "ex00_predict_trainable": ("def predict_trainable():\n    return 1792 + 128 + 128\n", "your prediction is not what"),
     "ex02_torch_style_output": (exercise_bank.BUGGY_TORCH_STYLE, "wrong values on the visible example"),  # the planted bug
-    "ex03_predict_alpha_doubling": ("def predict_alpha_doubling():\n    return [2, 2]\n", "your prediction [2, 2] is not what"),
-    "ex04_lora_plan": ("def lora_plan(d, k, budget):\n    return [budget // (d + k) + 1, 16, 0.02]\n", "over the budget"),
+    "ex03_predict_alpha_doubling": ("def predict_alpha_doubling():\n    return [2, 2]\n", "your prediction is not what"),
+    "ex04_lora_plan": ("def lora_plan(d, k, budget):\n    return [budget // (d + k) + 1, 16, 0.02]\n", "does not meet the target"),
     "ex05_outputs_around_merge": (exercise_bank.BUGGY_MERGE, "wrong values on the visible example"),    # the planted bug
 }
 

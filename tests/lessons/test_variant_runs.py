@@ -35,6 +35,10 @@ def test_stored_sweep_reproduces(base):
     for b in best[:2]:
         again = variant_runs.run(base, data, b["method"], b["lr"], epochs=sweep["epochs"])
         assert again == b  # validation and test accuracy, extra parameters: all exactly as stored
+    # the repeats with other seeds (notebook 08's seed table): QLoRA at seed 1, the run that reverses seed 0's order
+    repeat = next(r for r in sweep["seed_repeats"]["1"] if r["method"] == "QLoRA" and r["lr"] == 0.03)
+    assert variant_runs.run(base, data, "QLoRA", 0.03, epochs=sweep["epochs"], seed=1) == repeat
+    assert sorted(sweep["seed_repeats"]) == ["1", "2", "3", "4"] and all(len(v) == len(sweep["results"]) for v in sweep["seed_repeats"].values())
 
 
 def test_rate_is_chosen_on_validation_not_test():

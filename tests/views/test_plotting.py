@@ -34,17 +34,16 @@ def texts(fig):
     return "\n".join(t.get_text() for t in fig.axes[0].texts)
 
 
-def test_lora_diagram_names_down_up_and_zero_in_each_convention():
-    peft, row = lora_diagram("peft"), lora_diagram("row")
+def test_lora_diagram_names_down_up_and_zero_in_the_courses_convention():
+    peft = lora_diagram("peft")
     assert "A = lora_A   (r×in)\ndown-projection\nrandom at start" in texts(peft)
     assert "B = lora_B   (out×r)\nup-projection\nzero at start" in texts(peft)
-    assert "B   (k×r)\ndown-projection, applied first" in texts(row) and "A   (r×d)\nup-projection, applied last\nzero at start" in texts(row)
-    assert "rank r" in texts(row) and "W   (k×d)\npretrained, frozen" in texts(row)
+    assert "rank r" in texts(peft) and "W   (out×in)\npretrained, frozen" in texts(peft)
     plt.close("all")
 
 
 def test_lora_diagram_rejects_an_unknown_convention_naming_the_choices():
-    with pytest.raises(ValueError, match=r"choose one of \['peft', 'row'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['peft'\]"):
         lora_diagram("column")
 
 

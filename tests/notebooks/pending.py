@@ -1,0 +1,32 @@
+"""Issue 24's course-wide checks that other owners' notebooks do not pass yet: one list, for the lead to empty.
+
+Each entry names a notebook (or the course) and what its owner still has to change. The checks run on every
+notebook; for a listed one they are expected to fail (``xfail(strict=True)``), so the list cannot go stale: once
+the owner's change is merged, the check passes, the strict xfail reports XPASS as a failure, and the entry must
+be deleted here. Notebooks 00, 02 and 03 are never listed.
+"""
+import pytest
+
+PENDING = {
+    "main line": {},
+    "structure": {},
+    "prompts": {},
+    "slide text": {name: "slides of more than 120 words: split each long heading cell after a short lead "
+                         "(python tools/slides.py --check lists them; issue 24, item 6)"
+                   for name in ("01_memory_cost.ipynb", "04_rank_and_alpha.ipynb", "05_lora_from_scratch.ipynb",
+                                "06_peft_comparison.ipynb", "07_real_language_model.ipynb", "08_lora_variants.ipynb",
+                                "09_paper_analyses.ipynb")},
+    "slide metadata": {name: "slide rule 4 now counts 120 words, not 1,200 characters: re-run python tools/slides.py "
+                             "on it (or re-execute it)"
+                       for name in ("01_memory_cost.ipynb", "04_rank_and_alpha.ipynb", "05_lora_from_scratch.ipynb",
+                                    "08_lora_variants.ipynb", "09_paper_analyses.ipynb")},
+    "core path": "the core path (00-07) reads in 255 minutes by the time method, over 180: python tools/course_times.py "
+                 "prints each notebook's terms (05 alone: 80 minutes, 66 of them exercises)",
+}
+
+
+def params(check: str, paths):
+    """``paths`` as pytest params, those pending for ``check`` marked as expected failures (strict)."""
+    pending = PENDING[check]
+    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=pending[p.name])) if p.name in pending else p
+            for p in paths]
