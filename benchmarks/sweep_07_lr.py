@@ -1,7 +1,13 @@
 """Notebook 07's learning rates and its learn/forget table: LoRA against full fine-tuning of the same weight matrices.
 
-Run from the repository root:  .venv/bin/python benchmarks/sweep_07_lr.py
-(about 15 minutes of one-thread CPU). It writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
+Run from the repository root, one process per method (they share nothing, so two cores run them side by side),
+then merge:
+    .venv/bin/python benchmarks/sweep_07_lr.py --method LoRA &
+    .venv/bin/python benchmarks/sweep_07_lr.py --method "full fine-tuning" &
+    wait; .venv/bin/python benchmarks/sweep_07_lr.py --merge
+(each method about 15 minutes of one-thread CPU on a quiet machine). A method's process writes its rows to
+benchmarks/out/sweep_07_<method>.json after every run (so a stopped sweep keeps what ran); --merge measures the
+base model and writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
 
 1. Validation. The training questions (lora_edu.lessons.chat_task.load_task) are split into a fitting
    part and a validation part (every fifth, chat_task.validation_split). For each method, each learning
@@ -12,14 +18,13 @@ Run from the repository root:  .venv/bin/python benchmarks/sweep_07_lr.py
 2. Held out. Each method, at its chosen rate, trains on every training question once per seed, as the
    notebook does (its live run is seed 0), and is measured on the held-out questions (replies in the
    format, right in the format, loss on the taught replies) and on plain prose (perplexity: forgetting).
-3. Routing. The second adapter of the notebook (customer messages to four teams): its learning rate is
-   chosen the same way, on every fifth training message set aside; then per seed the held-out accuracy.
 
 A seed fixes LoRA's random A and the order of the batches (full fine-tuning has no random start, so
 there only the order changes). Everything else is deterministic: one thread, greedy decoding.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -35,96 +40,96 @@ from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
 from lora_edu.lessons import chat_task as ct  # noqa: E402
 
-LRS = {"LoRA": (1e-3, 2e-3, 4e-3, 8e-3), "full fine-tuning": (3e-5, 1e-4, 3e-4, 1e-3)}
+LRS = {"LoRA": (1e-3, 2e-3, 4e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3)}
 SEEDS = (0, 1, 2)
-OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "chat_task_sweep.json"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "lora_edu" / "data" / "chat_task_sweep.json"
+PARTS = ROOT / "benchmarks" / "out"
 
 
-def sweep_routing(base, tokenizer, k: int) -> dict:
-    """The routing adapter's learning rate (lowest mean validation loss over the seeds) and its held-out accuracy per seed."""
-    routing = ct.load_routing()
-    encode = lambda messages: ct.CachedBatch(base, k, ct.encode_routing(tokenizer, routing["instruction"], messages))  # noqa: E731
-    fit, val = ct.validation_split(routing["train"])
-    fit_data, val_data, train_data, test_data = encode(fit), encode(val), encode(routing["train"]), encode(routing["held_out"])
-    choices = ct.label_tokens(tokenizer, routing["labels"])
-    truth = torch.tensor([routing["labels"].index(m["label"]) for m in routing["held_out"]])
-    validation = []
-    for lr in LRS["LoRA"]:
-        for seed in SEEDS:
-            model = ct.prepare(base, "LoRA", seed)
-            ct.train(model, fit_data, steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
-            with torch.no_grad():
-                validation.append(dict(lr=lr, seed=seed, val_loss=round(val_data.loss(model).item(), 4)))
-            print("routing", validation[-1], flush=True)
-    mean = {lr: statistics.mean(r["val_loss"] for r in validation if r["lr"] == lr) for lr in LRS["LoRA"]}
-    chosen = min(mean, key=mean.get)
-    held_out = []
-    for seed in SEEDS:
-        model = ct.prepare(base, "LoRA", seed)
-        ct.train(model, train_data, steps=ct.RECIPE["steps"], lr=chosen, batch_size=ct.RECIPE["batch_size"], seed=seed)
-        held_out.append(dict(seed=seed, accuracy=round((ct.route(model, test_data, choices) == truth).float().mean().item(), 4)))
-        print("routing", held_out[-1], flush=True)
-    zero_shot = round((ct.route(base, test_data, choices) == truth).float().mean().item(), 4)
-    return dict(n_fit=len(fit), n_val=len(val), n_train=len(routing["train"]), n_held_out=len(routing["held_out"]),
-                validation=validation, chosen=chosen, zero_shot=zero_shot, held_out=held_out)
+def part_file(method: str) -> Path:
+    return PARTS / f"sweep_07_{method.replace(' ', '_')}.json"
 
 
-def main() -> None:
-    start = time.perf_counter()
+def setup():
     seed_everything(0)
     base, tokenizer = smollm2.load()
     task = ct.load_task()
     k = ct.RECIPE["top_layers"]
     fit, val = ct.validation_split(task["train"])
-    fit_data, val_data = (ct.CachedBatch(base, k, ct.encode(tokenizer, part)) for part in (fit, val))
-    validation = []
-    for method, lrs in LRS.items():
-        for lr in lrs:
-            for seed in SEEDS:
-                model = ct.prepare(base, method, seed)
-                losses = ct.train(model, fit_data, steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
-                with torch.no_grad():
-                    row = dict(method=method, lr=lr, seed=seed, val_loss=round(val_data.loss(model).item(), 4),
-                               final_train_loss=round(losses[-1], 4))
-                validation.append(row)
-                print(row, flush=True)
-    chosen = {}
-    for method, lrs in LRS.items():
-        mean = {lr: statistics.mean(r["val_loss"] for r in validation if r["method"] == method and r["lr"] == lr) for lr in lrs}
-        chosen[method] = min(mean, key=mean.get)
-    print("chosen:", chosen, flush=True)
+    data = {name: ct.CachedBatch(base, k, ct.encode(tokenizer, part))
+            for name, part in (("fit", fit), ("val", val), ("train", task["train"]), ("held_out", task["held_out"]))}
+    data["prose"] = ct.CachedBatch(base, k, ct.prose_batch(tokenizer, task["general_text"]))
+    return base, tokenizer, task, data, len(fit), len(val)
 
-    train_data = ct.CachedBatch(base, k, ct.encode(tokenizer, task["train"]))
-    held_data = ct.CachedBatch(base, k, ct.encode(tokenizer, task["held_out"]))
-    prose = ct.CachedBatch(base, k, ct.prose_batch(tokenizer, task["general_text"]))
-    questions = [ex["question"] for ex in task["held_out"]]
 
-    def measure(model) -> dict:
-        scores = ct.score(ct.generate(model, tokenizer, questions), task["held_out"])
-        with torch.no_grad():
-            return dict(**{name: round(v, 4) for name, v in scores.items()}, held_out_loss=round(held_data.loss(model).item(), 4),
-                        prose_perplexity=round(ct.perplexity(model, prose), 4))
+def measure(model, tokenizer, task, data) -> dict:
+    """Held-out scores of greedy replies, the loss of the taught held-out replies, and prose perplexity (forgetting)."""
+    scores = ct.score(ct.generate(model, tokenizer, [ex["question"] for ex in task["held_out"]]), task["held_out"])
+    with torch.no_grad():
+        return dict(**{name: round(v, 4) for name, v in scores.items()}, held_out_loss=round(data["held_out"].loss(model).item(), 4),
+                    prose_perplexity=round(ct.perplexity(model, data["prose"]), 4))
 
-    base_row = measure(base)
-    print("base:", base_row, flush=True)
-    held_out = []
-    for method, lr in chosen.items():
+
+def run_method(method: str) -> None:
+    start = time.perf_counter()
+    base, tokenizer, task, data, n_fit, n_val = setup()
+    record = dict(method=method, recipe=ct.RECIPE, lrs=LRS[method], seeds=list(SEEDS), validation=[], held_out=[])
+    PARTS.mkdir(exist_ok=True)
+
+    def save():
+        record["seconds"] = round(time.perf_counter() - start)
+        part_file(method).write_text(json.dumps(record, indent=1) + "\n")
+
+    for lr in LRS[method]:
         for seed in SEEDS:
             model = ct.prepare(base, method, seed)
-            losses = ct.train(model, train_data, steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
-            row = dict(method=method, lr=lr, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model))
-            held_out.append(row)
+            losses = ct.train(model, data["fit"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
+            with torch.no_grad():
+                row = dict(method=method, lr=lr, seed=seed, val_loss=round(data["val"].loss(model).item(), 4),
+                           final_train_loss=round(losses[-1], 4))
+            record["validation"].append(row)
             print(row, flush=True)
-    routing = sweep_routing(base, tokenizer, k)
+            save()
+    mean = {lr: statistics.mean(r["val_loss"] for r in record["validation"] if r["lr"] == lr) for lr in LRS[method]}
+    record["chosen"] = chosen = min(mean, key=mean.get)
+    print("chosen:", chosen, flush=True)
+    for seed in SEEDS:
+        model = ct.prepare(base, method, seed)
+        losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=chosen, batch_size=ct.RECIPE["batch_size"], seed=seed)
+        row = dict(method=method, lr=chosen, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model, tokenizer, task, data))
+        record["held_out"].append(row)
+        print(row, flush=True)
+        save()
+
+
+def merge() -> None:
+    """The base model's row, and both methods' parts, into the file the notebook reads (what ran, whatever ran)."""
+    base, tokenizer, task, data, n_fit, n_val = setup()
+    parts = {m: json.loads(part_file(m).read_text()) for m in ct.METHODS if part_file(m).exists()}
+    for m, part in parts.items():
+        if part["recipe"] != ct.RECIPE:
+            raise SystemExit(f"{part_file(m)} was made with another recipe ({part['recipe']}); run --method {m!r} again.")
     OUT.write_text(json.dumps(dict(
         about="Notebook 07's learning rates, chosen by validation loss, and LoRA against full fine-tuning of the same weight "
               "matrices on the held-out questions and on plain prose, over several seeds (benchmarks/sweep_07_lr.py).",
-        recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=len(fit), n_val=len(val),
-        n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs=LRS, seeds=list(SEEDS),
-        validation=validation, chosen=chosen, base=base_row, held_out=held_out, routing=routing,
-        machine=machine_info(), torch_threads=torch.get_num_threads(), seconds=round(time.perf_counter() - start)),
+        recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=n_fit, n_val=n_val,
+        n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs={m: p["lrs"] for m, p in parts.items()},
+        seeds=list(SEEDS), validation=[r for p in parts.values() for r in p["validation"]],
+        chosen={m: p["chosen"] for m, p in parts.items() if "chosen" in p}, base=measure(base, tokenizer, task, data),
+        held_out=[r for p in parts.values() for r in p["held_out"]],
+        seconds={m: p["seconds"] for m, p in parts.items()}, machine=machine_info(), torch_threads=torch.get_num_threads()),
         indent=1) + "\n")
-    print(f"wrote {OUT} in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {OUT}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--method", choices=ct.METHODS)
+    group.add_argument("--merge", action="store_true")
+    args = parser.parse_args()
+    merge() if args.merge else run_method(args.method)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ FORMAT_TOKENS = 24
 HELD_OUT_SIZE = 48
 #: The notebook's recipe, read by benchmarks/sweep_07_lr.py and the tests from here: LoRA of rank ``r`` and scale
 #: ``alpha``/r on the ``modules`` of the last ``top_layers`` layers, ``steps`` AdamW steps of ``batch_size`` examples.
-RECIPE = {"top_layers": 2, "modules": r"(self_attn|mlp)\.\w+_proj", "r": 8, "alpha": 16, "steps": 30, "batch_size": 8}
+RECIPE = {"top_layers": 4, "modules": r"(self_attn|mlp)\.\w+_proj", "r": 8, "alpha": 16, "steps": 60, "batch_size": 8}
 METHODS = ("LoRA", "full fine-tuning")
 
 
