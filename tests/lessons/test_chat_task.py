@@ -165,7 +165,7 @@ def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
     sweep = chat_task.load_sweep()
     for method, lr in sweep["chosen"].items():
         rows = [r for r in sweep["validation"] if r["method"] == method]
-        assert len(rows) >= 3 and len({r["seed"] for r in rows}) >= 3
+        assert len({r["lr"] for r in rows}) >= 3 and {r["seed"] for r in rows} == set(sweep["validation_seeds"])
         mean = {x: sum(r["val_loss"] for r in rows if r["lr"] == x) / sum(r["lr"] == x for r in rows) for x in {r["lr"] for r in rows}}
         assert min(mean, key=mean.get) == lr
         assert min(mean) < lr < max(mean), f"{method}'s chosen rate is at the edge of its grid"
