@@ -66,6 +66,11 @@ def load_sweep() -> dict:
     return _data_file("chat_task_sweep.json")
 
 
+def load_recipe_runs() -> dict:
+    """``benchmarks/explore_07_recipe.py``'s record: LoRA variants (top layers, steps, rate) scored on the validation split."""
+    return _data_file("chat_task_recipe.json")
+
+
 def load_cache_timing() -> dict:
     """``benchmarks/bench_07_cache.py``'s record: a cached training step against an uncached one, timed."""
     return _data_file("chat_task_cache_timing.json")
