@@ -7,7 +7,8 @@ One torch thread, as in the notebooks. Each round times STEPS training steps of 
 backward, AdamW step) on the notebook's batches (chat_task.RECIPE: batch size, top layers, LoRA), and
 the one-off cost of caching the training set, in CPU seconds of this process (``time.process_time``:
 with one thread, the wall time of a quiet machine, and less disturbed by other processes on a busy
-one); per kind the minimum over rounds (the least disturbed run) and the median are kept, per step. The loss of the first cached step must equal the uncached one.
+one); per kind the minimum over rounds (the least disturbed run) and the median are kept, per step.
+The loss of the first cached step must equal the uncached one.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ then merge:
     .venv/bin/python benchmarks/sweep_07_lr.py --method LoRA &
     .venv/bin/python benchmarks/sweep_07_lr.py --method "full fine-tuning" &
     wait; .venv/bin/python benchmarks/sweep_07_lr.py --merge
+(--held-out-only reruns a method's held-out seeds and keeps its validation runs; --merge --wait measures the base model
+first, then waits for both methods' part files.)
 (each method about 15 minutes of one-thread CPU on a quiet machine). A method's process writes its rows to
 benchmarks/out/sweep_07_<method>.json after every run (so a stopped sweep keeps what ran); --merge measures the
 base model and writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
@@ -73,7 +75,7 @@ def measure(model, tokenizer, task, data) -> dict:
                     prose_perplexity=round(ct.perplexity(model, data["prose"]), 4))
 
 
-def run_method(method: str) -> None:
+def run_method(method: str, held_out_only: bool = False) -> None:
     start = time.perf_counter()
     base, tokenizer, task, data, n_fit, n_val = setup()
     record = dict(method=method, recipe=ct.RECIPE, lrs=LRS[method], seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS),
@@ -84,7 +86,12 @@ def run_method(method: str) -> None:
         record["seconds"] = round(time.perf_counter() - start)
         part_file(method).write_text(json.dumps(record, indent=1) + "\n")
 
-    for lr in LRS[method]:
+    if held_out_only:   # keep the validation runs of the part file, run the held-out seeds again
+        old = json.loads(part_file(method).read_text())
+        if old["recipe"] != ct.RECIPE:
+            raise SystemExit(f"{part_file(method)} was made with another recipe; run without --held-out-only.")
+        record["validation"] = old["validation"]
+    for lr in [] if held_out_only else LRS[method]:
         for seed in VALIDATION_SEEDS:
             model = ct.prepare(base, method, seed)
             losses = ct.train(model, data["fit"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
@@ -106,9 +113,13 @@ def run_method(method: str) -> None:
         save()
 
 
-def merge() -> None:
+def merge(wait: bool = False) -> None:
     """The base model's row, and both methods' parts, into the file the notebook reads (what ran, whatever ran)."""
     base, tokenizer, task, data, n_fit, n_val = setup()
+    base_row = measure(base, tokenizer, task, data)
+    while wait and not all(part_file(m).exists() and len(json.loads(part_file(m).read_text())["held_out"]) == len(SEEDS)
+                           for m in ct.METHODS):
+        time.sleep(10)
     parts = {m: json.loads(part_file(m).read_text()) for m in ct.METHODS if part_file(m).exists()}
     for m, part in parts.items():
         if part["recipe"] != ct.RECIPE:
@@ -119,7 +130,7 @@ def merge() -> None:
         recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=n_fit, n_val=n_val,
         n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs={m: p["lrs"] for m, p in parts.items()},
         seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS), validation=[r for p in parts.values() for r in p["validation"]],
-        chosen={m: p["chosen"] for m, p in parts.items() if "chosen" in p}, base=measure(base, tokenizer, task, data),
+        chosen={m: p["chosen"] for m, p in parts.items() if "chosen" in p}, base=base_row,
         held_out=[r for p in parts.values() for r in p["held_out"]],
         seconds={m: p["seconds"] for m, p in parts.items()}, machine=machine_info(), torch_threads=torch.get_num_threads()),
         indent=1) + "\n")
@@ -131,8 +142,10 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--method", choices=ct.METHODS)
     group.add_argument("--merge", action="store_true")
+    parser.add_argument("--held-out-only", action="store_true", help="reuse the part file's validation runs")
+    parser.add_argument("--wait", action="store_true", help="with --merge: wait until every method's part file is complete")
     args = parser.parse_args()
-    merge() if args.merge else run_method(args.method)
+    merge(args.wait) if args.merge else run_method(args.method, args.held_out_only)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ from lora_edu.core import layer_cache
 PROSE_TOKENS = 16
 #: How every reply in the taught format begins: a JSON object with one field, "answer".
 OPENING = '{"answer": "'
-#: New tokens for a reply in the taught format: the longest taught reply is 21 tokens, then the end marker.
+#: New tokens the base model wrote after :data:`OPENING` when rule 2 was measured (``benchmarks/build_07_task.py``).
 FORMAT_TOKENS = 24
+#: New tokens for a whole reply in the taught format: the opening (4 tokens), at most FORMAT_TOKENS of answer, the
+#: closing ``"}`` (1 token) and the end marker (1), so that no taught reply can be cut off (the longest is 29 with its end marker).
+REPLY_TOKENS = 4 + FORMAT_TOKENS + 1 + 1
 #: How many held-out questions the notebook scores, at most.
 HELD_OUT_SIZE = 48
 #: The notebook's recipe, read by benchmarks/sweep_07_lr.py and the tests from here: LoRA of rank ``r`` and scale
@@ -197,7 +200,7 @@ def encode(tokenizer, examples: list[dict]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, questions: list[str], max_new_tokens: int = FORMAT_TOKENS, begin: str = "",
+def generate(model, tokenizer, questions: list[str], max_new_tokens: int = REPLY_TOKENS, begin: str = "",
              strip: bool = True) -> list[str]:
     """Greedy replies (deterministic), one batch, left-padded; special tokens dropped.
 
@@ -245,8 +248,9 @@ def train(model, data: CachedBatch, steps: int, lr: float, batch_size: int = 8, 
     """AdamW on the model's trainable parameters, on cached hidden states; returns the loss of every step.
 
     The learning rate falls linearly from ``lr`` to zero over the steps (the default schedule of
-    transformers' ``Trainer``): large steps while the format is being learnt, small ones at the end. Batches are drawn without replacement in an order fixed by ``seed`` (a new permutation each pass),
-    so a run is reproducible. A tqdm progress bar is shown when ``desc`` is given.
+    transformers' ``Trainer``): large steps while the format is being learnt, small ones at the end. Batches are
+    drawn without replacement in an order fixed by ``seed`` (a new permutation each pass), so a run is reproducible.
+    A tqdm progress bar is shown when ``desc`` is given.
     """
     from tqdm.auto import tqdm
 

@@ -1,5 +1,6 @@
 """lora_edu.lessons.chat_task: the data and its rules, the taught format, its scores, the batches and the sweep's record."""
 import hashlib
+import inspect
 import json
 
 import pytest
@@ -173,3 +174,18 @@ def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
         held = [r for r in sweep["held_out"] if r["method"] == method]
         assert len({r["seed"] for r in held}) >= 3 and all(r["lr"] == sweep["chosen"][method] for r in held)
     json.dumps(sweep)
+
+
+def test_no_taught_reply_is_cut_off_by_the_reply_length():
+    """REPLY_TOKENS bounds every reply in the taught format (opening, answer field, closing, end marker)."""
+    from transformers import AutoTokenizer
+
+    from lora_edu.core import smollm2
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2.model_dir()))
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert chat_task.REPLY_TOKENS == count(chat_task.OPENING) + chat_task.FORMAT_TOKENS + count('"}') + 1
+    task = chat_task.load_task()
+    longest = max(count(chat_task.taught_reply(ex)) + 1 for ex in task["train"] + task["held_out"])
+    assert longest <= chat_task.REPLY_TOKENS
+    assert inspect.signature(chat_task.generate).parameters["max_new_tokens"].default == chat_task.REPLY_TOKENS

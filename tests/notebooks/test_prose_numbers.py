@@ -888,6 +888,7 @@ def test_07_real_language_model():
     assert "the **last four** of the 30 layers (rank 8, α = 16)" in text and "entering layer 26" in text
     assert "the 26 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
+    assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
     assert "three learning rates with three seeds each" not in text and "three learning rates" in text
     assert all(len(sweep["lrs"][m]) == 3 for m in ct.METHODS)
     assert "the **same 28 weight matrices** (every linear layer of layers 26 to 29" in text and 7 * 4 == 28
