@@ -25,7 +25,13 @@ These subclasses keep nbgrader's commands, files and names, and change only that
 - :class:`Collect` collects only real folders owned by the student they name, copies only regular files and
   folders (links stay links, which the grader refuses with a reason; FIFOs and devices are left out), and
   records when the kernel last saw the folder change (its ctime, which no user can set back) beside the time
-  the student claims; the later of the two decides "latest" and "late".
+  the student claims; the later of the two decides "latest" and "late" (and is what it writes as the collected
+  folder's ``timestamp.txt``, which nbgrader reads at every later collect);
+- :class:`Collect` also refuses, one folder at a time and with the reason in its log, a folder the instructor cannot
+  read, or that holds more than nbgrader's ``max_dir_size`` (counting what a sparse file becomes once copied), more
+  than :data:`MAX_ENTRIES` entries or folders deeper than :data:`MAX_DEPTH`: a student writes into inbound/ directly,
+  and before, one such folder stopped the whole class's collection or filled the instructor's disk (the independent
+  red team, docs/reviews/hub_red_team_independent.md).
 
 Configured for every user by the class's ``nbgrader_config.py`` (``c.ExchangeFactory.submit =
 "lora_edu.classroom.exchange.Submit"``, and so on: :data:`lora_edu.classroom.EXCHANGE_FACTORY`, which
@@ -151,6 +157,11 @@ class Submit(_FixedRoot, ExchangeSubmit):
 MAX_ENTRIES, MAX_DEPTH = 10_000, 16
 
 
+#: the files collect writes into each collected folder itself (the student's own are left out) and a file nbgrader
+#: reads there as the instructor (kept only as a regular file: release_feedback reads it)
+COLLECT_WRITES, NBGRADER_READS = (COLLECTED_FILE, "timestamp.txt"), ("submission_secret.txt",)
+
+
 class RefusedSubmission(Exception):
     """A handed-in folder that collect leaves out; the message says why (the student must hand in again)."""
 
@@ -175,8 +186,10 @@ def _safe_copytree(src: str, dest: str | None, log, budget: _Budget | None = Non
 
     Within ``budget`` (bytes read, entries) and :data:`MAX_DEPTH`, else :class:`RefusedSubmission`; an entry the
     instructor cannot read raises ``OSError``. ``dest=None`` only walks and reads (the check before a collection).
-    The student's own :data:`COLLECTED_FILE` at the top is left out: that name is collect's record, and a link
-    there would have collect write through it, as the instructor, into any file the link names.
+    At the top, the student's own :data:`COLLECT_WRITES` are left out (collect writes them: a link there would have
+    collect write through it, as the instructor, into any file the link names; a ``timestamp.txt`` that is no time
+    stops every later ``nbgrader collect`` of the class, one that links to /dev/zero makes it read forever), and so
+    are links named :data:`NBGRADER_READS`.
     """
     budget = budget or _Budget(100_000_000)
     if depth > MAX_DEPTH:
@@ -187,8 +200,8 @@ def _safe_copytree(src: str, dest: str | None, log, budget: _Budget | None = Non
         for entry in entries:
             budget.take(entries=1)
             target = None if dest is None else os.path.join(dest, entry.name)
-            if depth == 0 and entry.name == COLLECTED_FILE:
-                log.warning("Left out %s: the name of collect's own record", entry.path)
+            if depth == 0 and (entry.name in COLLECT_WRITES or (entry.name in NBGRADER_READS and entry.is_symlink())):
+                log.warning("Left out %s: collect writes that name itself, or nbgrader reads it as the instructor", entry.path)
             elif entry.is_symlink():
                 if target is not None:
                     os.symlink(os.readlink(entry.path), target)
@@ -297,6 +310,9 @@ class Collect(_FixedRoot, ExchangeCollect):
             return
         record = folder_record(self.inbound_path, os.path.basename(src))
         if record is not None:
+            # nbgrader's own record of the time (what a later collect compares): the time that counts, see folder_record
+            with open(os.path.join(dest, "timestamp.txt"), "x") as fh:
+                fh.write(f"{record['timestamp']:%Y-%m-%d %H:%M:%S.%f} UTC")
             with open(os.path.join(dest, COLLECTED_FILE), "x") as fh:   # "x": never through a link the student left
                 json.dump({"student": record["owner"], "folder": record["filename"],
                            "claimed_utc": record["claimed"].isoformat(), "changed_utc": record["changed"].isoformat(),

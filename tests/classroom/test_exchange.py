@@ -134,3 +134,27 @@ def test_an_unreadable_entry_refuses_that_folder_not_the_collection(tmp_path, mo
     with caplog.at_level(logging.WARNING):
         collect.do_copy(str(src), str(dest))
     assert not dest.exists() and "Permission denied" in caplog.text
+
+
+@pytest.mark.parametrize("planted", ["garbage", "link"])
+def test_the_students_timestamp_file_is_replaced_by_the_time_that_counts(tmp_path, planted):
+    """nbgrader reads timestamp.txt of a collected folder at every later collect, as the instructor: text that is no
+    time stopped the class's collection ("Invalid timestamp string"), a link to /dev/zero made it read forever."""
+    from nbgrader.utils import parse_utc
+
+    name = f"{ME}+lora+2000-01-01 00:00:00.000000 UTC+x"
+    src = tmp_path / "inbound" / name
+    src.mkdir(parents=True)
+    if planted == "garbage":
+        (src / "timestamp.txt").write_text("not a time")
+    else:
+        os.symlink("/dev/zero", src / "timestamp.txt")
+    os.symlink("/dev/zero", src / "submission_secret.txt")
+    dest = tmp_path / "course" / "submitted" / ME / "lora"
+    dest.parent.mkdir(parents=True)
+    collect = _collect(tmp_path)
+    collect.do_copy(str(src), str(dest))
+    stamp = dest / "timestamp.txt"
+    assert not stamp.is_symlink() and not (dest / "submission_secret.txt").exists()
+    assert parse_utc(stamp.read_text()).replace(tzinfo=None) == exchange.folder_record(str(src.parent), name)["timestamp"]
+    assert collect.coursedir.get_existing_timestamp(str(dest)) is not None
