@@ -201,7 +201,8 @@ def _safe_copytree(src: str, dest: str | None, log, budget: _Budget | None = Non
             budget.take(entries=1)
             target = None if dest is None else os.path.join(dest, entry.name)
             if depth == 0 and (entry.name in COLLECT_WRITES or (entry.name in NBGRADER_READS and entry.is_symlink())):
-                log.warning("Left out %s: collect writes that name itself, or nbgrader reads it as the instructor", entry.path)
+                if dest is not None and (entry.is_symlink() or entry.name == COLLECTED_FILE):   # nbgrader's timestamp.txt: expected
+                    log.warning("Left out %s: collect writes that name itself, or nbgrader reads it as the instructor", entry.path)
             elif entry.is_symlink():
                 if target is not None:
                     os.symlink(os.readlink(entry.path), target)
