@@ -2,8 +2,6 @@
 account on a class's server can read (the independent red team of the class hub, docs/reviews/hub_red_team_independent.md)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lora_edu.grade import __main__ as cli
