@@ -218,14 +218,20 @@ def _copy_regular(src: str, dest: str | None, budget: _Budget | None = None) -> 
     """Copy one file opened without following links and without blocking (a FIFO could have replaced it since the scan),
     counting what it reads against ``budget`` (a file that grows while it is copied is stopped at the limit)."""
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fin, (open(dest, "xb") if dest is not None else contextlib.nullcontext()) as fout:
+    with os.fdopen(fd, "rb") as fin:
         if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
             return
-        while chunk := fin.read(1 << 20):
-            if budget is not None:
-                budget.take(len(chunk))
-            if fout is not None:
-                fout.write(chunk)
+        with open(dest, "xb") if dest is not None else contextlib.nullcontext() as fout:
+            _copy_counted(fin, fout, budget)
+
+
+def _copy_counted(fin, fout, budget: _Budget | None) -> None:
+    """Read ``fin`` to its end in 1 MiB pieces, each counted against ``budget``; write them to ``fout`` unless None."""
+    while chunk := fin.read(1 << 20):
+        if budget is not None:
+            budget.take(len(chunk))
+        if fout is not None:
+            fout.write(chunk)
 
 
 def folder_record(inbound: str, name: str) -> dict | None:
