@@ -394,7 +394,7 @@ def test_a_class_end_to_end(klass):
 
     # Students fetch their feedback; it holds their marks and reasons and no hidden case.
     seed = json.loads((course / "grading_run.json").read_text())["seed"]
-    hidden = hidden_cases(course / "source" / site.assignment, seed)
+    hidden = hidden_cases(course / "source" / site.assignment, seed, [user(s) for s in STUDENTS])
     for short, expected in (("alice", "4 / 4"), ("bob", "0 / 2"), ("dave", "2 / 2"), ("erin", "0 / 2")):
         person = students[short]
         person.assignments("fetch_feedback", site.course_id, site.assignment)
@@ -438,8 +438,9 @@ def listening_ports(name: str) -> dict[int, str]:
     return found
 
 
-def hidden_cases(source: Path, seed: int) -> list[str]:
-    """The hidden cases this grading run drew (from its seed), as the feedback would show inputs: none may appear."""
+def hidden_cases(source: Path, seed: int, students: list[str]) -> list[str]:
+    """The hidden cases this grading run drew for these students (from its seed and each student's id), as the
+    feedback would show inputs: none may appear."""
     from lora_edu.course.exercises import _show_inputs
     from lora_edu.grade import sandbox
     from lora_edu.grade.course_folder import read_source
@@ -448,8 +449,8 @@ def hidden_cases(source: Path, seed: int) -> list[str]:
     shown = []
     for i, path in enumerate(sorted(source.glob("*.ipynb"))):
         notebook = _Notebook(read_source(path), seed, i, sandbox.DEFAULT_LIMITS)
-        for cases in notebook.cases.values():  # cases[0] is the visible example, which feedback may show
-            visible = _show_inputs(cases[0][1]) if cases else ""
+        for cases in (c for student in students for c in notebook.cases(student).values()):
+            visible = _show_inputs(cases[0][1]) if cases else ""   # cases[0] is the visible example, which feedback may show
             shown += [s for _, inputs in cases[1:] if "=" in (s := _show_inputs(inputs)) and s != visible]  # values, not just shapes
     return shown
 
