@@ -175,6 +175,11 @@ HONEST = {
 }
 
 
+#: a file name and a student folder's name that are not UTF-8 (independent red team, attack 1)
+ODD_NAME = b"/\xff\n\xe2\x80\xae.ipynb"
+ODD_STUDENT = b"h\xfeonest"
+
+
 class _Listener:
     """A TCP server on the host's loopback, counting connections that send the attack's token (there must be none).
 
@@ -245,6 +250,12 @@ def graded(tmp_path_factory):
     (course / "submitted" / "directory" / "lora" / NB00[0].name).mkdir(parents=True)  # red team 2: a folder named like it
     (course / "submitted" / "utf16" / "lora").mkdir(parents=True)
     (course / "submitted" / "utf16" / "lora" / NB00[0].name).write_bytes(NB00[0].read_text().encode("utf-16"))
+    # independent red team: a notebook renamed to a name that is not UTF-8, with a newline and a right-to-left override
+    # (`mv 00_start_here.ipynb $'\xff\n\u202e.ipynb'` on the hub) stopped the whole class's CSV files
+    odd = submit(course, "odd_file_name", NB00, solutions={CELL: HONEST["honest"]})
+    os.rename(odd / NB00[0].name, os.fsencode(odd) + ODD_NAME)
+    # ... and a student folder whose name is not UTF-8 (an id is the folder's name): honest answers, full marks
+    submit(course, os.fsdecode(ODD_STUDENT), NB00, solutions={CELL: HONEST["honest"]})
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -257,7 +268,7 @@ def graded(tmp_path_factory):
     finally:
         tempfile.tempdir = None
     marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}  # the attacked exercise's mark
-    with open(course / "grades.csv", newline="") as f:
+    with open(course / "grades.csv", newline="", errors="surrogateescape") as f:  # one id is not UTF-8 (ODD_STUDENT)
         rows = list(csv.DictReader(f))
     leftovers = [p for p in Path("/proc").glob("[0-9]*") if (b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p))
                  and ours in _mounts(p)]
@@ -294,7 +305,7 @@ def test_honest_answers_get_full_marks(graded, student):
 
 
 def test_forged_feedback_is_short_and_never_a_formula(graded):
-    with open(graded["course"] / "grades_feedback.csv", newline="") as f:
+    with open(graded["course"] / "grades_feedback.csv", newline="", errors="surrogateescape") as f:
         rows = list(csv.DictReader(f))  # the csv module refuses fields over 128 KiB
     assert max(len(r["message"]) for r in rows) < 2000
     assert not [r for r in rows if r["message"][:1] in "=+-@"]
@@ -352,6 +363,18 @@ def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, re
     assert mark.score == 0.0 and reason in mark.message, mark.message
 
 
+def test_file_names_that_are_not_utf8_are_shown_escaped_and_the_csv_files_are_written(graded):
+    """Independent red team, attack 1: before the fix no CSV file was written, for anyone, on every retry."""
+    mark = graded["marks"]["odd_file_name"]
+    assert mark.score == 0.0 and "was not submitted (found \\xff\\n\\u202e.ipynb: rename it" in mark.message, mark.message
+    odd_student = os.fsdecode(ODD_STUDENT)
+    assert graded["marks"][odd_student].score == 1.0, graded["marks"][odd_student].message
+    feedback = (graded["course"] / "grades_feedback.csv").read_bytes()
+    assert b"\\xff\\n\\u202e.ipynb" in feedback and b"\xff" not in feedback
+    totals = (graded["course"] / "grades_totals.csv").read_bytes()
+    assert b"\r\n" + ODD_STUDENT + b"," in totals  # the id is written back as the folder's own bytes
+
+
 def test_nothing_outside_the_sandbox_changed(graded):
     course = graded["course"]
     assert not (course / "gradebook.db").exists()
@@ -366,12 +389,13 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    students = len(ATTACKS) + len(HONEST) + 2 + 12
+    students = len(ATTACKS) + len(HONEST) + 2 + 12 + 2
     graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
     assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
     assert len(graded["marks"]) == students
     attacked = [r for r in rows if r["grade_id"] == CELL + "_check"]
-    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim", "honest_bomb"}
+    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim", "honest_bomb",
+                                                                                          os.fsdecode(ODD_STUDENT)}
 
 
 def test_each_run_draws_fresh_secret_cases(tmp_path):
