@@ -33,6 +33,7 @@ import os
 import resource
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -155,19 +156,26 @@ def check_not_exposed(folder: Path) -> None:
 def _hidden_paths() -> tuple[Path, ...]:
     """The files and folders of :data:`HIDDEN_MODULES` that lie inside what the sandbox sees (others it never sees).
 
-    Found without importing anything: the top-level package's folder, then the dotted path below it.
+    Found without importing anything: every copy of the top-level package on the import path, then the dotted
+    path below it. Every copy, not only the one this process imports (independent red team, attack 2): the grader
+    run from a repository checkout (``python -m lora_edu.grade`` there) imports the checkout's ``lora_edu``, which
+    the sandbox never sees, while the same interpreter's site-packages may hold an installed copy (the hub's
+    environment does), which the sandbox sees and the student's code imported, references and all.
     """
     found = []
     for name in HIDDEN_MODULES:
         top, *rest = name.split(".")
+        bases = []
         try:
             spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        bases = [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
-        for base in bases:
+            spec = None
+        if spec is not None:
+            bases += [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
+        for entry in dict.fromkeys([*sys.path, *getattr(site, "getsitepackages", list)()]):
+            folder = Path(entry or ".")
+            bases += [folder / top, folder / f"{top}.py", *folder.glob(f"{top}.*.so")] if folder.is_dir() else []
+        for base in dict.fromkeys(bases):
             path = base.joinpath(*rest)
             for candidate in (path, path.with_suffix(".py")) if rest else (path,):
                 if candidate.exists():

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -417,3 +418,34 @@ def test_the_course_folder_must_stay_out_of_the_sandbox(tmp_path):
 
 def test_the_readme_counts_these_attackers():
     assert f"a class of {len(ATTACKS)} attackers" in (ROOT / "README.md").read_text()
+
+
+def test_a_second_installed_copy_of_the_course_is_hidden_too(tmp_path, monkeypatch):
+    """Independent red team, attack 2: the grader run from a repository checkout with an interpreter whose site-packages
+    also holds the course (the hub's environment) hid only the copy it imported, which the sandbox never sees; the
+    installed copy stayed importable, and a cheater's answer called the bank's reference for full marks.
+
+    Here a folder stands for that site-packages: it holds a copy of the package, the sandbox sees it (as it sees the
+    environment) and it is on the grader's import path after the checkout.
+    """
+    site_dir = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "lora_edu", site_dir / "lora_edu", ignore=shutil.ignore_patterns("__pycache__"))
+    bound = sandbox._bound_roots()
+    monkeypatch.setattr(sandbox, "_bound_roots", lambda: [*bound, site_dir])
+    monkeypatch.syspath_prepend(str(ROOT))  # the checkout first, as `python -m lora_edu.grade` run there has it
+    monkeypatch.setattr("sys.path", [*__import__("sys").path, str(site_dir)])
+    sandbox._hidden_paths.cache_clear()
+    try:
+        assert (site_dir / "lora_edu").resolve() in sandbox._hidden_paths()
+        course = make_course(tmp_path / "course", NB00)
+        cheat = (f"import sys\nsys.path.insert(0, {str(site_dir)!r})\n"
+                 "from lora_edu.course.exercise_bank import lora_param_count\nref = lora_param_count().reference\n"
+                 "def lora_params(d, k, r):\n    return ref(d=d, k=k, r=r)\n")
+        submit(course, "cheater", NB00, solutions={CELL: cheat})
+        submit(course, "honest", NB00, solutions={CELL: HONEST["honest"]})
+        run = grade(course, "lora", jobs=2, limits=LIMITS)
+    finally:
+        sandbox._hidden_paths.cache_clear()
+    marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}
+    assert marks["cheater"].score == 0.0 and "ModuleNotFoundError" in marks["cheater"].message, marks["cheater"].message
+    assert marks["honest"].score == 1.0, marks["honest"].message
