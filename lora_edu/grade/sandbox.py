@@ -172,7 +172,7 @@ def _hidden_paths() -> tuple[Path, ...]:
             spec = None
         if spec is not None:
             bases += [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
-        for entry in dict.fromkeys([*sys.path, *getattr(site, "getsitepackages", list)()]):
+        for entry in _import_folders():
             folder = Path(entry or ".")
             bases += [folder / top, folder / f"{top}.py", *folder.glob(f"{top}.*.so")] if folder.is_dir() else []
         for base in dict.fromkeys(bases):
@@ -182,6 +182,15 @@ def _hidden_paths() -> tuple[Path, ...]:
                     found.append(candidate.resolve())
     roots = [r for r in _bound_roots() if not r.is_symlink()]
     return tuple(p for p in dict.fromkeys(found) if any(p.is_relative_to(r.resolve()) for r in roots))
+
+
+def _import_folders() -> list[str]:
+    """Where a copy of a module may lie that the sandbox's Python finds, or that student code can put on its path:
+    this interpreter's import path, its environment's site-packages and those of the base interpreter (a virtual
+    environment's own path leaves them out, but the sandbox sees that interpreter's whole prefix)."""
+    sites = getattr(site, "getsitepackages", None)
+    folders = [*sys.path] + ([*sites(), *sites([sys.base_prefix])] if sites else [])
+    return list(dict.fromkeys(folders))
 
 
 def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
