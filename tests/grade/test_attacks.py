@@ -173,7 +173,14 @@ HONEST = {
     "honest_torch": "import torch\ndef lora_params(d, k, r):\n    return torch.tensor(r) * (d + k)\n",
     # right, and prints its (secret) inputs to stderr: full marks, and the feedback does not repeat them
     "honest_leaky": "import sys\ndef lora_params(d, k, r):\n    print('inputs', d, k, r, file=sys.stderr)\n    return r * (d + k)\n",
+    # asks torch for threads (a common speed-up line): OpenMP's thread creation, refused by the sandbox, ended the
+    # whole process with exit code 1 before OMP_THREAD_LIMIT=1 (independent red team, attack 3)
+    "honest_torch_threads": ("import torch\ntorch.set_num_threads(2)\nx = torch.randn(512, 512) @ torch.randn(512, 512)\n"
+                             "def lora_params(d, k, r):\n    torch.set_num_threads(4)\n    (x @ x).sum()\n    return r * (d + k)\n"),
 }
+#: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
+THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
+               "    with ThreadPoolExecutor(2) as ex:\n        return ex.submit(lambda: r * (d + k)).result()\n")
 
 
 #: a file name and a student folder's name that are not UTF-8 (independent red team, attack 1)
@@ -257,6 +264,7 @@ def graded(tmp_path_factory):
     os.rename(odd / NB00[0].name, os.fsencode(odd) + ODD_NAME)
     # ... and a student folder whose name is not UTF-8 (an id is the folder's name): honest answers, full marks
     submit(course, os.fsdecode(ODD_STUDENT), NB00, solutions={CELL: HONEST["honest"]})
+    submit(course, "thread_pool", NB00, solutions={CELL: THREAD_POOL})
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -358,7 +366,8 @@ def test_submissions_that_slept_are_not_graded_again(graded):
                                             ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
                                             ("grade_id_list", "are missing"), ("hard_link", "hard link"),
                                             ("linked_student", "is a symbolic link"), ("fifo", "not a regular file"),
-                                            ("directory", "not a regular file"), ("utf16", "not valid JSON")])
+                                            ("directory", "not a regular file"), ("utf16", "not valid JSON"),
+                                            ("thread_pool", "cannot start another: compute without threads")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
@@ -390,7 +399,7 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    students = len(ATTACKS) + len(HONEST) + 2 + 12 + 2
+    students = len(ATTACKS) + len(HONEST) + 2 + 12 + 3
     graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
     assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
     assert len(graded["marks"]) == students
@@ -449,3 +458,14 @@ def test_a_second_installed_copy_of_the_course_is_hidden_too(tmp_path, monkeypat
     marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}
     assert marks["cheater"].score == 0.0 and "ModuleNotFoundError" in marks["cheater"].message, marks["cheater"].message
     assert marks["honest"].score == 1.0, marks["honest"].message
+
+
+def test_a_flood_of_short_report_lines_is_cut_at_the_line_limit():
+    """Independent red team, attack 4: 16 MiB of ``{}`` lines were 5.6 million parses in the grader's process (about
+    3 s of its CPU a submission); now at most ``report_lines`` lines are read, whatever the chunks."""
+    got = []
+    lines = sandbox._Lines(16 << 20, 1 << 20, 100, got.append)
+    for chunk in (b'{"a": 1}\n' * 30, b'{"a": 2}\n{"a"', b': 3}\n' + b"{}\n" * 100_000, b'{"a": 4}\n'):
+        lines.take(chunk)
+    assert len(got) == 100 and got[:32] == [{"a": 1}] * 30 + [{"a": 2}, {"a": 3}] and lines.lines == 100
+    assert sandbox.DEFAULT_LIMITS.report_lines >= 1000  # an honest notebook sends a few hundred lines at most
