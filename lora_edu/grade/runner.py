@@ -90,6 +90,23 @@ def read_notebook(path: str, solution_ids: list, functions: list) -> tuple[list,
     return answers, {"answer_cells": len(answers), "elsewhere": sorted(elsewhere)}
 
 
+def _tolerate_notebook_habits(shell) -> None:
+    """Let a shell escape, ``%pip`` and ``%matplotlib inline`` in an answer cell do nothing, as they do nothing to a graded value.
+
+    Why (independent red team, attack 5): in the student's kernel they work; here the sandbox starts no process and
+    shows no GUI, so ``!pip install ...`` and ``%pip`` raised OSError and ``%matplotlib inline`` NotImplementedError,
+    and the rest of the cell, the graded ``def`` among it, never ran: an honest answer scored 0.
+    """
+    from IPython.utils.text import SList
+
+    def skipped(cmd, *args, **kwargs):
+        print(f"grader: skipped the shell command {str(cmd)[:80]!r} (the grader runs none)")
+
+    shell.system = shell.system_piped = shell.system_raw = skipped
+    shell.getoutput = lambda cmd, *args, **kwargs: skipped(cmd) or SList()
+    shell.enable_gui = lambda gui=None: None
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         job = json.load(f)
@@ -114,6 +131,7 @@ def main() -> None:
     config.HistoryManager.enabled = False  # nothing to keep, and its writer would be a thread (the sandbox allows none)
     config.InteractiveShell.colors = "NoColor"  # tracebacks land in the grader's log as plain text
     shell = InteractiveShell.instance(config=config)
+    _tolerate_notebook_habits(shell)
     # Before any student code runs: the inputs (torch, if they are tensors) and the notebook's imports the
     # student's code names, so that no limit can interrupt an import half-way and no call pays for one.
     inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]

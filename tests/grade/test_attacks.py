@@ -177,6 +177,10 @@ HONEST = {
     # whole process with exit code 1 before OMP_THREAD_LIMIT=1 (independent red team, attack 3)
     "honest_torch_threads": ("import torch\ntorch.set_num_threads(2)\nx = torch.randn(512, 512) @ torch.randn(512, 512)\n"
                              "def lora_params(d, k, r):\n    torch.set_num_threads(4)\n    (x @ x).sum()\n    return r * (d + k)\n"),
+    # notebook habits left in the answer cell: a shell escape, %pip, %matplotlib inline raised OSError or
+    # NotImplementedError in the sandbox and the def below them never ran (independent red team, attack 5)
+    "honest_habits": ("!pip install numpy\n%pip install numpy\nfiles = !ls\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                      "plt.plot([1, 2]); plt.show()\ndef lora_params(d, k, r):\n    return r * (d + k)\n"),
 }
 #: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
 THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
