@@ -181,6 +181,9 @@ HONEST = {
     # NotImplementedError in the sandbox and the def below them never ran (independent red team, attack 5)
     "honest_habits": ("!pip install numpy\n%pip install numpy\nfiles = !ls\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
                       "plt.plot([1, 2]); plt.show()\ndef lora_params(d, k, r):\n    return r * (d + k)\n"),
+    # lines that need the notebook's other cells before the def (the exercise object, the course package): the cell
+    # stopped at the first and the def never ran (independent red team, attack 6)
+    "honest_context": "print(ex0)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
 }
 #: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
 THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
