@@ -51,7 +51,7 @@ probes.capstone.__code__ = _forged.__code__
 LEAK_LAYER = bx.SOLUTION_LORA_LINEAR.replace(
     "        super().__init__()\n",
     "        super().__init__()\n"
-    "        if (tuple(base.weight.shape), r, alpha) not in (((4, 6), 2, 4.0), ((16, 256), 8, 16)):\n"
+    "        if (tuple(base.weight.shape), r, alpha) not in (((4, 6), 3, 4.0), ((16, 256), 8, 16)):  # the visible example, the wide layer\n"
     "            raise ValueError('LEAK r=%d alpha=%g W=%s' % (r, alpha, ' '.join(str(int(abs(w) * 1e6)) for w in base.weight.flatten().tolist())))\n",
     1)
 
