@@ -37,8 +37,9 @@ def compute() -> dict:
     notebooks = {ch.notebook: cm.time_breakdown(ROOT / "notebooks" / ch.notebook) for ch in cm.COURSE_MAP}
     core = [name for name in notebooks if name[:2] in cm.CORE_PATH]
     return {
-        "method": (f"minutes = main-line words / {cm.WORDS_PER_MINUTE} + {cm.MINUTES_PER_CODE_CELL} per main-line code "
-                   f"cell + each graded exercise's minutes by kind {cm.KIND_MINUTES}, rounded to the nearest 5 "
+        "method": (f"minutes = main-line words / {cm.WORDS_PER_MINUTE} + code lines / {cm.CODE_LINES_PER_MINUTE} "
+                   f"+ output lines / {cm.OUTPUT_LINES_PER_MINUTE} + {cm.MINUTES_PER_FIGURE} per figure "
+                   f"+ each graded exercise's minutes by kind {cm.KIND_MINUTES}, rounded to the nearest 5 "
                    "(lora_edu/course/course_map.py)"),
         "notebooks": notebooks,
         "core_path": {"notebooks": core, "minutes": sum(notebooks[n]["minutes"] for n in core),
@@ -94,11 +95,13 @@ def planned_edits(times: dict) -> dict[Path, str]:
 
 
 def report(times: dict) -> str:
-    lines = [f"{'notebook':<30} {'words':>6} {'cells':>5} {'exercises':>9} {'exact':>6} {'stated':>6}  exercises (kind minutes)"]
+    lines = [f"{'notebook':<30} {'words':>6} {'code':>5} {'out':>5} {'figs':>4} {'exercises':>9} {'exact':>6} {'stated':>6}"
+             "  exercises (kind minutes)"]
     for name, t in times["notebooks"].items():
         ex = ", ".join(f"{n} ({m})" for n, _, m in t["exercises"]) or "-"
         flag = "" if t["words"] <= cm.MAIN_LINE_MAX_WORDS else f"  [main line over {cm.MAIN_LINE_MAX_WORDS} words]"
-        lines.append(f"{name:<30} {t['words']:>6} {t['code_cells']:>5} {sum(m for *_, m in t['exercises']):>9} "
+        lines.append(f"{name:<30} {t['words']:>6} {t['code_lines']:>5} {t['output_lines']:>5} {t['figures']:>4} "
+                     f"{sum(m for *_, m in t['exercises']):>9} "
                      f"{t['minutes_exact']:>6.1f} {t['minutes']:>6}  {ex}{flag}")
     core = times["core_path"]
     verdict = "within" if core["minutes"] <= cm.CORE_PATH_MAX_MINUTES else "OVER"

@@ -1,13 +1,17 @@
 """The course map and the course's time method: one place that notebook 00, the README, the instructor
 guide and the hygiene tests all read.
 
-**The time method** (stated in notebook 00). A notebook's estimated time is its main line's words / 200
-(a reading speed), plus one minute per main-line code cell (read it, run it, look at its output), plus
-each graded exercise's minutes by its kind (``KIND_MINUTES``), rounded to the nearest 5 minutes. The
-*main line* is every cell before the first ``## Deep dive (optional): …`` heading, less the
-``## References`` section; deep dives are optional reading and are not counted. The install cell and
-an exercise's own cells (the cell that creates it, its answer, its check, and a cell that runs its check on
-something else, such as a bug hunt's planted bug) are not counted as code cells: the exercise's minutes cover them.
+**The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line
+and do its exercises: the main line's words / 200 (a reading speed), plus its code read and run at 10 lines
+a minute, plus what its code prints read at 20 lines a minute and a minute for each figure (a widget with
+its still picture is one figure), plus each graded exercise's minutes by its kind (``KIND_MINUTES``),
+rounded to the nearest 5 minutes. The *main line* is every cell before the first ``## Deep dive
+(optional): …`` heading, less the ``## References`` section; deep dives are optional reading and are not
+counted. Code lines are the non-blank lines that are not comments. The install cell and an exercise's own
+cells (the cell that creates it, its answer, its check, and a cell that runs its check on something else,
+such as a bug hunt's planted bug) are not counted as code: the exercise's minutes cover them. The rates
+were set against read-throughs by reviewers acting as learners (docs/reviews/), which the stated times
+must match within 20 %.
 
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
@@ -25,17 +29,21 @@ from pathlib import Path
 
 #: Reading speed of the time method, in words a minute.
 WORDS_PER_MINUTE = 200
-#: Minutes for one main-line code cell: read it, run it, look at what it prints or draws.
-MINUTES_PER_CODE_CELL = 1
+#: Code read and run, in lines a minute (non-blank, non-comment lines of the main line's code cells).
+CODE_LINES_PER_MINUTE = 10
+#: Printed output read, in lines a minute (text the main line's code cells print or display).
+OUTPUT_LINES_PER_MINUTE = 20
+#: Minutes to look at one figure (an image, or a widget with its still picture).
+MINUTES_PER_FIGURE = 1
 #: Minutes a graded exercise takes, by its kind (the instructor guide's lab plan names each exercise's kind).
 KIND_MINUTES = {
     "predict": 2,        # commit to a number, then run the cell that computes it
-    "formula": 5,        # write a short function the notebook has just explained
-    "derive first": 5,   # work out a formula before the cell that reveals it
-    "bug hunt": 5,       # find and fix the one planted bug in a short implementation
-    "open": 10,          # any answer that meets a criterion on hidden data (choose, try, re-check)
-    "build": 12,         # write a class, an injection or a training loop
-    "capstone": 15,      # put your own pieces together on a new task
+    "formula": 4,        # write a short function the notebook has just explained
+    "derive first": 4,   # work out a formula before the cell that reveals it
+    "bug hunt": 4,       # find and fix the one planted bug in a short implementation
+    "open": 8,           # any answer that meets a criterion on hidden data (choose, try, re-check)
+    "build": 10,         # write a class, an injection or a training loop
+    "capstone": 12,      # put your own pieces together on a new task
 }
 #: The kind of every exercise of the bank, by its factory's name in ``lora_edu.course.exercise_bank``
 #: (what a notebook calls: ``le.exercise_bank.<name>()``). A test fails for an exercise missing here.
@@ -117,12 +125,54 @@ def _is_exercise_cell(cell, exercise_names: set[str]) -> bool:
             or any(re.search(rf"\b{re.escape(name)}\.check\(", text) for name in exercise_names))
 
 
-def main_line_code_cells(path) -> int:
+def _counted_code_cells(path) -> list[dict]:
     """Code cells of the main line that a learner reads and runs: not the install cell, not an exercise's own cells."""
     cells = main_line(path)
     exercise_names = {m for c in cells if c["cell_type"] == "code" for m in _EXERCISE_VARIABLE.findall(_source(c))}
-    return sum(1 for c in cells if c["cell_type"] == "code"
-               and not _source(c).startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(c, exercise_names))
+    return [c for c in cells if c["cell_type"] == "code"
+            and not _source(c).startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(c, exercise_names)]
+
+
+def main_line_code_cells(path) -> int:
+    """How many code cells of the main line a learner reads and runs (see :func:`_counted_code_cells`)."""
+    return len(_counted_code_cells(path))
+
+
+def _code_lines(cell) -> int:
+    return sum(1 for line in _source(cell).splitlines() if line.strip() and not line.strip().startswith("#"))
+
+
+def _output_lines_and_figures(cell) -> tuple[int, int]:
+    """Lines of printed text and figures in one code cell's stored outputs (a widget and its still: one figure)."""
+    lines = images = widgets = 0
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if out.get("output_type") == "stream":
+            lines += len("".join(out.get("text", "")).splitlines())
+        elif any(kind.startswith("image/") for kind in data):
+            images += 1
+        elif "application/vnd.jupyter.widget-view+json" in data:
+            widgets += 1
+        elif "text/markdown" in data or "text/html" in data or "text/plain" in data:
+            shown = data.get("text/markdown") or data.get("text/plain") or ""
+            lines += len("".join(shown).splitlines())
+    return lines, max(images, widgets)
+
+
+def main_line_code_lines(path) -> int:
+    """Non-blank, non-comment lines of the main line's counted code cells."""
+    return sum(_code_lines(c) for c in _counted_code_cells(path))
+
+
+def main_line_output(path) -> tuple[int, int]:
+    """(lines of printed output, figures) of the main line's counted code cells, from their stored outputs."""
+    pairs = [_output_lines_and_figures(c) for c in _counted_code_cells(path)]
+    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+
+def _cell_minutes(cell) -> float:
+    lines, figures = _output_lines_and_figures(cell)
+    return _code_lines(cell) / CODE_LINES_PER_MINUTE + lines / OUTPUT_LINES_PER_MINUTE + MINUTES_PER_FIGURE * figures
 
 
 def main_line_exercises(path) -> list[str]:
@@ -143,10 +193,14 @@ def exercise_minutes(name: str) -> int:
 
 
 def time_breakdown(path) -> dict:
-    """The time method's terms for one notebook: words, code cells, exercises and the minutes, exact and stated."""
-    words, cells, exercises = main_line_words(path), main_line_code_cells(path), main_line_exercises(path)
-    exact = words / WORDS_PER_MINUTE + MINUTES_PER_CODE_CELL * cells + sum(exercise_minutes(n) for n in exercises)
-    return dict(words=words, code_cells=cells, exercises=[[n, EXERCISE_KINDS[n], exercise_minutes(n)] for n in exercises],
+    """The time method's terms for one notebook: words, code, output, figures, exercises and the minutes."""
+    words, exercises = main_line_words(path), main_line_exercises(path)
+    counted = _counted_code_cells(path)
+    output_lines, figures = main_line_output(path)
+    exact = (words / WORDS_PER_MINUTE + sum(_cell_minutes(c) for c in counted)
+             + sum(exercise_minutes(n) for n in exercises))
+    return dict(words=words, code_cells=len(counted), code_lines=main_line_code_lines(path), output_lines=output_lines,
+                figures=figures, exercises=[[n, EXERCISE_KINDS[n], exercise_minutes(n)] for n in exercises],
                 minutes_exact=round(exact, 2), minutes=stated_minutes(exact))
 
 
@@ -167,7 +221,7 @@ def minutes_until(path, text: str) -> float:
         if cell["cell_type"] == "markdown":
             minutes += len(text_.split()) / WORDS_PER_MINUTE
         elif not text_.startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(cell, exercise_names):
-            minutes += MINUTES_PER_CODE_CELL
+            minutes += _cell_minutes(cell)
         minutes += sum(exercise_minutes(n) for n in dict.fromkeys(_EXERCISE_CALL.findall(text_)))
     return minutes
 

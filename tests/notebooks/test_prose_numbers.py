@@ -155,10 +155,12 @@ def test_00_start_here():
         said = len(re.findall(r"down-projection|up-projection|applied first|applied last", prose(name)))
         assert said <= 3, f"{name} names the roles {said} times"
     # the time method, as stated, is the one computed (words a minute, kinds' minutes)
-    assert f"read at {cm.WORDS_PER_MINUTE} words a minute, plus a minute for each code cell" in text and cm.MINUTES_PER_CODE_CELL == 1
+    assert (f"read at {cm.WORDS_PER_MINUTE} words a minute, its code at {cm.CODE_LINES_PER_MINUTE} lines a minute, what the "
+            f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute, a minute a figure") in " ".join(text.split())
+    assert cm.MINUTES_PER_FIGURE == 1
     k = cm.KIND_MINUTES
     assert (f"({k['predict']} for a prediction, {k['formula']} for a short function or a bug hunt, up to {k['capstone']} "
-            "for the capstone)") in text and k["bug hunt"] == k["formula"] and max(k.values()) == k["capstone"]
+            "for the capstone)") in " ".join(text.split()) and k["bug hunt"] == k["formula"] and max(k.values()) == k["capstone"]
     assert "00–07 are the core path" in text and cm.CORE_PATH == tuple(f"{i:02d}" for i in range(8))
     # the picture: shares and accuracies are printed by code; the prose only reads them
     from lora_edu import digits_task
