@@ -119,7 +119,7 @@ def _define_anyway(shell, source: str, cell_limits: dict) -> None:
 
     try:
         tree = ast.parse(shell.transform_cell(source))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except Exception:  # a cell IPython cannot transform or Python cannot parse: nothing to define
         return
     kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
     for node in (n for n in tree.body if isinstance(n, kinds)):
