@@ -9,8 +9,7 @@ from importlib import resources
 
 import matplotlib.pyplot as plt
 
-from lora_edu.core.memory import (CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate,
-                                  parameter_counts, usable_memory)
+from lora_edu.core.memory import CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate, parameter_counts, usable_memory
 from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
