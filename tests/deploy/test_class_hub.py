@@ -151,6 +151,17 @@ ATTACK_AT_GRADING = """import os, glob
     return len(leaked) + 12345"""
 
 
+def read_verdict(out: str) -> dict:
+    """The JSON verdict the attack probe prints, without what her kernel printed after it.
+
+    Her port scan also knocks on her own kernel's subprocess-output pipe (a ZMQ PULL socket on 127.0.0.1), and
+    ipykernel reports the malformed message it got ("Bad pipe message: [...]") on the kernel's stderr, which can
+    arrive after the verdict: only the first JSON value after the marker is the verdict.
+    """
+    verdict, _ = json.JSONDecoder().raw_decode(out.split("VERDICT", 1)[1])
+    return verdict
+
+
 def attack_probe(site: hd.ClassSite, alice_folder: str) -> str:
     """Python for mallory's kernel: try everything a student should not be able to do; print one JSON verdict."""
     s = site.settings()
@@ -323,7 +334,7 @@ def test_a_class_end_to_end(klass):
     # mallory: everything a student should not be able to do, from her kernel.
     mallory = students["mallory"]
     out = mallory.run_code(attack_probe(site, alice_folder))
-    verdict = json.loads(out.split("VERDICT", 1)[1])
+    verdict = read_verdict(out)
     print("attack verdict:", json.dumps(verdict, indent=1))
     assert not [p for p, v in verdict["read"].items() if v.startswith("READ")], verdict["read"]
     assert not [p for p, v in verdict["list"].items() if v.startswith("LISTED")], verdict["list"]
@@ -383,7 +394,7 @@ def test_a_class_end_to_end(klass):
 
     # Students fetch their feedback; it holds their marks and reasons and no hidden case.
     seed = json.loads((course / "grading_run.json").read_text())["seed"]
-    hidden = hidden_cases(course / "source" / site.assignment, seed)
+    hidden = hidden_cases(course / "source" / site.assignment, seed, [user(s) for s in STUDENTS])
     for short, expected in (("alice", "4 / 4"), ("bob", "0 / 2"), ("dave", "2 / 2"), ("erin", "0 / 2")):
         person = students[short]
         person.assignments("fetch_feedback", site.course_id, site.assignment)
@@ -401,7 +412,7 @@ def test_a_class_end_to_end(klass):
         assert expected.split(" / ")[1] in text
 
     # After grading, mallory still reaches none of the grader's secrets.
-    again = json.loads(mallory.run_code(attack_probe(site, alice_folder)).split("VERDICT", 1)[1])
+    again = read_verdict(mallory.run_code(attack_probe(site, alice_folder)))
     assert not [p for p, v in again["read"].items() if v.startswith("READ")], again["read"]
 
 
@@ -427,8 +438,9 @@ def listening_ports(name: str) -> dict[int, str]:
     return found
 
 
-def hidden_cases(source: Path, seed: int) -> list[str]:
-    """The hidden cases this grading run drew (from its seed), as the feedback would show inputs: none may appear."""
+def hidden_cases(source: Path, seed: int, students: list[str]) -> list[str]:
+    """The hidden cases this grading run drew for these students (from its seed and each student's id), as the
+    feedback would show inputs: none may appear."""
     from lora_edu.course.exercises import _show_inputs
     from lora_edu.grade import sandbox
     from lora_edu.grade.course_folder import read_source
@@ -437,8 +449,8 @@ def hidden_cases(source: Path, seed: int) -> list[str]:
     shown = []
     for i, path in enumerate(sorted(source.glob("*.ipynb"))):
         notebook = _Notebook(read_source(path), seed, i, sandbox.DEFAULT_LIMITS)
-        for cases in notebook.cases.values():  # cases[0] is the visible example, which feedback may show
-            visible = _show_inputs(cases[0][1]) if cases else ""
+        for cases in (c for student in students for c in notebook.cases(student).values()):
+            visible = _show_inputs(cases[0][1]) if cases else ""   # cases[0] is the visible example, which feedback may show
             shown += [s for _, inputs in cases[1:] if "=" in (s := _show_inputs(inputs)) and s != visible]  # values, not just shapes
     return shown
 
