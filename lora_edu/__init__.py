@@ -11,7 +11,8 @@ Three kinds of module, three sub-packages:
   injection (``lora``), adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model
   (``memory``, ``sharding``), NF4 (``nf4``), the variants' layers (``variants``), low-rank algebra
   (``lowrank``), subspace similarity (``subspace``), FLOP counts and step timings (``timing``), the
-  offline SmolLM2 loader (``smollm2``), training the top layers on cached inputs (``layer_cache``). No plotting, no widgets: usable from a script or a GPU benchmark.
+  offline SmolLM2 loader (``smollm2``), training the top layers on cached inputs (``layer_cache``).
+  No plotting, no widgets: usable from a script or a GPU benchmark.
 * ``lora_edu.lessons``: computations that exist for one notebook's figures and tables, one module per
   notebook: the 4×4 worked example (``worked_example``, 02-03), rank experiments (04), PEFT's pitfalls
   reproduced (``pitfalls``, 06), the chat task (07), the variants' runs (08), the paper's analyses (09),
