@@ -240,11 +240,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (the update is scaled by alpha/r)")
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated names of the linear layers to adapt")
     p.add_argument("--top-layers", type=int, default=None, help="adapt only the last K layers, on cached lower-layer outputs")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps")
+    p.add_argument("--batch-size", type=int, default=8, help="examples a step")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, constant over the steps")
     p.add_argument("--max-length", type=int, default=512, help="longest example, in tokens")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the LoRA A matrices and the order of the batches")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, mps")
     return p
 
