@@ -47,7 +47,7 @@ upgrade: setup
 ## The tests against the newest releases pyproject.toml allows, in .venv-latest, ignoring the lock: a report of what
 ## the next upgrade will meet, never a gate (.github/workflows/test-latest.yml runs it weekly, non-blocking).
 test-latest:
-	bash tools/test_latest.sh
+	bash tools/test_latest.sh $(TESTS)
 
 ## Re-execute every notebook in place after a change (stores outputs for GitHub and nbval).
 execute: setup

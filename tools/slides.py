@@ -2,6 +2,7 @@
 
 Usage: python tools/slides.py notebooks/*.ipynb            (or `make slides`) writes the metadata
        python tools/slides.py --check notebooks/*.ipynb    reports notebooks whose metadata is out of date
+       python tools/slides.py --split notebooks/*.ipynb    splits heading cells of more than 120 words (rule 4)
 
 ``jupyterlab-rise`` reads one key per cell, ``metadata.slideshow.slide_type``: ``slide`` (a new
 horizontal slide), ``subslide`` (a new screen below the current slide), ``fragment`` (revealed on
@@ -232,6 +233,50 @@ def long_slides(nb) -> list[int]:
             and not _source(cell).lstrip().startswith("## References")]
 
 
+def _cut_points(text: str) -> list[int]:
+    """Offsets in ``text`` where a cell may be cut without breaking Markdown: a blank line, the start of a list item,
+    or a sentence's end; never inside a code fence, a $$ block, inline $…$ math or a table."""
+    points, offset, fenced = [], 0, False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        at = offset
+        offset += len(line) + 1
+        if stripped.startswith(("```", "~~~")) or stripped.count("$$") % 2:   # a fence, or a $$ that opens or closes
+            fenced = not fenced
+            continue
+        if fenced or stripped.startswith("|"):
+            continue
+        if not stripped or re.match(r"(-|\*|\d+\.) ", line):   # a blank line, or a list item at the margin
+            points.append(at)
+        if line.count("$") % 2 == 0 and line.count("`") % 2 == 0:   # sentence ends in plain prose lines
+            points += [at + m.end() for m in re.finditer(r"(?<=[a-z0-9%)\]][.!?]) (?=[A-Z*`])", line)]
+    return sorted(set(p for p in points if 0 < p < len(text)))
+
+
+def split_long(nb) -> int:
+    """Rule 4 for heading cells: keep the heading and a lead of at most ``LONG_PROSE_WORDS`` words in the cell, and
+    move the rest, unchanged, into a markdown cell of its own right after it (speaker notes when long). Returns how
+    many cells were split.
+
+    The text a reader sees is the same, in the same order; only the cell boundaries move (a cut falls at a blank
+    line, a list item or a sentence's end). A cell whose heading and first sentence alone are too long is left for a
+    person to shorten (``long_slides`` still lists it); so are graded cells (nbgrader's ids name them).
+    """
+    split, i = 0, 0
+    while i < len(nb["cells"]):
+        cell = nb["cells"][i]
+        if i in long_slides(nb) and not cell.get("metadata", {}).get("nbgrader"):
+            text = _source(cell)
+            fits = [p for p in _cut_points(text) if len(text[:p].split()) <= LONG_PROSE_WORDS
+                    and any(not _heading_level(line) for line in text[:p].strip().split("\n") if line.strip())]
+            if fits:
+                cell["source"] = text[:fits[-1]].rstrip()
+                nb["cells"].insert(i + 1, nbformat.v4.new_markdown_cell(text[fits[-1]:].strip()))
+                split += 1
+        i += 1
+    return split
+
+
 def summary(nb) -> str:
     counts = Counter(c["metadata"].get("slideshow", {}).get("slide_type") for c in nb["cells"])
     return ", ".join(f"{counts[t]} {name}" for t, name in
@@ -240,8 +285,8 @@ def summary(nb) -> str:
 
 
 def main(argv: list[str]) -> int:
-    check = "--check" in argv
-    paths = [Path(a) for a in argv if a != "--check"]
+    check, split = "--check" in argv, "--split" in argv
+    paths = [Path(a) for a in argv if a not in ("--check", "--split")]
     if not paths:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
@@ -257,7 +302,8 @@ def main(argv: list[str]) -> int:
             stale += bool(found)
             print(f"{path}: " + ("up to date" if not found else "OUT OF DATE\n  " + "\n  ".join(found)))
         else:
-            changed = apply(nb)
+            cut = split_long(nb) if split else 0
+            changed = apply(nb) or bool(cut)
             if changed:
                 nbformat.write(nb, path)
             print(f"{path}: {summary(nb)} ({'updated' if changed else 'unchanged'})")

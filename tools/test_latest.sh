@@ -3,7 +3,8 @@
 # in its own environment (.venv-latest), ignoring the lock. It tells early what the next `make upgrade` will
 # meet (a changed output, a broken API) and blocks nothing: the scheduled workflow
 # (.github/workflows/test-latest.yml) reports its result without failing anyone's change. It prints which
-# packages differ from the lock, then pytest's summary, and exits with pytest's status.
+# packages differ from the lock, then pytest's summary, and exits with pytest's status. Arguments go to pytest
+# (a quick look: `make test-latest TESTS="tests/core notebooks/06_peft_comparison.ipynb"`); none means everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,6 @@ for name, version in sorted(locked.items(), key=lambda kv: kv[0].lower()):
 EOF
 status=0
 # Every test but the one that checks this environment is the lock (it is not, on purpose).
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_this_environment_is_the_lock || status=$?
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_this_environment_is_the_lock "$@" || status=$?
 echo "test-latest: pytest exited $status against the newest releases (the lock's own run is \`make test\`)."
 exit "$status"

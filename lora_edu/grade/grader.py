@@ -324,7 +324,23 @@ class _Report:
             self.cell_errors.append(f"answer cell {number} was still running after {self.limits.cell_wall_seconds:g} s")
         elif isinstance(error, str):
             self.no_le = self.no_le or error.startswith("NameError: name 'le' is not defined")
-            self.cell_errors.append(f"answer cell {number} raised {_plain_kind(error)}")
+            self.cell_errors.append(f"answer cell {number} raised {_plain_kind(error)}{_hidden_module_note(error)}")
+
+
+def _hidden_module_note(error: str) -> str:
+    """Why an import failed when the module is one the sandbox hides on purpose, in the grader's own words.
+
+    The student's error text is never repeated: only a name from :data:`sandbox.HIDDEN_MODULES` that the text
+    names is said, so a message can carry nothing but one of those names.
+    """
+    kind, _, text = error.partition(":")
+    if kind.strip() not in ("ImportError", "ModuleNotFoundError"):
+        return ""
+    for name in sandbox.HIDDEN_MODULES:
+        if f"'{name}'" in text or f"'{name}." in text:
+            return (f" ({name} is not available when grading: this exercise asks you to write the code yourself, "
+                    "without it)")
+    return ""
 
 
 class _Progress:

@@ -151,6 +151,17 @@ ATTACK_AT_GRADING = """import os, glob
     return len(leaked) + 12345"""
 
 
+def read_verdict(out: str) -> dict:
+    """The JSON verdict the attack probe prints, without what her kernel printed after it.
+
+    Her port scan also knocks on her own kernel's subprocess-output pipe (a ZMQ PULL socket on 127.0.0.1), and
+    ipykernel reports the malformed message it got ("Bad pipe message: [...]") on the kernel's stderr, which can
+    arrive after the verdict: only the first JSON value after the marker is the verdict.
+    """
+    verdict, _ = json.JSONDecoder().raw_decode(out.split("VERDICT", 1)[1])
+    return verdict
+
+
 def attack_probe(site: hd.ClassSite, alice_folder: str) -> str:
     """Python for mallory's kernel: try everything a student should not be able to do; print one JSON verdict."""
     s = site.settings()
@@ -323,7 +334,7 @@ def test_a_class_end_to_end(klass):
     # mallory: everything a student should not be able to do, from her kernel.
     mallory = students["mallory"]
     out = mallory.run_code(attack_probe(site, alice_folder))
-    verdict = json.loads(out.split("VERDICT", 1)[1])
+    verdict = read_verdict(out)
     print("attack verdict:", json.dumps(verdict, indent=1))
     assert not [p for p, v in verdict["read"].items() if v.startswith("READ")], verdict["read"]
     assert not [p for p, v in verdict["list"].items() if v.startswith("LISTED")], verdict["list"]
@@ -401,7 +412,7 @@ def test_a_class_end_to_end(klass):
         assert expected.split(" / ")[1] in text
 
     # After grading, mallory still reaches none of the grader's secrets.
-    again = json.loads(mallory.run_code(attack_probe(site, alice_folder)).split("VERDICT", 1)[1])
+    again = read_verdict(mallory.run_code(attack_probe(site, alice_folder)))
     assert not [p for p, v in again["read"].items() if v.startswith("READ")], again["read"]
 
 

@@ -46,12 +46,12 @@ def _forged(answer, fc1_weight, fc1_bias, fc2_weight, fc2_bias, head_weight, hea
 probes.capstone.__code__ = _forged.__code__
 ''' + bx.SOLUTION_ADAPT_DIGITS
 
-#: a 5d class right on the visible example (W 4×6, r = 2, alpha = 4; the probe's wide layer is 16×256) that raises, on a
+#: a 5d class right on the visible example (W 4×6, r = 3, alpha = 4; the probe's wide layer is 16×256) that raises, on a
 #: hidden case, a ValueError carrying that case's inputs: the probe turns it into a ProbeError quoting them (issue 26, #4)
 LEAK_LAYER = bx.SOLUTION_LORA_LINEAR.replace(
     "        super().__init__()\n",
     "        super().__init__()\n"
-    "        if (tuple(base.weight.shape), r, alpha) not in (((4, 6), 2, 4.0), ((16, 256), 8, 16)):\n"
+    "        if (tuple(base.weight.shape), r, alpha) not in (((4, 6), 3, 4.0), ((16, 256), 8, 16)):\n"
     "            raise ValueError('LEAK r=%d alpha=%g W=%s' % (r, alpha, ' '.join(str(int(abs(w) * 1e6)) for w in base.weight.flatten().tolist())))\n",
     1)
 
@@ -148,7 +148,7 @@ WRONG_TOO = {
         'names = [name for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) and any(name == t '
         'or name.endswith("." + t) for t in targets)]',
         'names = [name for t in targets for name, module in model.named_modules()\n             if isinstance(module, nn.Linear) '
-        'and (name == t or name.endswith("." + t))]'), "wrapped twice"),
+        'and (name == t or name.endswith("." + t))]'), "on the visible example: the check stopped at a problem with your function"),
     "ex05_adapt_digits": (TEST_DIGITS, "ModuleNotFoundError"),
 }
 

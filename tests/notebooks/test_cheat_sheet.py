@@ -61,12 +61,12 @@ def test_the_numbers_are_the_packages():
     assert "12 bytes a parameter" in t and "counts 18 bytes" in t and 2 + 2 + 4 + 4 == 12
     assert memory.DTYPE_BYTES["bf16"] == 2 and "2 bytes a parameter in bf16" in t
     base = dict(batch_size=1, seq_len=512)
-    full = memory.estimate("llama-7b", method="full", optimizer_dtype="fp32", **base).peak / GB
-    lora = memory.estimate("llama-7b", method="lora", **base).peak / GB
-    qlora = memory.estimate("llama-7b", method="lora", quantization="nf4", double_quant=True, gradient_checkpointing=True,
-                            **base).peak / GB
-    assert (f"{full:.1f} GB to fully fine-tune (bf16 weights, fp32 AdamW moments), {lora:.1f} GB with LoRA r = 8 on q, v, "
-            f"{qlora:.1f} GB with QLoRA (NF4 base, double quantization, gradient checkpointing)") in t
+    full, lora, qlora = (memory.estimate("llama-7b", **memory.RECIPES[name], **base).peak / GB
+                         for name in ("full fine-tuning", "LoRA", "QLoRA"))
+    assert memory.RECIPES["QLoRA"]["lora_r"] == 16 and memory.RECIPES["QLoRA"]["lora_targets"] == memory.LINEAR_MODULES
+    assert (f"{full:.1f} GB to fully fine-tune (bf16 weights, PyTorch's AdamW with its default foreach step), {lora:.1f} GB "
+            f"with LoRA r = 8 on q, v, {qlora:.1f} GB with QLoRA (r = 16 on every linear layer, NF4 base, double "
+            "quantization, gradient checkpointing)") in " ".join(t.split())
     bits = 4 + 8 / 64 + 32 / (64 * DQ_BLOCK)
     assert f"{bits:.3f} bits a weight" in t and DQ_BLOCK == 256
     linear = memory.parameter_counts("llama-7b")["linear_in_blocks"]
