@@ -20,6 +20,7 @@ What `setup` makes (every path is an option; the defaults are for a server that 
 - the Jupyter configuration both kinds of server read (``--etc``, default /etc/lora-class): ``common/`` (the
   exchange, the course id), ``learner/`` (nbgrader's instructor tools off, its Assignments panel on) and
   ``instructor/`` (all of nbgrader, the course folder); JupyterHub's settings in ``class.json``;
+- the kernels' IPython configuration in the environment (``<venv>/etc/ipython``, :data:`KERNEL_CONFIG`);
 - the instructor's course folder ``~INSTRUCTOR/<course-id>/`` (nbgrader's ``source/``), home made 0700;
 - the hub's state folder, ``--state`` (default /srv/lora-hub, 0700, root's): its database, cookie secret and
   the proxy's process id.
@@ -170,6 +171,35 @@ c.Exchange.root = {str(args.exchange)!r}
                                                         "KernelManager": {"transport": "ipc"}}, indent=1))
 
 
+#: every kernel of the class's environment reads this (IPython's configuration in ``<venv>/etc/ipython``). ipykernel
+#: listens on a TCP port of 127.0.0.1 for its forked subprocesses' output (a PULL socket; KernelManager.transport
+#: "ipc" does not move it) and prints any message without its random key, key and content, to the kernel's stderr,
+#: which ipykernel 7 forwards into the notebook's output: a classmate could write any text into a running cell of
+#: yours ("Bad pipe message: ... MALLORY SAYS: ..."), as often as she liked. This keeps messages with the key (a
+#: forked subprocess's output) and drops the rest without a word (the independent red team, issue 28).
+KERNEL_CONFIG = """# Written by deploy/install_class.py: every kernel of the class (its environment's IPython configuration).
+c = get_config()  # noqa: F821
+c.IPKernelApp.exec_lines = ['''
+def _lora_class_quiet_pipe():
+    from ipykernel.kernelapp import IPKernelApp
+    iopub = IPKernelApp.instance().iopub_thread
+    pipe = getattr(iopub, "_pipe_in", None)
+    if pipe is None:
+        return
+    def keyed_only(msg):
+        if iopub._pipe_flag and iopub._is_master_process() and msg and msg[0] == iopub._pipe_uuid:
+            iopub.send_multipart(msg[1:])
+    iopub.io_loop.add_callback(pipe.on_recv, keyed_only)
+_lora_class_quiet_pipe()
+del _lora_class_quiet_pipe
+''']
+"""
+
+
+def kernel_config(venv: Path) -> None:
+    write(venv / "etc" / "ipython" / "ipython_kernel_config.py", KERNEL_CONFIG)
+
+
 def instructor_config(etc: Path, course: Path) -> None:
     write(etc / "jupyter" / "instructor" / "nbgrader_config.py",
           f"# Written by deploy/install_class.py: the instructor's course folder.\nc = get_config()  # noqa: F821\n"
@@ -209,6 +239,7 @@ def setup(args) -> dict:
     common_config(etc, args)
     learner_config(etc)
     instructor_config(etc, course)
+    kernel_config(Path(args.venv))
     make_dir(Path(args.state), 0o700)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in DEFAULTS or k in ("instructor", "proxy")}
     settings["jupyter_config"] = {mode: str(etc / "jupyter" / mode) for mode in ("common", "learner", "instructor")}

@@ -14,6 +14,8 @@ naming class.json. Why each choice:
 - **Two modes.** A student's server gets the learner configuration (nbgrader's instructor tools off, its
   Assignments panel on: fetch, validate, submit); the instructor's gets all of nbgrader and the course folder.
   Both run the course's one environment (``jupyterhub-singleuser`` from the lock).
+- **Limits per student** (``ClassSpawner``): processes, priority under memory pressure and for the CPU; not a
+  memory or CPU share (that needs systemd or Kubernetes).
 - **A restart loses nothing.** The proxy and the students' servers outlive the hub (``cleanup_*`` off), and the
   hub's database and cookie secret are files in the state folder (root's, 0700): a restarted hub finds the
   servers still running and the students still logged in. Submissions are files in the exchange, never in the hub.
@@ -22,7 +24,10 @@ import grp
 import json
 import os
 import pwd
+import resource
 from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
 
 CLASS = json.loads(Path(os.environ.get("LORA_CLASS_CONFIG", "/etc/lora-class/class.json")).read_text())
 STATE = Path(CLASS["state"])
@@ -55,7 +60,42 @@ c.LocalAuthenticator.allowed_groups = {CLASS["students_group"], CLASS["instructo
 c.Authenticator.admin_users = set()  # nobody administers the hub through the web; root runs it
 c.JupyterHub.admin_access = False
 
-c.JupyterHub.spawner_class = "localprocess"
+
+class ClassSpawner(LocalProcessSpawner):
+    """JupyterHub's LocalProcessSpawner, with the limits one machine can set per student without systemd.
+
+    Set as root, before the server becomes the student (so the student cannot raise them), inherited by the
+    server, its kernels and everything they start (the independent red team, docs/reviews/hub_red_team_independent.md):
+
+    - at most ``max_processes`` processes and threads for the student's account (RLIMIT_NPROC, counted by the kernel
+      per user): a fork bomb stops there instead of taking the machine's process table;
+    - a raised ``oom_score_adj``: when memory runs out, the kernel's out-of-memory killer takes a student's process
+      (the largest) before the hub or the proxy; a student cannot lower it again;
+    - a lower CPU priority (``nice``): a student's busy loops cannot starve the hub and the proxy.
+
+    Not set: a memory or CPU share per student (that needs cgroups: TLJH's systemdspawner, or Kubernetes), and disk
+    quotas (the file system's). docs/instructor_guide.md, "Running a class", says what to configure.
+    """
+
+    def make_preexec_fn(self, name):
+        become_student = super().make_preexec_fn(name)
+        limits = CLASS.get("limits", {})
+        nproc = int(limits.get("max_processes", LIMITS["max_processes"]))
+        oom = int(limits.get("oom_score_adj", LIMITS["oom_score_adj"]))
+        niceness = int(limits.get("nice", LIMITS["nice"]))
+
+        def preexec():
+            with open("/proc/self/oom_score_adj", "w") as f:   # as root: also the floor the student cannot go below
+                f.write(str(oom))
+            os.nice(niceness)
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            become_student()
+        return preexec
+
+
+#: the per-student limits (class.json's "limits" overrides each): what ClassSpawner sets
+LIMITS = {"max_processes": 512, "oom_score_adj": 500, "nice": 5}
+c.JupyterHub.spawner_class = ClassSpawner
 c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"

@@ -25,7 +25,13 @@ These subclasses keep nbgrader's commands, files and names, and change only that
 - :class:`Collect` collects only real folders owned by the student they name, copies only regular files and
   folders (links stay links, which the grader refuses with a reason; FIFOs and devices are left out), and
   records when the kernel last saw the folder change (its ctime, which no user can set back) beside the time
-  the student claims; the later of the two decides "latest" and "late".
+  the student claims; the later of the two decides "latest" and "late" (and is what it writes as the collected
+  folder's ``timestamp.txt``, which nbgrader reads at every later collect);
+- :class:`Collect` also refuses, one folder at a time and with the reason in its log, a folder the instructor cannot
+  read, or that holds more than nbgrader's ``max_dir_size`` (counting what a sparse file becomes once copied), more
+  than :data:`MAX_ENTRIES` entries or folders deeper than :data:`MAX_DEPTH`: a student writes into inbound/ directly,
+  and before, one such folder stopped the whole class's collection or filled the instructor's disk (the independent
+  red team, docs/reviews/hub_red_team_independent.md).
 
 Configured for every user by the class's ``nbgrader_config.py`` (``c.ExchangeFactory.submit =
 "lora_edu.classroom.exchange.Submit"``, and so on: :data:`lora_edu.classroom.EXCHANGE_FACTORY`, which
@@ -33,6 +39,7 @@ Configured for every user by the class's ``nbgrader_config.py`` (``c.ExchangeFac
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -143,29 +150,88 @@ class Submit(_FixedRoot, ExchangeSubmit):
         return secret
 
 
-def _safe_copytree(src: str, dest: str, log) -> None:
-    """Copy folders and regular files; links are copied as links (never followed), anything else is left out."""
-    os.makedirs(dest)
-    for entry in os.scandir(src):
-        target = os.path.join(dest, entry.name)
-        if entry.is_symlink():
-            os.symlink(os.readlink(entry.path), target)
-        elif entry.is_dir(follow_symlinks=False):
-            _safe_copytree(entry.path, target, log)
-        elif entry.is_file(follow_symlinks=False):
-            _copy_regular(entry.path, target)
-        else:
-            log.warning("Left out %s: not a regular file or folder", entry.path)
+#: what one collected submission may hold besides nbgrader's ``CourseDirectory.max_dir_size`` (its bytes): entries and
+#: nesting. A student writes into inbound/ directly, not only through ``nbgrader submit`` and its size check, so
+#: collect, which runs as the instructor and writes into the instructor's home, checks again while it copies (a
+#: sparse file of 100 GB takes no room in inbound/ and all of it once copied).
+MAX_ENTRIES, MAX_DEPTH = 10_000, 16
 
 
-def _copy_regular(src: str, dest: str) -> None:
-    """Copy one file opened without following links and without blocking (a FIFO could have replaced it since the scan)."""
+#: the files collect writes into each collected folder itself (the student's own are left out) and a file nbgrader
+#: reads there as the instructor (kept only as a regular file: release_feedback reads it)
+COLLECT_WRITES, NBGRADER_READS = (COLLECTED_FILE, "timestamp.txt"), ("submission_secret.txt",)
+
+
+class RefusedSubmission(Exception):
+    """A handed-in folder that collect leaves out; the message says why (the student must hand in again)."""
+
+
+class _Budget:
+    """Bytes and entries a submission may still add while it is copied."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes, self.entries = max_bytes, max_bytes, MAX_ENTRIES
+
+    def take(self, n_bytes: int = 0, entries: int = 0) -> None:
+        self.bytes -= n_bytes
+        self.entries -= entries
+        if self.bytes < 0:
+            raise RefusedSubmission(f"it holds more than {self.max_bytes} bytes (CourseDirectory.max_dir_size)")
+        if self.entries < 0:
+            raise RefusedSubmission(f"it holds more than {MAX_ENTRIES} files and folders")
+
+
+def _safe_copytree(src: str, dest: str | None, log, budget: _Budget | None = None, depth: int = 0) -> None:
+    """Copy folders and regular files; links are copied as links (never followed), anything else is left out.
+
+    Within ``budget`` (bytes read, entries) and :data:`MAX_DEPTH`, else :class:`RefusedSubmission`; an entry the
+    instructor cannot read raises ``OSError``. ``dest=None`` only walks and reads (the check before a collection).
+    At the top, the student's own :data:`COLLECT_WRITES` are left out (collect writes them: a link there would have
+    collect write through it, as the instructor, into any file the link names; a ``timestamp.txt`` that is no time
+    stops every later ``nbgrader collect`` of the class, one that links to /dev/zero makes it read forever), and so
+    are links named :data:`NBGRADER_READS`.
+    """
+    budget = budget or _Budget(100_000_000)
+    if depth > MAX_DEPTH:
+        raise RefusedSubmission(f"its folders are nested deeper than {MAX_DEPTH}")
+    if dest is not None:
+        os.makedirs(dest)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            budget.take(entries=1)
+            target = None if dest is None else os.path.join(dest, entry.name)
+            if depth == 0 and (entry.name in COLLECT_WRITES or (entry.name in NBGRADER_READS and entry.is_symlink())):
+                if dest is not None and (entry.is_symlink() or entry.name == COLLECTED_FILE):   # nbgrader's timestamp.txt: expected
+                    log.warning("Left out %s: collect writes that name itself, or nbgrader reads it as the instructor", entry.path)
+            elif entry.is_symlink():
+                if target is not None:
+                    os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir(follow_symlinks=False):
+                _safe_copytree(entry.path, target, log, budget, depth + 1)
+            elif entry.is_file(follow_symlinks=False):
+                _copy_regular(entry.path, target, budget)
+            else:
+                log.warning("Left out %s: not a regular file or folder", entry.path)
+
+
+def _copy_regular(src: str, dest: str | None, budget: _Budget | None = None) -> None:
+    """Copy one file opened without following links and without blocking (a FIFO could have replaced it since the scan),
+    counting what it reads against ``budget`` (a file that grows while it is copied is stopped at the limit)."""
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as fin:
         if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
             return
-        with open(dest, "xb") as fout:
-            shutil.copyfileobj(fin, fout)
+        with open(dest, "xb") if dest is not None else contextlib.nullcontext() as fout:
+            _copy_counted(fin, fout, budget)
+
+
+def _copy_counted(fin, fout, budget: _Budget | None) -> None:
+    """Read ``fin`` to its end in 1 MiB pieces, each counted against ``budget``; write them to ``fout`` unless None."""
+    while chunk := fin.read(1 << 20):
+        if budget is not None:
+            budget.take(len(chunk))
+        if fout is not None:
+            fout.write(chunk)
 
 
 def folder_record(inbound: str, name: str) -> dict | None:
@@ -218,6 +284,8 @@ class Collect(_FixedRoot, ExchangeCollect):
                 self.log.warning("Refused %s: not a folder named <student>+<assignment>+<time>[+random]", name)
             elif record["owner"] != record["username"]:
                 self.log.warning("Refused %s: it claims to be %s's but belongs to %s", name, record["username"], record["owner"])
+            elif (reason := self._unusable(os.path.join(self.inbound_path, name))) is not None:
+                self.log.warning("Refused %s: %s", name, reason)
             else:
                 by_student[record["username"]].append(record)
         self.src_records = []
@@ -226,16 +294,38 @@ class Collect(_FixedRoot, ExchangeCollect):
             on_time = [r for r in records if self.duedate is not None and r["timestamp"] <= self.duedate]
             self.src_records.append(on_time[0] if self.before_duedate and on_time else records[0])
 
+    def _budget(self) -> _Budget:
+        return _Budget(1000 * self.coursedir.max_dir_size)   # nbgrader's limit (kB) on what submit copies
+
+    def _unusable(self, path: str) -> str | None:
+        """Why collect cannot take this folder (too big, too deep, unreadable by the instructor), or None."""
+        try:
+            _safe_copytree(path, None, self.log, self._budget())
+        except (OSError, RefusedSubmission, RecursionError) as exc:
+            return f"{exc}; nothing of it is collected (the student must hand in again)"
+        return None
+
     def do_copy(self, src, dest, log=None):
-        _safe_copytree(src, dest, self.log)
+        # A folder that changed since init_src checked it (a student can write into her own folder at any time) is
+        # refused here, and what was copied of it removed: one student's folder never stops the class's collection.
+        try:
+            _safe_copytree(src, dest, self.log, self._budget())
+        except (OSError, RefusedSubmission, RecursionError) as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            self.log.warning("Refused %s: %s; nothing of it is collected (the student must hand in again)",
+                             os.path.basename(src), exc)
+            return
         record = folder_record(self.inbound_path, os.path.basename(src))
         if record is not None:
-            with open(os.path.join(dest, COLLECTED_FILE), "w") as fh:
+            # nbgrader's own record of the time (what a later collect compares): the time that counts, see folder_record
+            with open(os.path.join(dest, "timestamp.txt"), "x") as fh:
+                fh.write(f"{record['timestamp']:%Y-%m-%d %H:%M:%S.%f} UTC")
+            with open(os.path.join(dest, COLLECTED_FILE), "x") as fh:   # "x": never through a link the student left
                 json.dump({"student": record["owner"], "folder": record["filename"],
                            "claimed_utc": record["claimed"].isoformat(), "changed_utc": record["changed"].isoformat(),
                            "submitted_utc": record["timestamp"].isoformat(),
                            "due_utc": self.duedate.isoformat() if self.duedate else None}, fh, indent=1)
 
 
-__all__ = ["Collect", "Exchange", "FetchAssignment", "FetchFeedback", "List", "ReleaseAssignment", "ReleaseFeedback", "Submit",
-           "folder_record"]
+__all__ = ["Collect", "Exchange", "FetchAssignment", "FetchFeedback", "List", "RefusedSubmission", "ReleaseAssignment",
+           "ReleaseFeedback", "Submit", "folder_record"]

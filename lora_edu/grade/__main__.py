@@ -3,12 +3,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 from lora_edu.grade import sandbox
 from lora_edu.grade.course_folder import CourseError
 from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, PROGRESS_FILE, RUN_FILE, TOTALS_FILE, grade
+
+
+def read_seed(path: Path) -> int:
+    """The seed in ``path``: a run's JSON record (its "seed") or a file holding only the number."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"--seed-file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    value = value.get("seed") if isinstance(value, dict) else value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"--seed-file {path}: no seed in it (expected {RUN_FILE}, with its \"seed\", or a file holding one integer)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="re-use a run's seed to reproduce its cases exactly (default: fresh secret cases each run, "
                              "which is what late work and appeals should get; see the README)")
+    parser.add_argument("--seed-file", type=Path, default=None,
+                        help=f"read the seed to re-use from a file: a run's {RUN_FILE} or a file holding the number. On a shared "
+                             "server prefer it to --seed, whose value every account sees in the process list (ps, /proc) while "
+                             "the grader runs")
     parser.add_argument("--resume", action="store_true",
                         help=f"carry on an interrupted run from COURSE_DIR/{PROGRESS_FILE} (same seed; what it graded is kept)")
     parser.add_argument("--student-seconds", type=float, default=sandbox.DEFAULT_LIMITS.student_seconds,
@@ -35,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
     if not args.student_seconds > 0:
         parser.error(f"--student-seconds must be positive, not {args.student_seconds:g}")
+    if args.seed_file is not None:
+        if args.seed is not None:
+            parser.error("give --seed or --seed-file, not both")
+        try:
+            args.seed = read_seed(args.seed_file)
+        except ValueError as exc:
+            parser.error(str(exc))
     limits = dataclasses.replace(sandbox.DEFAULT_LIMITS, student_seconds=args.student_seconds)
     try:
         run = grade(args.course_dir, args.assignment, seed=args.seed, jobs=args.jobs, sandboxed=not args.no_sandbox,

@@ -245,8 +245,12 @@ print('VERDICT' + json.dumps(verdict))
 """
 
 
+COLLECTED = "collected.json"
+
+
 def forge(site: hd.ClassSite) -> str:
-    """Python for mallory's kernel: hand in as alice (a later time), and hand in links to the instructor's source."""
+    """Python for mallory's kernel: hand in as alice (a later time), hand in links to the instructor's source (with a
+    timestamp.txt that is no time and a link where collect writes its record), and two folders collect must refuse."""
     inbound = f"{site.exchange}/{site.course_id}/inbound"
     instr = pwd.getpwnam(INSTRUCTOR).pw_dir
     return f"""
@@ -261,8 +265,17 @@ links = '{inbound}/{user('mallory')}+{site.assignment}+' + stamp + '+links'
 os.mkdir(links)
 for nb in {list(NOTEBOOKS)!r}:
     os.symlink('{instr}/lora/source/{site.assignment}/' + nb, links + '/' + nb)
-open(links + '/timestamp.txt', 'w').write(stamp)
+open(links + '/timestamp.txt', 'w').write('not a time')   # nbgrader read it at every later collect and stopped there
+os.symlink('{instr}/lora/gradebook.db', links + '/{COLLECTED}')   # collect wrote its record through this, as the instructor
 os.chmod(links, 0o755)
+# folders collect must refuse one by one (the independent red team): one the instructor cannot read (it stopped the
+# whole collection), one that a sparse file makes 200 MB once copied (nothing in inbound/, the instructor's disk after)
+for kind in ('unreadable', 'sparse'):
+    trap = '{inbound}/{user('mallory')}+{site.assignment}+2000-01-01 00:00:00.000000 UTC+trap-' + kind
+    os.mkdir(trap)
+    with open(trap + '/00_start_here.ipynb', 'wb') as f:
+        f.truncate(200 << 20) if kind == 'sparse' else f.write(b'{{}}')
+    os.chmod(trap + '/00_start_here.ipynb', 0o600 if kind == 'unreadable' else 0o640)
 print('FORGED')
 """
 
@@ -313,6 +326,16 @@ def test_a_class_end_to_end(klass):
     # and drops any message without the kernel's random 16-byte key); with TCP there would be five more, IOPub among them
     assert sorted("singleuser" if "jupyterhub-singleuser" in c else "kernel" for c in ports.values()) in (
         ["singleuser"], ["kernel", "singleuser"]), ports
+    # That pipe printed any message without the key into her running cell's output: mallory wrote there at will
+    # (the independent red team). The class's kernel configuration drops such messages without a word.
+    busy = concurrent.futures.ThreadPoolExecutor(1).submit(alice.execute, kernel, "import time\nprint('a')\ntime.sleep(6)\nprint('b')")
+    time.sleep(2)
+    assert students["mallory"].run_code(PIPE_INJECTION).startswith("PUSHED"), "mallory's push did not run"
+    assert busy.result(timeout=240) == "a\nb\n"
+    # Her processes carry the class's per-student limits (ClassSpawner): processes, out-of-memory priority, niceness.
+    for pid in hd.processes_of(alice.name):
+        limits = open(f"/proc/{pid}/limits").read()
+        assert re.search(r"Max processes\s+512\s+512", limits) and open(f"/proc/{pid}/oom_score_adj").read().strip() == "500", pid
     alice.api("DELETE", f"/api/kernels/{kernel}")
 
     def hand_in(short: str, how: str) -> None:
@@ -374,6 +397,11 @@ def test_a_class_end_to_end(klass):
     collected = as_instructor(site, "nbgrader", "collect", site.assignment)
     log = collected.stdout + collected.stderr
     assert re.search(rf"Refused .*{user('alice')}\+.*forged: it claims to be {user('alice')}'s but belongs to {user('mallory')}", log), log
+    assert re.search(r"Refused .*trap-unreadable: .*Permission denied", log), log   # refused alone; the class is collected
+    assert re.search(r"Refused .*trap-sparse: it holds more than", log), log
+    assert (Path(pwd.getpwnam(INSTRUCTOR).pw_dir) / site.course_id / "gradebook.db").read_bytes().startswith(b"SQLite format 3")
+    again = as_instructor(site, "nbgrader", "collect", site.assignment)   # reads each collected timestamp.txt: mallory's too
+    assert "Invalid timestamp" not in again.stdout + again.stderr
     course = Path(pwd.getpwnam(INSTRUCTOR).pw_dir) / site.course_id
     graded = as_instructor(site, "python", "-m", "lora_edu.grade", str(course), site.assignment)
     print(graded.stdout[-2000:])
@@ -394,7 +422,7 @@ def test_a_class_end_to_end(klass):
 
     # Students fetch their feedback; it holds their marks and reasons and no hidden case.
     seed = json.loads((course / "grading_run.json").read_text())["seed"]
-    hidden = hidden_cases(course / "source" / site.assignment, seed)
+    hidden = hidden_cases(course / "source" / site.assignment, seed, [user(s) for s in STUDENTS])
     for short, expected in (("alice", "4 / 4"), ("bob", "0 / 2"), ("dave", "2 / 2"), ("erin", "0 / 2")):
         person = students[short]
         person.assignments("fetch_feedback", site.course_id, site.assignment)
@@ -414,6 +442,28 @@ def test_a_class_end_to_end(klass):
     # After grading, mallory still reaches none of the grader's secrets.
     again = read_verdict(mallory.run_code(attack_probe(site, alice_folder)))
     assert not [p for p, v in again["read"].items() if v.startswith("READ")], again["read"]
+
+
+PIPE_INJECTION = """
+import zmq
+ports = set()
+for line in open('/proc/net/tcp').read().splitlines()[1:]:
+    f = line.split()
+    if f[3] == '0A' and f[1].startswith('0100007F:'):
+        ports.add(int(f[1].split(':')[1], 16))
+ctx = zmq.Context()
+for p in sorted(ports):
+    s = ctx.socket(zmq.PUSH)
+    s.linger = 1000
+    s.connect('tcp://127.0.0.1:%d' % p)
+    try:
+        s.send_multipart([b'x' * 16, b'MALLORY WROTE THIS'], flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+    s.close()
+ctx.term()
+print('PUSHED', len(ports))
+"""
 
 
 def listening_ports(name: str) -> dict[int, str]:
@@ -438,8 +488,9 @@ def listening_ports(name: str) -> dict[int, str]:
     return found
 
 
-def hidden_cases(source: Path, seed: int) -> list[str]:
-    """The hidden cases this grading run drew (from its seed), as the feedback would show inputs: none may appear."""
+def hidden_cases(source: Path, seed: int, students: list[str]) -> list[str]:
+    """The hidden cases this grading run drew for these students (from its seed and each student's id), as the
+    feedback would show inputs: none may appear."""
     from lora_edu.course.exercises import _show_inputs
     from lora_edu.grade import sandbox
     from lora_edu.grade.course_folder import read_source
@@ -448,8 +499,8 @@ def hidden_cases(source: Path, seed: int) -> list[str]:
     shown = []
     for i, path in enumerate(sorted(source.glob("*.ipynb"))):
         notebook = _Notebook(read_source(path), seed, i, sandbox.DEFAULT_LIMITS)
-        for cases in notebook.cases.values():  # cases[0] is the visible example, which feedback may show
-            visible = _show_inputs(cases[0][1]) if cases else ""
+        for cases in (c for student in students for c in notebook.cases(student).values()):
+            visible = _show_inputs(cases[0][1]) if cases else ""   # cases[0] is the visible example, which feedback may show
             shown += [s for _, inputs in cases[1:] if "=" in (s := _show_inputs(inputs)) and s != visible]  # values, not just shapes
     return shown
 
