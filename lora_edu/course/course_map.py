@@ -142,6 +142,10 @@ def _code_lines(cell) -> int:
     return sum(1 for line in _source(cell).splitlines() if line.strip() and not line.strip().startswith("#"))
 
 
+#: tqdm's text for a progress bar widget ("LoRA r=4:  0%|          | 0/30 [00:00<?, ?it/s]")
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+
+
 def _output_lines_and_figures(cell) -> tuple[int, int]:
     """Lines of printed text and figures in one code cell's stored outputs (a widget and its still: one figure)."""
     lines = images = widgets = 0
@@ -151,6 +155,8 @@ def _output_lines_and_figures(cell) -> tuple[int, int]:
             lines += len("".join(out.get("text", "")).splitlines())
         elif any(kind.startswith("image/") for kind in data):
             images += 1
+        elif "application/vnd.jupyter.widget-view+json" in data and _PROGRESS_BAR.search("".join(data.get("text/plain", ""))):
+            lines += 1   # a progress bar is glanced at like a line of output, not studied like a figure
         elif "application/vnd.jupyter.widget-view+json" in data:
             widgets += 1
         elif "text/markdown" in data or "text/html" in data or "text/plain" in data:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lora_edu.grade import sandbox
 from lora_edu.grade.course_folder import CourseError
-from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, PROGRESS_FILE, RUN_FILE, TOTALS_FILE, grade
+from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, PROGRESS_FILE, RUN_FILE, TOTALS_FILE, grade, shown_name
 
 
 def read_seed(path: Path) -> int:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for student, (score, max_score) in run.totals().items():
-        print(f"{student:>24}  {score:g} / {max_score:g}")
+        print(f"{shown_name(student):>24}  {score:g} / {max_score:g}")
     where = "in a bubblewrap sandbox" if run.sandboxed else "WITHOUT a sandbox (--no-sandbox)"
     print(f"graded {len(run.totals())} students, {len(run.marks)} cells, student code {where}, in {run.seconds:.1f} s; "
           f"seed {run.seed} (pass --seed to reproduce)")

@@ -561,7 +561,8 @@ def _grade_submission(student: str, folder: Path, notebook: _Notebook, limits: s
         return notebook.zero(student, NOT_ATTEMPTED, f"no {folder.name}/ folder was submitted"), None, False
     if not os.path.lexists(path):
         others = sorted(p.name for p in itertools.islice(folder.glob("*.ipynb"), 1000) if p.name not in notebook.source.siblings)
-        hint = f" (found {', '.join(others[:3])}: rename it to {notebook.source.name} if it is this notebook)" if others else ""
+        hint = (f" (found {', '.join(map(shown_name, others[:3]))}: rename it to {notebook.source.name} if it is this notebook)"
+                if others else "")
         return notebook.zero(student, NOT_ATTEMPTED, f"{notebook.source.name} was not submitted{hint}"), None, False
     try:
         submission = open_submission(path)
@@ -592,6 +593,19 @@ def _preflight(limits: sandbox.Limits, sandboxed: bool) -> None:
                             f"nothing was graded. Its output ends with:\n{result.output_tail[-1500:]}")
 
 
+def shown_name(name: str, limit: int = 80) -> str:
+    """A file name the student chose, fit to be said in feedback: printable, valid UTF-8, short.
+
+    A name is bytes on Linux: one that is not UTF-8 comes back from the file system with lone surrogates, which no
+    UTF-8 file can hold (red team 3: such a name in one student's folder stopped the whole class's CSV files, on
+    every retry and resume). Undecodable bytes are shown as ``\\xff``, control and other unprintable characters
+    (a newline, a right-to-left override) as their escapes.
+    """
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _write_csv(path: Path, header: tuple, rows: list) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -606,8 +620,17 @@ def _no_formula(value):
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """A temporary file, then a rename: a reader never sees half a file."""
+    """A temporary file, then a rename: a reader never sees half a file.
+
+    A student id is a folder's name, and one that is not UTF-8 is written back as the same bytes (``surrogateescape``);
+    texts the student chose are made printable before they get here (:func:`shown_name`). Anything else that UTF-8
+    cannot hold is escaped: no text can make the write fail and lose the run.
+    """
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "backslashreplace")
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)

@@ -90,6 +90,47 @@ def read_notebook(path: str, solution_ids: list, functions: list) -> tuple[list,
     return answers, {"answer_cells": len(answers), "elsewhere": sorted(elsewhere)}
 
 
+def _tolerate_notebook_habits(shell) -> None:
+    """Let a shell escape, ``%pip`` and ``%matplotlib inline`` in an answer cell do nothing, as they do nothing to a graded value.
+
+    Why (independent red team, attack 5): in the student's kernel they work; here the sandbox starts no process and
+    shows no GUI, so ``!pip install ...`` and ``%pip`` raised OSError and ``%matplotlib inline`` NotImplementedError,
+    and the rest of the cell, the graded ``def`` among it, never ran: an honest answer scored 0.
+    """
+    from IPython.utils.text import SList
+
+    def skipped(cmd, *args, **kwargs):
+        print(f"grader: skipped the shell command {str(cmd)[:80]!r} (the grader runs none)")
+
+    shell.system = shell.system_piped = shell.system_raw = skipped
+    shell.getoutput = lambda cmd, *args, **kwargs: skipped(cmd) or SList()
+    shell.enable_gui = lambda gui=None: None
+
+
+def _define_anyway(shell, source: str, cell_limits: dict) -> None:
+    """After an answer cell stopped with an error, run its top-level ``def``, ``class`` and ``import`` statements one by one.
+
+    Why (independent red team, attack 6): the grader runs only the answer cells, so a line that needs the notebook's
+    other cells (``print(ex0)``, ``import lora_edu as le``, a variable of an earlier cell) raised here and the rest of
+    the cell, the graded ``def`` below it among it, never ran: an answer that works in the notebook scored 0. The
+    error is still reported; each statement gets the cell's limits, and one that fails is skipped.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(shell.transform_cell(source))
+    except Exception:  # a cell IPython cannot transform or Python cannot parse: nothing to define
+        return
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    for node in (n for n in tree.body if isinstance(n, kinds)):
+        try:
+            with answer_calls._limits(**cell_limits):
+                exec(compile(ast.Module(body=[node], type_ignores=[]), "<answer cell>", "exec"), shell.user_ns)
+        except BaseException as exc:
+            if isinstance(exc, (answer_calls._OutOfCpu, answer_calls._OutOfWall)):
+                return
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         job = json.load(f)
@@ -114,6 +155,7 @@ def main() -> None:
     config.HistoryManager.enabled = False  # nothing to keep, and its writer would be a thread (the sandbox allows none)
     config.InteractiveShell.colors = "NoColor"  # tracebacks land in the grader's log as plain text
     shell = InteractiveShell.instance(config=config)
+    _tolerate_notebook_habits(shell)
     # Before any student code runs: the inputs (torch, if they are tensors) and the notebook's imports the
     # student's code names, so that no limit can interrupt an import half-way and no call pays for one.
     inputs = {task["grade_id"]: [{name: _input(plain) for name, plain in case.items()} for case in task["cases"]]
@@ -148,6 +190,7 @@ def main() -> None:
             send(cell=index, limit="wall")
         elif error is not None:
             send(cell=index, error=answer_calls._short(f"{type(error).__name__}: {error}"))
+            _define_anyway(shell, source, cell_limits)
     for task in job["calls"]:
         fn = shell.user_ns.get(task["function"])
         if not callable(fn):

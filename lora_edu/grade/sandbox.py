@@ -33,6 +33,7 @@ import os
 import resource
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ class Limits:
     open_files: int = 256             # RLIMIT_NOFILE
     report_bytes: int = 16 << 20      # the most the grader reads of its report (the rest is drained and dropped)
     report_line_bytes: int = 1 << 20    # the longest report line read (notebook 05's capstone record, ~28,000 numbers, is ~600 KB)
+    report_lines: int = 10_000        # the most report lines read (an honest notebook sends a few hundred); each costs a parse
 
 
 DEFAULT_LIMITS = Limits()
@@ -155,25 +157,41 @@ def check_not_exposed(folder: Path) -> None:
 def _hidden_paths() -> tuple[Path, ...]:
     """The files and folders of :data:`HIDDEN_MODULES` that lie inside what the sandbox sees (others it never sees).
 
-    Found without importing anything: the top-level package's folder, then the dotted path below it.
+    Found without importing anything: every copy of the top-level package on the import path, then the dotted
+    path below it. Every copy, not only the one this process imports (independent red team, attack 2): the grader
+    run from a repository checkout (``python -m lora_edu.grade`` there) imports the checkout's ``lora_edu``, which
+    the sandbox never sees, while the same interpreter's site-packages may hold an installed copy (the hub's
+    environment does), which the sandbox sees and the student's code imported, references and all.
     """
     found = []
     for name in HIDDEN_MODULES:
         top, *rest = name.split(".")
+        bases = []
         try:
             spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        bases = [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
-        for base in bases:
+            spec = None
+        if spec is not None:
+            bases += [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin)] if spec.origin else [])
+        for entry in _import_folders():
+            folder = Path(entry or ".")
+            bases += [folder / top, folder / f"{top}.py", *folder.glob(f"{top}.*.so")] if folder.is_dir() else []
+        for base in dict.fromkeys(bases):
             path = base.joinpath(*rest)
             for candidate in (path, path.with_suffix(".py")) if rest else (path,):
                 if candidate.exists():
                     found.append(candidate.resolve())
     roots = [r for r in _bound_roots() if not r.is_symlink()]
     return tuple(p for p in dict.fromkeys(found) if any(p.is_relative_to(r.resolve()) for r in roots))
+
+
+def _import_folders() -> list[str]:
+    """Where a copy of a module may lie that the sandbox's Python finds, or that student code can put on its path:
+    this interpreter's import path, its environment's site-packages and those of the base interpreter (a virtual
+    environment's own path leaves them out, but the sandbox sees that interpreter's whole prefix)."""
+    sites = getattr(site, "getsitepackages", None)
+    folders = [*sys.path] + ([*sites(), *sites([sys.base_prefix])] if sites else [])
+    return list(dict.fromkeys(folders))
 
 
 def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd: int, limits: Limits) -> list[str]:
@@ -205,7 +223,7 @@ def _bwrap_command(bwrap: str, script_dir: Path, seccomp_fd: int | None, info_fd
 
 def _environment(home: str) -> dict:
     return {"HOME": home, "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.matplotlib", "PATH": "/usr/bin:/bin",
-            "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+            "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OMP_THREAD_LIMIT": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def _set_limits(limits: Limits):
@@ -241,7 +259,8 @@ def run(job: dict, *, limits: Limits | None = None, sandboxed: bool = True, subm
             job = job | {"submission": "submission.ipynb"}
         # Pipes, not files: the student's process could truncate, rewrite or lease a file it shares with us.
         events: list = []
-        report = _Lines(limits.report_bytes, limits.report_line_bytes, on_event or (lambda e: len(events) < 1000 and events.append(e)))
+        report = _Lines(limits.report_bytes, limits.report_line_bytes, limits.report_lines,
+                        on_event or (lambda e: len(events) < 1000 and events.append(e)))
         output = _Tail(4000)
         stack.callback(report.close)
         stack.callback(output.close)
@@ -423,21 +442,26 @@ class _Tail(_Pipe):
 class _Lines(_Pipe):
     """The report: split into lines as it arrives, each parsed (if short enough) and handed on at once.
 
-    At most ``line_bytes`` are buffered (a longer line is skipped to its end) and at most ``total_bytes`` are
-    read as lines (the rest is drained and dropped), so a flood costs a bounded amount of memory, not its size.
+    At most ``line_bytes`` are buffered (a longer line is skipped to its end) and at most ``total_bytes`` in
+    ``max_lines`` lines are read (the rest is drained and dropped), so a flood costs a bounded amount of memory,
+    not its size, and a bounded number of parses: 16 MiB of empty lines or ``{}`` cost the grader's process about
+    3 s of CPU a submission (holding the GIL its other threads need) before lines were counted (independent red team).
     """
 
-    def __init__(self, total_bytes: int, line_bytes: int, on_event: Callable[[dict], None]):
+    def __init__(self, total_bytes: int, line_bytes: int, max_lines: int, on_event: Callable[[dict], None]):
         super().__init__()
-        self.total_bytes, self.line_bytes, self.on_event = total_bytes, line_bytes, on_event
-        self.seen, self.line, self.skipping, self.ready = 0, bytearray(), False, False
+        self.total_bytes, self.line_bytes, self.max_lines, self.on_event = total_bytes, line_bytes, max_lines, on_event
+        self.seen, self.lines, self.line, self.skipping, self.ready = 0, 0, bytearray(), False, False
 
     def take(self, chunk: bytes) -> None:
-        if self.seen >= self.total_bytes:
+        if self.seen >= self.total_bytes or self.lines >= self.max_lines:
             return
         chunk = chunk[: self.total_bytes - self.seen]
         self.seen += len(chunk)
-        *complete, rest = chunk.split(b"\n")
+        *complete, rest = chunk.split(b"\n", self.max_lines - self.lines)
+        if len(complete) >= self.max_lines - self.lines:  # the last line allowed; what follows it is dropped
+            complete, rest = complete[: self.max_lines - self.lines], b""
+        self.lines += len(complete)
         for piece in complete:
             if not self.skipping and len(self.line) + len(piece) < self.line_bytes:
                 self._event(bytes(self.line + piece))

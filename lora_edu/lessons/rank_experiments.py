@@ -56,16 +56,17 @@ def truncate_update(model: nn.Module, base: nn.Module, r: int, layers=("fc1", "f
 
 
 def lora_vs_truncation(pretrained: nn.Module, full: nn.Module, data: digits_task.Split, ranks=(1, 2, 4, 8),
-                       epochs: int = 30) -> dict[str, dict[int, float]]:
+                       epochs: int = 30, progress: bool = True) -> dict[str, dict[int, float]]:
     """Test accuracy of LoRA trained at rank r, and of ``full``'s update truncated to rank r.
 
     LoRA is trained exactly as notebook 05 trains it (:func:`digits_task.adapt`: fc1 and fc2,
     α = 2r, Adam, lr 0.01, ``epochs`` epochs); the truncation keeps the full fine-tuning update of
-    the same two layers. Returns ``{"lora": {r: acc}, "truncated": {r: acc}}``.
+    the same two layers. Returns ``{"lora": {r: acc}, "truncated": {r: acc}}``. ``progress=False`` trains
+    without progress bars (notebook 04 prints the table instead).
     """
     result: dict[str, dict[int, float]] = {"lora": {}, "truncated": {}}
     for r in ranks:
-        result["lora"][r] = digits_task.adapt(pretrained, data, "lora", r=r, epochs=epochs)["accuracy"]
+        result["lora"][r] = digits_task.adapt(pretrained, data, "lora", r=r, epochs=epochs, progress=progress)["accuracy"]
         result["truncated"][r] = digits_task.accuracy(truncate_update(full, pretrained, r), data.x_test, data.y_test)
     return result
 
@@ -139,6 +140,27 @@ def scaling_sweep(ranks=(1, 2, 4, 8, 16, 32, 64), alphas=(1, 2, 4, 8, 16, 32, 64
                                  for r in ranks} for alpha in alphas} for rule in rules} for opt in optimizers}
 
 
+def fit_table(sweep: dict, alpha: float = 16, rule: str = "alpha/r") -> str:
+    """The fit's final losses at one α, under both optimizers, beside each rank's Eckart–Young floor.
+
+    The header gives the loss at LoRA's start (B = 0), ½‖ΔW*‖² = 0.5.
+
+    The floor is ½·(relative error of the best rank-r approximation of :func:`fit_target`)², the lowest loss
+    any rank-r update reaches (the target has norm 1). Notebook 04 prints this table; it is text layout only.
+    """
+    from lora_edu.core.lowrank import TruncatedSVD
+
+    target = fit_target()
+    svd, ranks = TruncatedSVD(target), sorted(sweep["adam"][rule][alpha])
+    start = 0.5 * np.linalg.norm(target) ** 2            # the loss at LoRA's start, B = 0: ½‖ΔW*‖²
+    head = f"α = {alpha:g}, s = {rule.replace('alpha', 'α')} (start: {start:.3f})"
+    lines = [f"{head:<30}" + "".join(f"{'r=' + str(r):>7}" for r in ranks),
+             f"{'floor ½·(Eckart–Young error)²':<30}" + "".join(f"{0.5 * svd.relative_error(r) ** 2:>7.3f}" for r in ranks)]
+    for optimizer, label in (("adam", "Adam"), ("sgd", "plain GD")):
+        lines.append(f"{label + ': loss after 150 steps':<30}" + "".join(f"{sweep[optimizer][rule][alpha][r][-1]:>7.3f}" for r in ranks))
+    return "\n".join(lines)
+
+
 def best_rank(curves: dict[int, np.ndarray]) -> int:
     """The rank with the lowest final loss (a diverged run, NaN, never wins)."""
     finals = {r: c[-1] for r, c in curves.items() if np.isfinite(c[-1])}
@@ -209,6 +231,20 @@ def loss_before_training(model: nn.Module, data: digits_task.Split) -> dict[str,
         return {"loss": nn.functional.cross_entropy(logits, data.y_train).item(),
                 "accuracy": (logits.argmax(-1) == data.y_train).double().mean().item(),
                 "median_confidence": confidence.median().item()}
+
+
+def rank_choice_table(compare: dict, real_update: np.ndarray, model: nn.Module, layers=("fc1", "fc2")) -> str:
+    """Notebook 04's table for choosing r, as Markdown: LoRA's test accuracy by rank (from :func:`lora_vs_truncation`),
+    its gain over the rank before, the Eckart–Young error of the real full update ``real_update`` at that rank, and
+    LoRA's numbers as a share of the adapted layers' weights (:func:`lora_parameter_share`)."""
+    from lora_edu.core.lowrank import TruncatedSVD
+
+    svd, ranks = TruncatedSVD(real_update), list(compare["lora"])
+    gains = [""] + [f"{100 * (compare['lora'][b] - compare['lora'][a]):+.1f} points" for a, b in zip(ranks, ranks[1:])]
+    rows = [f"| {r} | {compare['lora'][r]:.1%} | {gain} | {svd.relative_error(r):.0%} "
+            f"| {lora_parameter_share(model, r, layers):.0%} |" for r, gain in zip(ranks, gains)]
+    return ("| rank r | LoRA test accuracy | gain over the rank before | Eckart–Young error of fc2's real ΔW "
+            "| LoRA numbers, % of fc1 + fc2 weights |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def lora_parameter_share(model: nn.Module, r: int, layers=("fc1", "fc2")) -> float:

@@ -9,7 +9,7 @@ from importlib import resources
 
 import matplotlib.pyplot as plt
 
-from lora_edu.core.memory import CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate, usable_memory
+from lora_edu.core.memory import CARDS, GB, LINEAR_MODULES, MEASURED_CASES, PRESETS, RECIPES, GiB, estimate, parameter_counts, usable_memory
 from lora_edu.data import load_json
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "other")
@@ -169,6 +169,30 @@ SNAPSHOT_SETTINGS = {
     "LoRA +\ncheckpointing": dict(RECIPES["LoRA"], gradient_checkpointing=True),
     "QLoRA": RECIPES["QLoRA"],
 }
+
+
+#: The methods notebook 01's side-by-side figure compares, each one recipe of ``RECIPES`` (or inference).
+METHODS = {"full": RECIPES["full fine-tuning"], "LoRA": RECIPES["LoRA"], "QLoRA": RECIPES["QLoRA"],
+           "inference": dict(method="inference")}
+
+
+def methods_figure(models=("llama-7b", "llama-13b", "llama-2-70b"), batch_size: int = 1, seq_len: int = 512,
+                   methods: dict[str, dict] | None = None):
+    """Notebook 01's picture: one panel per model, one stacked bar per method (``METHODS``), bf16 weights, the parts
+    alive at each method's peak, each card's usable memory as a dashed line. Returns the figure."""
+    methods = methods or METHODS
+    fig, axes = plt.subplots(1, len(models), figsize=(12, 3.8))
+    for ax, model in zip(axes, models):
+        stacked_bars(ax, {name: estimate(model, weight_dtype="bf16", batch_size=batch_size, seq_len=seq_len, **kw)
+                          for name, kw in methods.items()})
+        ax.set_title(f"{model}: {parameter_counts(model)['total'] / 1e9:.1f} B parameters", fontsize=10)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"The parts alive at each method's peak, batch {batch_size} × {seq_len}, bf16 weights, PyTorch's AdamW "
+                 "(foreach, its default on a GPU; moments in the trained weights' dtype). LoRA: r = 8 on q, v;\nQLoRA: NF4 + "
+                 "double quantization, r = 16 on every linear layer, checkpointing (PEFT's recipe). Dashed lines: each "
+                 "card's usable memory", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def calculator_snapshot(model: str = "llama-3-8b", batch_size: int = 4, seq_len: int = 512,

@@ -1,5 +1,6 @@
 """lora_edu.core.memory: exact parameter counts, the activation formula, and the GPU measurements."""
 
+import matplotlib.pyplot
 import pytest
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
@@ -359,6 +360,21 @@ def test_static_snapshot_beside_the_widget():
     tops = [sum(p.get_height() for p in ax.patches if abs(p.get_x() + p.get_width() / 2 - i) < 0.01) for i in range(4)]
     for top, kw in zip(tops, memory_views.SNAPSHOT_SETTINGS.values()):
         assert abs(top - estimate("llama-3-8b", batch_size=4, seq_len=512, **kw).peak / memory.GB) < 1e-6
+
+
+def test_methods_figure_draws_each_methods_peak_for_each_model():
+    """Notebook 01's side-by-side picture: a panel per model, a bar per method of METHODS, as tall as its peak."""
+    models = ("llama-7b", "llama-2-70b")
+    fig = memory_views.methods_figure(models)
+    assert len(fig.axes) == len(models)
+    for ax, model in zip(fig.axes, models):
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(memory_views.METHODS)
+        tops = [sum(p.get_height() for p in ax.patches if abs(p.get_x() + p.get_width() / 2 - i) < 0.01)
+                for i in range(len(memory_views.METHODS))]
+        for top, kw in zip(tops, memory_views.METHODS.values()):
+            assert abs(top - estimate(model, weight_dtype="bf16", batch_size=1, seq_len=512, **kw).peak / memory.GB) < 1e-6
+    assert memory_views.METHODS["LoRA"] is memory.RECIPES["LoRA"] and memory_views.METHODS["QLoRA"] is memory.RECIPES["QLoRA"]
+    matplotlib.pyplot.close(fig)
 
 
 def test_adamw_implementations_differ_only_in_the_steps_temporary():

@@ -147,3 +147,14 @@ def test_the_map_reads_the_computed_times_and_names_the_core_path():
     assert f"| **Core path, 00–07** | | **{cm.core_path_minutes()} min** | |" in table
     with pytest.raises(KeyError, match="run python tools/course_times.py --write"):
         _ = replace(cm.COURSE_MAP[0], notebook="99_new.ipynb").minutes
+
+
+def test_a_progress_bar_is_a_line_of_output_and_a_widget_a_figure():
+    """tqdm's bars are widgets too; the time method reads them as one line each, not as a figure to study."""
+    from lora_edu.course.course_map import _output_lines_and_figures
+
+    widget = "application/vnd.jupyter.widget-view+json"
+    bar = {"output_type": "display_data", "data": {widget: {}, "text/plain": "LoRA r=4:   0%|          | 0/30 [00:00<?, ?it/s]"}}
+    slider = {"output_type": "display_data", "data": {widget: {}, "text/plain": "interactive(children=(IntSlider(value=4)))"}}
+    assert _output_lines_and_figures({"outputs": [bar, bar]}) == (2, 0)
+    assert _output_lines_and_figures({"outputs": [slider, bar]}) == (1, 1)

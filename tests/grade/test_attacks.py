@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -172,7 +173,26 @@ HONEST = {
     "honest_torch": "import torch\ndef lora_params(d, k, r):\n    return torch.tensor(r) * (d + k)\n",
     # right, and prints its (secret) inputs to stderr: full marks, and the feedback does not repeat them
     "honest_leaky": "import sys\ndef lora_params(d, k, r):\n    print('inputs', d, k, r, file=sys.stderr)\n    return r * (d + k)\n",
+    # asks torch for threads (a common speed-up line): OpenMP's thread creation, refused by the sandbox, ended the
+    # whole process with exit code 1 before OMP_THREAD_LIMIT=1 (independent red team, attack 3)
+    "honest_torch_threads": ("import torch\ntorch.set_num_threads(2)\nx = torch.randn(512, 512) @ torch.randn(512, 512)\n"
+                             "def lora_params(d, k, r):\n    torch.set_num_threads(4)\n    (x @ x).sum()\n    return r * (d + k)\n"),
+    # notebook habits left in the answer cell: a shell escape, %pip, %matplotlib inline raised OSError or
+    # NotImplementedError in the sandbox and the def below them never ran (independent red team, attack 5)
+    "honest_habits": ("!pip install numpy\n%pip install numpy\nfiles = !ls\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                      "plt.plot([1, 2]); plt.show()\ndef lora_params(d, k, r):\n    return r * (d + k)\n"),
+    # lines that need the notebook's other cells before the def (the exercise object, the course package): the cell
+    # stopped at the first and the def never ran (independent red team, attack 6)
+    "honest_context": "print(ex0)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
 }
+#: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
+THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
+               "    with ThreadPoolExecutor(2) as ex:\n        return ex.submit(lambda: r * (d + k)).result()\n")
+
+
+#: a file name and a student folder's name that are not UTF-8 (independent red team, attack 1)
+ODD_NAME = b"/\xff\n\xe2\x80\xae.ipynb"
+ODD_STUDENT = b"h\xfeonest"
 
 
 class _Listener:
@@ -245,6 +265,13 @@ def graded(tmp_path_factory):
     (course / "submitted" / "directory" / "lora" / NB00[0].name).mkdir(parents=True)  # red team 2: a folder named like it
     (course / "submitted" / "utf16" / "lora").mkdir(parents=True)
     (course / "submitted" / "utf16" / "lora" / NB00[0].name).write_bytes(NB00[0].read_text().encode("utf-16"))
+    # independent red team: a notebook renamed to a name that is not UTF-8, with a newline and a right-to-left override
+    # (`mv 00_start_here.ipynb $'\xff\n\u202e.ipynb'` on the hub) stopped the whole class's CSV files
+    odd = submit(course, "odd_file_name", NB00, solutions={CELL: HONEST["honest"]})
+    os.rename(odd / NB00[0].name, os.fsencode(odd) + ODD_NAME)
+    # ... and a student folder whose name is not UTF-8 (an id is the folder's name): honest answers, full marks
+    submit(course, os.fsdecode(ODD_STUDENT), NB00, solutions={CELL: HONEST["honest"]})
+    submit(course, "thread_pool", NB00, solutions={CELL: THREAD_POOL})
     victim_file = course / "submitted" / "victim" / "lora" / NB00[0].name
     victim_bytes = victim_file.read_bytes()
 
@@ -257,7 +284,7 @@ def graded(tmp_path_factory):
     finally:
         tempfile.tempdir = None
     marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}  # the attacked exercise's mark
-    with open(course / "grades.csv", newline="") as f:
+    with open(course / "grades.csv", newline="", errors="surrogateescape") as f:  # one id is not UTF-8 (ODD_STUDENT)
         rows = list(csv.DictReader(f))
     leftovers = [p for p in Path("/proc").glob("[0-9]*") if (b"987654" in _cmdline(p) or b"/grader/runner.py" in _cmdline(p))
                  and ours in _mounts(p)]
@@ -294,7 +321,7 @@ def test_honest_answers_get_full_marks(graded, student):
 
 
 def test_forged_feedback_is_short_and_never_a_formula(graded):
-    with open(graded["course"] / "grades_feedback.csv", newline="") as f:
+    with open(graded["course"] / "grades_feedback.csv", newline="", errors="surrogateescape") as f:
         rows = list(csv.DictReader(f))  # the csv module refuses fields over 128 KiB
     assert max(len(r["message"]) for r in rows) < 2000
     assert not [r for r in rows if r["message"][:1] in "=+-@"]
@@ -346,10 +373,23 @@ def test_submissions_that_slept_are_not_graded_again(graded):
                                             ("not_json", "not valid JSON"), ("metadata_list", "are missing"),
                                             ("grade_id_list", "are missing"), ("hard_link", "hard link"),
                                             ("linked_student", "is a symbolic link"), ("fifo", "not a regular file"),
-                                            ("directory", "not a regular file"), ("utf16", "not valid JSON")])
+                                            ("directory", "not a regular file"), ("utf16", "not valid JSON"),
+                                            ("thread_pool", "cannot start another: compute without threads")])
 def test_submissions_that_are_not_plain_notebooks_score_zero(graded, student, reason):
     mark = graded["marks"][student]
     assert mark.score == 0.0 and reason in mark.message, mark.message
+
+
+def test_file_names_that_are_not_utf8_are_shown_escaped_and_the_csv_files_are_written(graded):
+    """Independent red team, attack 1: before the fix no CSV file was written, for anyone, on every retry."""
+    mark = graded["marks"]["odd_file_name"]
+    assert mark.score == 0.0 and "was not submitted (found \\xff\\n\\u202e.ipynb: rename it" in mark.message, mark.message
+    odd_student = os.fsdecode(ODD_STUDENT)
+    assert graded["marks"][odd_student].score == 1.0, graded["marks"][odd_student].message
+    feedback = (graded["course"] / "grades_feedback.csv").read_bytes()
+    assert b"\\xff\\n\\u202e.ipynb" in feedback and b"\xff" not in feedback
+    totals = (graded["course"] / "grades_totals.csv").read_bytes()
+    assert b"\r\n" + ODD_STUDENT + b"," in totals  # the id is written back as the folder's own bytes
 
 
 def test_nothing_outside_the_sandbox_changed(graded):
@@ -366,12 +406,13 @@ def test_nothing_outside_the_sandbox_changed(graded):
 def test_grades_csv_has_the_documented_columns_and_one_row_per_student_and_cell(graded):
     rows = graded["rows"]
     assert list(rows[0]) == ["student_id", "notebook", "grade_id", "score", "max_score"]
-    students = len(ATTACKS) + len(HONEST) + 2 + 12
+    students = len(ATTACKS) + len(HONEST) + 2 + 12 + 3
     graded_cells = sorted({r["grade_id"] for r in rows})  # notebook 00's graded cells, the attacked one among them
     assert CELL + "_check" in graded_cells and len(rows) == students * len(graded_cells)
     assert len(graded["marks"]) == students
     attacked = [r for r in rows if r["grade_id"] == CELL + "_check"]
-    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim", "honest_bomb"}
+    assert {r["student_id"] for r in attacked if float(r["score"]) > 0} == set(HONEST) | {"victim", "honest_bomb",
+                                                                                          os.fsdecode(ODD_STUDENT)}
 
 
 def test_each_run_draws_fresh_secret_cases(tmp_path):
@@ -393,3 +434,45 @@ def test_the_course_folder_must_stay_out_of_the_sandbox(tmp_path):
 
 def test_the_readme_counts_these_attackers():
     assert f"a class of {len(ATTACKS)} attackers" in (ROOT / "README.md").read_text()
+
+
+def test_a_second_installed_copy_of_the_course_is_hidden_too(tmp_path, monkeypatch):
+    """Independent red team, attack 2: the grader run from a repository checkout with an interpreter whose site-packages
+    also holds the course (the hub's environment) hid only the copy it imported, which the sandbox never sees; the
+    installed copy stayed importable, and a cheater's answer called the bank's reference for full marks.
+
+    Here a folder stands for that site-packages: it holds a copy of the package, the sandbox sees it (as it sees the
+    environment) and it is on the grader's import path after the checkout.
+    """
+    site_dir = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "lora_edu", site_dir / "lora_edu", ignore=shutil.ignore_patterns("__pycache__"))
+    bound = sandbox._bound_roots()
+    monkeypatch.setattr(sandbox, "_bound_roots", lambda: [*bound, site_dir])
+    monkeypatch.syspath_prepend(str(ROOT))  # the checkout first, as `python -m lora_edu.grade` run there has it
+    monkeypatch.setattr("sys.path", [*__import__("sys").path, str(site_dir)])
+    sandbox._hidden_paths.cache_clear()
+    try:
+        assert (site_dir / "lora_edu").resolve() in sandbox._hidden_paths()
+        course = make_course(tmp_path / "course", NB00)
+        cheat = (f"import sys\nsys.path.insert(0, {str(site_dir)!r})\n"
+                 "from lora_edu.course.exercise_bank import lora_param_count\nref = lora_param_count().reference\n"
+                 "def lora_params(d, k, r):\n    return ref(d=d, k=k, r=r)\n")
+        submit(course, "cheater", NB00, solutions={CELL: cheat})
+        submit(course, "honest", NB00, solutions={CELL: HONEST["honest"]})
+        run = grade(course, "lora", jobs=2, limits=LIMITS)
+    finally:
+        sandbox._hidden_paths.cache_clear()
+    marks = {m.student_id: m for m in run.marks if m.grade_id == f"{CELL}_check"}
+    assert marks["cheater"].score == 0.0 and "ModuleNotFoundError" in marks["cheater"].message, marks["cheater"].message
+    assert marks["honest"].score == 1.0, marks["honest"].message
+
+
+def test_a_flood_of_short_report_lines_is_cut_at_the_line_limit():
+    """Independent red team, attack 4: 16 MiB of ``{}`` lines were 5.6 million parses in the grader's process (about
+    3 s of its CPU a submission); now at most ``report_lines`` lines are read, whatever the chunks."""
+    got = []
+    lines = sandbox._Lines(16 << 20, 1 << 20, 100, got.append)
+    for chunk in (b'{"a": 1}\n' * 30, b'{"a": 2}\n{"a"', b': 3}\n' + b"{}\n" * 100_000, b'{"a": 4}\n'):
+        lines.take(chunk)
+    assert len(got) == 100 and got[:32] == [{"a": 1}] * 30 + [{"a": 2}, {"a": 3}] and lines.lines == 100
+    assert sandbox.DEFAULT_LIMITS.report_lines >= 1000  # an honest notebook sends a few hundred lines at most

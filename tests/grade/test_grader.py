@@ -100,7 +100,7 @@ def test_the_readme_states_the_limits_the_grader_uses():
                    f"one asleep for {sandbox.IDLE_WINDOW:g} s hands its CPU slot",
                    f"Each student has {limits.student_seconds:g} s of their own time",
                    f"{limits.memory_bytes >> 30} GiB and files at {limits.file_bytes >> 20} MiB",
-                   f"each line at most {limits.report_line_bytes >> 20} MiB and {limits.report_bytes >> 20} MiB in all",
+                   f"each line at most {limits.report_line_bytes >> 20} MiB and {limits.report_bytes >> 20} MiB or {limits.report_lines:,} lines in all",
                    f"over {MAX_NOTEBOOK_BYTES >> 20} MiB", f"at most {MAX_NOTEBOOK_BYTES >> 20} MiB) and hands it to the sandbox unread"):
         assert phrase in readme, phrase
     for name in ("gguf", "bitsandbytes", "peft"):

@@ -100,3 +100,23 @@ def test_lora_parameter_share_reads_the_layer_shapes():
 def test_pretrained_model_is_confidently_wrong_on_rotated_digits(digits):
     before = rx.loss_before_training(*digits)
     assert before["loss"] > 10 * np.log(10) and before["accuracy"] < 0.2 and before["median_confidence"] > 0.99
+
+
+def test_fit_table_prints_the_floor_and_both_optimizers_final_losses():
+    sweep = rx.scaling_sweep(ranks=(1, 64), alphas=(16,), rules=("alpha/r",))
+    lines = rx.fit_table(sweep, alpha=16).splitlines()
+    assert lines[0].startswith("α = 16, s = α/r (start: 0.500)") and lines[0].split()[-2:] == ["r=1", "r=64"]
+    floor_64 = float(lines[1].split()[-1])
+    assert floor_64 == 0.0 and lines[2].startswith("Adam: loss after 150 steps") and lines[3].startswith("plain GD")
+    assert float(lines[2].split()[-2]) == round(float(sweep["adam"]["alpha/r"][16][1][-1]), 3)
+
+
+def test_rank_choice_table_reads_accuracies_gains_errors_and_shares():
+    compare = {"lora": {1: 0.5, 4: 0.9}, "truncated": {1: 0.2, 4: 0.6}}
+    update = np.diag([2.0, 1.0, 0.0, 0.0])
+    model = digits_task.MLP()
+    table = rx.rank_choice_table(compare, update, model)
+    rows = table.splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| 1 | 50.0% |  | 45% |")
+    assert rows[3].startswith("| 4 | 90.0% | +40.0 points | 0% |")
+    assert rows[3].endswith(f"| {rx.lora_parameter_share(model, 4):.0%} |")
