@@ -268,3 +268,63 @@ def first_step_change(x, W, A, B, y_true, scaling: float, optimizer: str = "sgd"
     before = np.asarray(W, dtype=float) + scaling * np.asarray(B, dtype=float) @ np.asarray(A, dtype=float)
     after = trajectory(x, W, A, B, y_true, scaling, optimizer, lr, steps=1)[0]
     return float(np.linalg.norm(after - before))
+
+
+def side_by_side(matrices: dict, decimals: int = 4) -> str:
+    """The matrices next to each other, each under its name and shape: notebook 02 shows the whole example in a few lines.
+
+    Every entry is printed (NumPy's own formatting at ``decimals``), so nothing of the example is hidden; rows are
+    aligned at the top and a shorter matrix leaves blanks below it.
+    """
+    if not matrices:
+        raise ValueError("side_by_side needs at least one matrix: pass a dict such as {'W': W, 'A': A}")
+    blocks = []
+    for name, m in matrices.items():
+        m = np.atleast_2d(np.asarray(m, dtype=float))
+        if m.ndim != 2:
+            raise ValueError(f"side_by_side prints 2-D matrices; {name!r} has shape {m.shape} (reshape it to rows × columns)")
+        rows = np.array2string(m, precision=decimals, suppress_small=True).replace("[[", " [").replace("]]", "]").split("\n")
+        rows = [row.strip() for row in rows]
+        blocks.append([f"{name} {m.shape[0]}×{m.shape[1]}", *rows])
+    widths = [max(len(line) for line in block) for block in blocks]
+    height = max(len(block) for block in blocks)
+    return "\n".join("   ".join((block[i] if i < len(block) else "").ljust(w) for block, w in zip(blocks, widths)).rstrip()
+                     for i in range(height))
+
+
+def gradient_gaps(x, W, A, B, y_true, grad_A, grad_B) -> dict[str, float]:
+    """Largest difference between hand-derived ∇A, ∇B (s = 1) and two checks: PyTorch's autograd and finite differences.
+
+    Notebook 03 derives the gradients by the chain rule; this is the check that needs no calculus: autograd on the
+    same loss ½·Σ((W + B·A)·x − y_true)², and central differences entry by entry (``finite_difference``).
+    """
+    x, W, A, B, y_true = (np.asarray(v, dtype=float) for v in (x, W, A, B, y_true))
+    _check_shapes(x, W, A, B, y_true)
+    At, Bt = torch.tensor(A, requires_grad=True), torch.tensor(B, requires_grad=True)
+    y_t = (torch.tensor(W) + Bt @ At) @ torch.tensor(x)
+    (0.5 * ((y_t - torch.tensor(y_true)) ** 2).sum()).backward()
+    fd_A = finite_difference(lambda A_: loss((W + B @ A_) @ x, y_true), A)
+    fd_B = finite_difference(lambda B_: loss((W + B_ @ A) @ x, y_true), B)
+    return dict(autograd=float(max(np.abs(grad_A - At.grad.numpy()).max(), np.abs(grad_B - Bt.grad.numpy()).max())),
+                finite_differences=float(max(np.abs(grad_A - fd_A).max(), np.abs(grad_B - fd_B).max())))
+
+
+def alpha_table(x, W, A, B, y_true, lrs: dict, alphas=(1, 2, 4, 8)) -> str:
+    """Notebook 03's table: the first change of W_eff (``first_step_change``) under SGD and Adam as α doubles.
+
+    ``lrs`` maps ``"sgd"`` and ``"adam"`` to their learning rates; r is A's number of rows, s = α/r. Each row also
+    gives the change over the previous α's, the factor the learner predicts (4 under SGD, 2 under Adam).
+    """
+    if set(lrs) != {"sgd", "adam"}:
+        raise ValueError(f"alpha_table needs learning rates for 'sgd' and 'adam', got {sorted(lrs)}: pass lrs={{'sgd': 0.1, 'adam': 0.01}}")
+    r = np.asarray(A).shape[0]
+    lines = [f"{'α':>4} {'s = α/r':>8} {'SGD |ΔW_eff|':>13} {'× previous':>10} {'Adam |ΔW_eff|':>14} {'× previous':>10}"]
+    previous = {}
+    for alpha in alphas:
+        row = f"{alpha:>4} {alpha / r:>8.2f}"
+        for opt, width in (("sgd", 13), ("adam", 14)):
+            change = first_step_change(x, W, A, B, y_true, alpha / r, opt, lrs[opt])
+            row += f" {change:>{width}.4f} {f'{change / previous[opt]:.2f}' if opt in previous else '':>10}"
+            previous[opt] = change
+        lines.append(row)
+    return "\n".join(lines)

@@ -221,3 +221,38 @@ def test_adam_s_as_learning_rate_holds_for_the_first_step_only():
     assert diff[0] < 1e-8 and diff[1] > 1e-4 and diff[-1] > 0.1
     assert we.first_step_change(x, W, A, B, t, 1.0, "sgd", 0.1) == pytest.approx(
         np.linalg.norm(we.trajectory(x, W, A, B, t, 1.0, "sgd", 0.1, steps=1)[0] - W), rel=1e-12)
+
+
+# ---- the helpers that keep notebooks 02 and 03 short -------------------------------------------------
+
+def test_side_by_side_prints_every_entry_under_its_name_and_shape():
+    ex = we.example()
+    text = we.side_by_side({"W": ex["W"], "A = lora_A": ex["A"], "x": ex["x"]})
+    lines = text.split("\n")
+    assert len(lines) == 1 + 4 and lines[0].split() == ["W", "4×4", "A", "=", "lora_A", "2×4", "x", "4×1"]
+    numbers = [float(v) for v in " ".join(lines[1:]).replace("[", " ").replace("]", " ").split()]
+    assert sorted(numbers) == sorted([*ex["W"].ravel(), *ex["A"].ravel(), *ex["x"].ravel()])
+    with pytest.raises(ValueError, match="at least one matrix"):
+        we.side_by_side({})
+    with pytest.raises(ValueError, match="2-D"):
+        we.side_by_side({"T": np.zeros((2, 2, 2))})
+
+
+def test_gradient_gaps_are_tiny_for_the_right_gradients_and_not_for_wrong_ones():
+    ex = we.example()
+    g = we.gradients(**{k: ex[k] for k in ("x", "W", "A", "B", "y_true")})
+    gaps = we.gradient_gaps(ex["x"], ex["W"], ex["A"], ex["B"], ex["y_true"], g["grad_A"], g["grad_B"])
+    assert gaps["autograd"] < 1e-12 and gaps["finite_differences"] < 1e-8
+    wrong = we.gradient_gaps(ex["x"], ex["W"], ex["A"], ex["B"], ex["y_true"], g["grad_A"], g["grad_B"] + 0.1)
+    assert wrong["autograd"] == pytest.approx(0.1) and wrong["finite_differences"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_alpha_table_shows_sgd_growing_like_s_squared_and_adam_like_s():
+    ex = we.example()
+    A0, B0 = we.lora_init(4, 4, 2, zero="B")
+    table = we.alpha_table(ex["x"], ex["W"], A0, B0, ex["y_true"], lrs={"sgd": 0.1, "adam": 0.01})
+    rows = [line.split() for line in table.split("\n")[1:]]
+    assert [r[0] for r in rows] == ["1", "2", "4", "8"] and len(rows[0]) == 4
+    assert all(r[3] == "4.00" and r[5] == "2.00" for r in rows[1:])
+    with pytest.raises(ValueError, match="'sgd' and 'adam'"):
+        we.alpha_table(ex["x"], ex["W"], A0, B0, ex["y_true"], lrs={"sgd": 0.1})
