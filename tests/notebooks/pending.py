@@ -15,8 +15,6 @@ PENDING = {
                          "(python tools/slides.py --check lists them; issue 24, item 6)"
                    for name in ("07_real_language_model.ipynb", "08_lora_variants.ipynb")},
     "slide metadata": {},
-    "core path": "the core path (00-07) reads in 255 minutes by the time method, over 180: python tools/course_times.py "
-                 "prints each notebook's terms (05 alone: 80 minutes, 66 of them exercises)",
 }
 
 
