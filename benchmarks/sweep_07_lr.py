@@ -1,67 +1,151 @@
-"""The learning-rate sweep behind notebook 07: LoRA and full fine-tuning, chosen on a validation split.
+"""Notebook 07's learning rates and its learn/forget table: LoRA against full fine-tuning of the same weight matrices.
 
-Run from the repository root:  .venv/bin/python benchmarks/sweep_07_lr.py   (94 s of CPU on the 2-core course machine)
-It writes lora_edu/data/chat_task_sweep.json. The held-out ("test") questions are never used here:
-the 40 training questions are split into 32 for training and 8 for validation
-(:func:`lora_edu.lessons.chat_task.validation_split`), each learning rate trains for the notebook's
-steps and batch size on the 32, and is scored on the 8. The chosen learning rate is the one with
-the most validation replies in the format *and* right; ties go to the lower validation loss (the
-mean loss on the 8 validation replies' tokens). The notebook then trains on all 40 with it.
-Everything is deterministic (one thread, fixed seeds).
+Run from the repository root, one process per method (they share nothing, so two cores run them side by side),
+then merge:
+    .venv/bin/python benchmarks/sweep_07_lr.py --method LoRA &
+    .venv/bin/python benchmarks/sweep_07_lr.py --method "full fine-tuning" &
+    wait; .venv/bin/python benchmarks/sweep_07_lr.py --merge
+(--held-out-only reruns a method's held-out seeds and keeps its validation runs; --merge --wait measures the base model
+first, then waits for both methods' part files.)
+(each method about 15 minutes of one-thread CPU on a quiet machine). A method's process writes its rows to
+benchmarks/out/sweep_07_<method>.json after every run (so a stopped sweep keeps what ran); --merge measures the
+base model and writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
+
+1. Validation. The training questions (lora_edu.lessons.chat_task.load_task) are split into a fitting
+   part and a validation part (every fifth, chat_task.validation_split). For each method, each learning
+   rate of LRS and each seed of VALIDATION_SEEDS, a copy of the base model trains on the fitting part with the
+   notebook's recipe (chat_task.RECIPE) and its loss on the validation replies is recorded. A method's
+   learning rate is the one with the lowest validation loss, averaged over the seeds. The held-out
+   questions play no part in this choice.
+2. Held out. Each method, at its chosen rate, trains on every training question once per seed, as the
+   notebook does (its live run is seed 0), and is measured on the held-out questions (replies in the
+   format, right in the format, loss on the taught replies) and on plain prose (perplexity: forgetting).
+
+A seed fixes LoRA's random A and the order of the batches (full fine-tuning has no random start, so
+there only the order changes). Everything else is deterministic: one thread, greedy decoding.
 """
 from __future__ import annotations
 
-import copy
+import argparse
 import json
-import re
+import statistics
+import sys
+import time
 from pathlib import Path
 
 import torch
 
-from lora_edu.core import smollm2
-from lora_edu.core.lora import add_lora
-from lora_edu.course.seeding import seed_everything
-from lora_edu.lessons import chat_task as ct
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine_info  # noqa: E402
 
-TARGETS = r"model\.layers\.(26|27|28|29)\.(self_attn|mlp)\.\w+_proj"   # the notebook's: every linear of the last 4 layers
-R, ALPHA, STEPS, BATCH = 8, 16, 12, 4
-LRS = {"LoRA": (1e-3, 3e-3, 1e-2), "full fine-tuning": (1e-4, 3e-4, 1e-3, 3e-3)}
-OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "chat_task_sweep.json"
+from lora_edu.core import smollm2  # noqa: E402
+from lora_edu.course.seeding import seed_everything  # noqa: E402
+from lora_edu.lessons import chat_task as ct  # noqa: E402
+
+LRS = {"LoRA": (1e-3, 2e-3, 4e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3)}
+SEEDS = (0, 1, 2)
+#: Seeds of the validation runs. One, to fit a busy 2-core machine; the held-out runs use all of SEEDS.
+VALIDATION_SEEDS = (0,)
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "lora_edu" / "data" / "chat_task_sweep.json"
+PARTS = ROOT / "benchmarks" / "out"
 
 
-def prepare(base, method: str):
-    if method == "LoRA":
-        return add_lora(copy.deepcopy(base), TARGETS, r=R, alpha=ALPHA)
-    model = copy.deepcopy(base)
-    for name, p in model.named_parameters():
-        p.requires_grad_(re.fullmatch(TARGETS + r"\.weight", name) is not None)
-    return model
+def part_file(method: str) -> Path:
+    return PARTS / f"sweep_07_{method.replace(' ', '_')}.json"
+
+
+def setup():
+    seed_everything(0)
+    base, tokenizer = smollm2.load()
+    task = ct.load_task()
+    k = ct.RECIPE["top_layers"]
+    fit, val = ct.validation_split(task["train"])
+    data = {name: ct.CachedBatch(base, k, ct.encode(tokenizer, part))
+            for name, part in (("fit", fit), ("val", val), ("train", task["train"]), ("held_out", task["held_out"]))}
+    data["prose"] = ct.CachedBatch(base, k, ct.prose_batch(tokenizer, task["general_text"]))
+    return base, tokenizer, task, data, len(fit), len(val)
+
+
+def measure(model, tokenizer, task, data) -> dict:
+    """Held-out scores of greedy replies, the loss of the taught held-out replies, and prose perplexity (forgetting)."""
+    scores = ct.score(ct.generate(model, tokenizer, [ex["question"] for ex in task["held_out"]]), task["held_out"])
+    with torch.no_grad():
+        return dict(**{name: round(v, 4) for name, v in scores.items()}, held_out_loss=round(data["held_out"].loss(model).item(), 4),
+                    prose_perplexity=round(ct.perplexity(model, data["prose"]), 4))
+
+
+def run_method(method: str, held_out_only: bool = False) -> None:
+    start = time.perf_counter()
+    base, tokenizer, task, data, n_fit, n_val = setup()
+    record = dict(method=method, recipe=ct.RECIPE, lrs=LRS[method], seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS),
+                  validation=[], held_out=[])
+    PARTS.mkdir(exist_ok=True)
+
+    def save():
+        record["seconds"] = round(time.perf_counter() - start)
+        part_file(method).write_text(json.dumps(record, indent=1) + "\n")
+
+    if held_out_only:   # keep the validation runs of the part file, run the held-out seeds again
+        old = json.loads(part_file(method).read_text())
+        if old["recipe"] != ct.RECIPE:
+            raise SystemExit(f"{part_file(method)} was made with another recipe; run without --held-out-only.")
+        record["validation"] = old["validation"]
+    for lr in [] if held_out_only else LRS[method]:
+        for seed in VALIDATION_SEEDS:
+            model = ct.prepare(base, method, seed)
+            losses = ct.train(model, data["fit"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
+            with torch.no_grad():
+                row = dict(method=method, lr=lr, seed=seed, val_loss=round(data["val"].loss(model).item(), 4),
+                           final_train_loss=round(losses[-1], 4))
+            record["validation"].append(row)
+            print(row, flush=True)
+            save()
+    mean = {lr: statistics.mean(r["val_loss"] for r in record["validation"] if r["lr"] == lr) for lr in LRS[method]}
+    record["chosen"] = chosen = min(mean, key=mean.get)
+    print("chosen:", chosen, flush=True)
+    for seed in SEEDS:
+        model = ct.prepare(base, method, seed)
+        losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=chosen, batch_size=ct.RECIPE["batch_size"], seed=seed)
+        row = dict(method=method, lr=chosen, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model, tokenizer, task, data))
+        record["held_out"].append(row)
+        print(row, flush=True)
+        save()
+
+
+def merge(wait: bool = False) -> None:
+    """The base model's row, and both methods' parts, into the file the notebook reads (what ran, whatever ran)."""
+    base, tokenizer, task, data, n_fit, n_val = setup()
+    base_row = measure(base, tokenizer, task, data)
+    while wait and not all(part_file(m).exists() and len(json.loads(part_file(m).read_text())["held_out"]) == len(SEEDS)
+                           for m in ct.METHODS):
+        time.sleep(10)
+    parts = {m: json.loads(part_file(m).read_text()) for m in ct.METHODS if part_file(m).exists()}
+    for m, part in parts.items():
+        if part["recipe"] != ct.RECIPE:
+            raise SystemExit(f"{part_file(m)} was made with another recipe ({part['recipe']}); run --method {m!r} again.")
+    OUT.write_text(json.dumps(dict(
+        about="Notebook 07's learning rates, chosen by validation loss, and LoRA against full fine-tuning of the same weight "
+              "matrices on the held-out questions and on plain prose, over several seeds (benchmarks/sweep_07_lr.py).",
+        recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=n_fit, n_val=n_val,
+        n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs={m: p["lrs"] for m, p in parts.items()},
+        seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS), validation=[r for p in parts.values() for r in p["validation"]],
+        chosen={m: p["chosen"] for m, p in parts.items() if "chosen" in p}, base=base_row,
+        held_out=[r for p in parts.values() for r in p["held_out"]],
+        seconds={m: p["seconds"] for m, p in parts.items()}, machine=machine_info(), torch_threads=torch.get_num_threads()),
+        indent=1) + "\n")
+    print(f"wrote {OUT}")
 
 
 def main() -> None:
-    seed_everything(0)
-    base, tokenizer = smollm2.load()
-    train, val = ct.validation_split(ct.load_task()["train"])
-    rows = []
-    for method, lrs in LRS.items():
-        for lr in lrs:
-            torch.manual_seed(0)
-            model = prepare(base, method)
-            ct.train(model, tokenizer, train, steps=STEPS, lr=lr, batch_size=BATCH)
-            replies = ct.generate(model, tokenizer, [ex["question"] for ex in val])
-            with torch.no_grad():
-                val_loss = model(**ct.encode(tokenizer, val)).loss.item()
-            row = dict(method=method, lr=lr, val_loss=round(val_loss, 4),
-                       **{k: round(v, 4) for k, v in ct.score(replies, [ex["answer"] for ex in val]).items()})
-            rows.append(row)
-            print(row, replies, flush=True)
-    chosen = {m: min((r for r in rows if r["method"] == m), key=lambda r: (-r["correct"], r["val_loss"]))["lr"] for m in LRS}
-    OUT.write_text(json.dumps(dict(
-        about="Notebook 07's learning rates, chosen on a validation split of the training questions "
-              "(benchmarks/sweep_07_lr.py): most replies in the format and right, ties to the lower validation loss.",
-        targets=TARGETS, r=R, alpha=ALPHA, steps=STEPS, batch_size=BATCH, n_train=len(train), n_val=len(val),
-        results=rows, chosen=chosen), indent=1) + "\n")
-    print("chosen:", chosen)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--method", choices=ct.METHODS)
+    group.add_argument("--merge", action="store_true")
+    parser.add_argument("--held-out-only", action="store_true", help="reuse the part file's validation runs")
+    parser.add_argument("--wait", action="store_true", help="with --merge: wait until every method's part file is complete")
+    args = parser.parse_args()
+    merge(args.wait) if args.merge else run_method(args.method, args.held_out_only)
 
 
 if __name__ == "__main__":

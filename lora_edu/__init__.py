@@ -11,7 +11,8 @@ Three kinds of module, three sub-packages:
   injection (``lora``), adapter files (``adapters``), PEFT interop (``peft_tools``), the memory model
   (``memory``, ``sharding``), NF4 (``nf4``), the variants' layers (``variants``), low-rank algebra
   (``lowrank``), subspace similarity (``subspace``), FLOP counts and step timings (``timing``), the
-  offline SmolLM2 loader (``smollm2``). No plotting, no widgets: usable from a script or a GPU benchmark.
+  offline SmolLM2 loader (``smollm2``), training the top layers on cached inputs (``layer_cache``).
+  No plotting, no widgets: usable from a script or a GPU benchmark.
 * ``lora_edu.lessons``: computations that exist for one notebook's figures and tables, one module per
   notebook: the 4×4 worked example (``worked_example``, 02-03), rank experiments (04), PEFT's pitfalls
   reproduced (``pitfalls``, 06), the chat task (07), the variants' runs (08), the paper's analyses (09),
@@ -44,7 +45,8 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 _LAZY = {
     # core: what a learner would reuse in a project of their own
     **{name: f"lora_edu.core.{name}" for name in
-       ("lora", "adapters", "peft_tools", "lowrank", "timing", "sharding", "smollm2", "subspace")},
+       ("lora", "adapters", "peft_tools", "lowrank", "timing", "sharding", "smollm2", "subspace", "layer_cache")},
+    "finetune": "lora_edu.finetune",  # notebook 07's recipe as a command (python -m lora_edu.finetune)
     # lessons: what exists for one notebook's figures and tables (digits_task: the small task 00 and 04-09 share)
     **{name: f"lora_edu.lessons.{name}" for name in
        ("worked_example", "rank_experiments", "pitfalls", "chat_task", "variant_runs", "paper_analyses", "digits_task")},

@@ -1,47 +1,143 @@
-"""Notebook 07's task: teach a chat model to answer in a set format, and measure what it learned and forgot.
+"""Notebook 07's task: teach a chat model to answer in a set format what it already knows, and measure it.
 
-The data set (``lora_edu/data/chat_task.json``) was written for the course: short questions
-with one-word answers that SmolLM2-135M-Instruct mostly knows already, so training only has to
-change *how* it answers. The taught reply is a JSON object, ``{"answer": "Paris"}``, a format a
-program can read and a learner can see at a glance; a second format (``xml``:
-``<answer>Paris</answer>``) gives a second adapter to switch to. The held-out questions never appear in training. The file's
-``general_text`` (plain encyclopaedic prose, also written for the course) measures forgetting as
-perplexity.
+The data (``lora_edu/data/chat_task.json``, written for the course, MIT) is a pool of short questions,
+each with every accepted wording of its answer. What is held out and what trains is decided by rules,
+never by hand, and never by looking at a trained model:
 
-Prompts use the model's chat markers without a system turn (its template would add a
-20-token default system prompt to every example, tripling the cost of a training step).
-Training sequences are right-padded and only the reply's tokens carry a loss; generation pads
-on the left, as decoder-only generation needs.
+1. **Halves.** A question is a held-out candidate when the sha256 of its text is odd
+   (:func:`held_out_half`), a training candidate otherwise: an even split that depends on nothing else.
+2. **Knowledge the model has.** ``benchmarks/build_07_task.py`` asked the base model every question
+   once, in its own words (greedy, :data:`PROSE_TOKENS` new tokens), and stored the replies in
+   ``chat_task_base.json``. Only questions it answered right (:func:`is_right`) are used, on both sides:
+   the task isolates the *format*, a behaviour the base model lacks, on facts it has.
+3. **Size.** The held-out set is the first :data:`HELD_OUT_SIZE` such candidates in the order of their
+   hashes (a fixed, arbitrary order): enough questions for a score, few enough for the notebook's time budget.
+
+The taught reply is a JSON object, ``{"answer": "Paris"}``, a format a program can read. Prompts
+use the model's chat markers without a system turn (its template would add a 20-token default system
+prompt to every example). Training sequences are right-padded and only the reply's tokens carry a loss;
+generation pads on the left, as decoder-only generation needs. Training runs on cached hidden states of
+the frozen lower layers (:mod:`lora_edu.core.layer_cache`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+from functools import cache
 from importlib.resources import files
 
 import torch
 
-FORMATS = ("json", "xml")
+from lora_edu.core import layer_cache
+
+#: New tokens in the base model's replies when the rules measure what it knows (prose, and begun in the format).
+PROSE_TOKENS = 16
+#: How every reply in the taught format begins: a JSON object with one field, "answer".
+OPENING = '{"answer": "'
+#: New tokens the base model wrote after :data:`OPENING` when rule 2 was measured (``benchmarks/build_07_task.py``).
+FORMAT_TOKENS = 24
+#: New tokens for a whole reply in the taught format: the opening (4 tokens), at most FORMAT_TOKENS of answer, the
+#: closing ``"}`` (1 token) and the end marker (1), so that no taught reply can be cut off (the longest is 29 with its end marker).
+REPLY_TOKENS = 4 + FORMAT_TOKENS + 1 + 1
+#: How many held-out questions the notebook scores, at most.
+HELD_OUT_SIZE = 48
+#: The notebook's recipe, read by benchmarks/sweep_07_lr.py and the tests from here: LoRA of rank ``r`` and scale
+#: ``alpha``/r on the ``modules`` of the last ``top_layers`` layers, ``steps`` AdamW steps of ``batch_size`` examples.
+RECIPE = {"top_layers": 4, "modules": r"(self_attn|mlp)\.\w+_proj", "r": 8, "alpha": 16, "steps": 60, "batch_size": 8}
+METHODS = ("LoRA", "full fine-tuning")
 
 
-def load_task() -> dict:
-    """``{"train": [...], "test": [...], "general_text": str}``; each example is ``{"question", "answer"}``."""
-    return json.loads(files("lora_edu.data").joinpath("chat_task.json").read_text(encoding="utf-8"))
+def _data_file(name: str) -> dict:
+    return json.loads(files("lora_edu.data").joinpath(name).read_text(encoding="utf-8"))
+
+
+@cache
+def load_data() -> dict:
+    """The data file as written: ``{"about", "licence", "questions": [{"question", "answers", "topic"}], "general_text"}``."""
+    return _data_file("chat_task.json")
+
+
+def load_base_replies() -> dict:
+    """``benchmarks/build_07_task.py``'s record: how the base model answered every question in prose (``replies``)."""
+    return _data_file("chat_task_base.json")
 
 
 def load_sweep() -> dict:
-    """The learning-rate sweep of ``benchmarks/sweep_07_lr.py`` (``lora_edu/data/chat_task_sweep.json``): its set-up,
-    every run's validation scores, and ``chosen``, the learning rate it picked for each method."""
-    return json.loads(files("lora_edu.data").joinpath("chat_task_sweep.json").read_text(encoding="utf-8"))
+    """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen by validation loss, and the learn/forget seeds."""
+    return _data_file("chat_task_sweep.json")
+
+
+def load_recipe_runs() -> dict:
+    """``benchmarks/explore_07_recipe.py``'s record: LoRA variants (top layers, steps, rate) scored on the validation split."""
+    return _data_file("chat_task_recipe.json")
+
+
+def load_cache_timing() -> dict:
+    """``benchmarks/bench_07_cache.py``'s record: a cached training step against an uncached one, timed."""
+    return _data_file("chat_task_cache_timing.json")
+
+
+def question_hash(question: str) -> str:
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()
+
+
+def held_out_half(question: str) -> bool:
+    """Rule 1: a question is a held-out candidate when the sha256 of its text (UTF-8) is an odd number."""
+    return int(question_hash(question), 16) % 2 == 1
+
+
+def first_match(text: str, answers: list[str]):
+    """The earliest whole-word occurrence of an accepted answer in ``text`` (a ``re.Match``), or None."""
+    found = [m for a in answers if (m := re.search(rf"(?<!\w){re.escape(a)}(?!\w)", text, re.IGNORECASE))]
+    return min(found, key=lambda m: m.start(), default=None)
+
+
+def is_right(text: str, answers: list[str]) -> bool:
+    """Whether ``text`` contains one of the accepted ``answers`` as a whole word (or words), ignoring case."""
+    if not answers:
+        raise ValueError("need at least one accepted answer.")
+    return first_match(text, answers) is not None
+
+
+def field_of(continuation: str) -> str:
+    """The answer the base model wrote when its reply was begun with :data:`OPENING`: its first clause,
+    the text before the first ``" , . ; ! ?`` or new line (where it closed the string, or its first statement ended)."""
+    end = re.search(r'[",.;!?\n]', continuation)
+    return (continuation[:end.start()] if end else continuation).strip()
+
+
+def load_task() -> dict:
+    """``{"train", "held_out", "general_text", "counts"}`` built by the three rules of this module's docstring.
+
+    Each example is a question of the data file (``question``, ``answers``, ``topic``) plus how the base
+    model answered it: ``base_reply`` (in its own words) and ``base_field`` (the answer field it wrote when
+    its reply was begun in the format), which is also the reply it is taught (:func:`taught_reply`).
+    ``train`` holds every such training candidate, in hash order.
+    """
+    base = load_base_replies()
+    questions = load_data()["questions"]
+    if (base["prose_tokens"], base["format_tokens"], base["opening"], base["n_questions"]) != (PROSE_TOKENS, FORMAT_TOKENS, OPENING, len(questions)):
+        raise RuntimeError("chat_task_base.json is out of date with the data, PROSE_TOKENS or OPENING: "
+                           "run `python benchmarks/build_07_task.py` to rebuild it.")
+    examples = [dict(q, base_reply=base["replies"][q["question"]]["prose"],
+                     base_field=field_of(base["replies"][q["question"]]["in_format"])) for q in questions]
+    in_prose = [ex for ex in examples if is_right(ex["base_reply"], ex["answers"])]
+    both = sorted((ex for ex in in_prose if is_right(ex["base_field"], ex["answers"])), key=lambda ex: question_hash(ex["question"]))
+    half = lambda exs: [ex for ex in exs if held_out_half(ex["question"])]  # noqa: E731
+    return {"train": [ex for ex in both if not held_out_half(ex["question"])],
+            "held_out": half(both)[:HELD_OUT_SIZE],
+            "general_text": load_data()["general_text"],
+            "counts": {"questions": len(questions), "held_out_half": len(half(examples)),
+                       "held_out_half_right_in_prose": len(half(in_prose)), "held_out_half_right_both_ways": len(half(both))}}
 
 
 def validation_split(examples: list[dict], every: int = 5) -> tuple[list[dict], list[dict]]:
     """``(train, validation)``: every ``every``-th example (the 5th, 10th, …) is set aside for validation.
 
     Choices such as the learning rate are made on this split (``benchmarks/sweep_07_lr.py``), never on
-    the held-out questions, which only measure the final model. Taking every fifth keeps each kind of
-    question (capitals, colours, counts, …) in both parts.
+    the held-out questions, which only measure the final model.
     """
     if every < 2 or len(examples) < every:
         raise ValueError(f"need every >= 2 and at least `every` examples; got every={every}, {len(examples)} examples.")
@@ -54,98 +150,230 @@ def chat_prompt(question: str) -> str:
     return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def reply(answer: str, fmt: str = "json") -> str:
-    """The taught reply: ``{"answer": "Paris"}`` (``json``) or ``<answer>Paris</answer>`` (``xml``)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}.")
-    return json.dumps({"answer": answer}) if fmt == "json" else f"<answer>{answer}</answer>"
+def reply(answer: str) -> str:
+    """A reply in the taught format: ``{"answer": "Paris"}`` (it begins with :data:`OPENING`)."""
+    return json.dumps({"answer": answer}, ensure_ascii=False)
 
 
-def parse_reply(text: str, fmt: str = "json") -> str | None:
-    """The answer inside a reply written in ``fmt``, or None if the reply does not follow the format."""
-    text = text.strip()
-    if fmt == "json":
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return None
-        return str(value["answer"]) if isinstance(value, dict) and set(value) == {"answer"} else None
-    if fmt == "xml":
-        found = re.fullmatch(r"<answer>([^<>]+)</answer>", text)
-        return found.group(1) if found else None
-    raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}.")
+def taught_reply(example: dict) -> str:
+    """What the model is taught to write for ``example``: its own answer field (``base_field``), in the format."""
+    return reply(example["base_field"])
 
 
-def score(replies: list[str], answers: list[str], fmt: str = "json") -> dict[str, float]:
-    """Shares of replies: in the taught format (``format``), in it *and* right (``correct``), and holding the right
-    answer anywhere, in any format (``mentions``: what the model knows, whatever the wording)."""
-    if len(replies) != len(answers) or not replies:
-        raise ValueError(f"need as many replies as answers, at least one; got {len(replies)} and {len(answers)}.")
-    parsed = [parse_reply(r, fmt) for r in replies]
-    return {"format": sum(p is not None for p in parsed) / len(parsed),
-            "correct": sum(p is not None and p.lower() == a.lower() for p, a in zip(parsed, answers)) / len(parsed),
-            "mentions": sum(re.search(rf"\b{re.escape(a)}\b", r, re.IGNORECASE) is not None for r, a in zip(replies, answers)) / len(replies)}
+def parse_reply(text: str) -> str | None:
+    """The answer inside a reply in the taught format, or None if the reply does not follow it."""
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return None
+    return value["answer"] if isinstance(value, dict) and set(value) == {"answer"} and isinstance(value["answer"], str) else None
 
 
-def encode(tokenizer, examples: list[dict], fmt: str = "json") -> dict[str, torch.Tensor]:
-    """A right-padded training batch; ``labels`` are -100 on the prompt and the padding (no loss there)."""
+def score(replies: list[str], examples: list[dict]) -> dict[str, float]:
+    """Shares of replies: in the taught format (``format``), in it and right (``right_in_format``: the answer field
+    holds an accepted answer), and right anywhere, whatever the wording (``right_anywhere``)."""
+    if len(replies) != len(examples) or not replies:
+        raise ValueError(f"need one reply per example, at least one; got {len(replies)} replies and {len(examples)} examples.")
+    parsed = [parse_reply(r) for r in replies]
+    n = len(replies)
+    return {"format": sum(p is not None for p in parsed) / n,
+            "right_in_format": sum(p is not None and is_right(p, ex["answers"]) for p, ex in zip(parsed, examples)) / n,
+            "right_anywhere": sum(is_right(r, ex["answers"]) for r, ex in zip(replies, examples)) / n}
+
+
+def encode(tokenizer, examples: list[dict]) -> dict[str, torch.Tensor]:
+    """A right-padded training batch; ``labels`` are -100 on the prompt and the padding (no loss there).
+
+    The target is :func:`taught_reply`, ended by the end-of-turn marker, so the model learns to stop.
+    """
     eos = tokenizer.eos_token_id
     rows = []
     for ex in examples:
         prompt = tokenizer(chat_prompt(ex["question"]), add_special_tokens=False)["input_ids"]
-        target = tokenizer(reply(ex["answer"], fmt), add_special_tokens=False)["input_ids"] + [eos]
-        rows.append((prompt + target, [-100] * len(prompt) + target))
+        target = tokenizer(taught_reply(ex), add_special_tokens=False)["input_ids"] + [eos]
+        rows.append((prompt + target, [layer_cache.IGNORE] * len(prompt) + target))
     width = max(len(ids) for ids, _ in rows)
     pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
     return {"input_ids": torch.tensor([pad(ids, eos) for ids, _ in rows]),
             "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
-            "labels": torch.tensor([pad(labels, -100) for _, labels in rows])}
+            "labels": torch.tensor([pad(labels, layer_cache.IGNORE) for _, labels in rows])}
 
 
 @torch.no_grad()
-def generate(model, tokenizer, questions: list[str], max_new_tokens: int = 10) -> list[str]:
-    """Greedy replies (deterministic), one batch, left-padded; special tokens dropped."""
+def generate(model, tokenizer, questions: list[str], max_new_tokens: int = REPLY_TOKENS, begin: str = "",
+             strip: bool = True) -> list[str]:
+    """Greedy replies (deterministic), one batch, left-padded; special tokens dropped.
+
+    ``begin``: text the reply is begun with (given, not generated); only the continuation is returned.
+    """
     tokenizer.padding_side = "left"
-    batch = tokenizer([chat_prompt(q) for q in questions], return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = tokenizer([chat_prompt(q) + begin for q in questions], return_tensors="pt", padding=True, add_special_tokens=False)
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, batch["input_ids"].shape[1]:]]
+    texts = [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, batch["input_ids"].shape[1]:]]
+    return [t.strip() for t in texts] if strip else texts
 
 
-@torch.no_grad()
-def perplexity(model, tokenizer, text: str) -> float:
-    """exp(mean next-token cross-entropy) of ``text``: how surprised the model is by ordinary prose."""
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    return math.exp(model(input_ids=ids, labels=ids).loss.item())
+class CachedBatch:
+    """A fixed set of training rows with the hidden states entering the top ``k`` layers, computed once.
+
+    ``loss(rows)`` runs only the top ``k`` layers and the head for those rows: the training step of
+    :func:`train`. Any model whose layers below the top ``k`` equal ``model``'s can use the same cache
+    (LoRA or full fine-tuning of the top ``k`` layers, of a copy of ``model``). The lower layers run on
+    rows of similar length together, ``chunk`` at a time, so that little of their work goes into padding.
+    """
+
+    def __init__(self, model, k: int, batch: dict[str, torch.Tensor], chunk: int = 8):
+        self.k, self.batch = k, batch
+        lengths = batch["attention_mask"].sum(1)
+        order = torch.argsort(lengths, stable=True)
+        self.hidden = None
+        for start in range(0, len(order), chunk):
+            rows = order[start:start + chunk]
+            width = int(lengths[rows].max())
+            part = layer_cache.lower_outputs(model, k, batch["input_ids"][rows, :width], batch["attention_mask"][rows, :width])
+            if self.hidden is None:
+                self.hidden = part.new_zeros(len(order), batch["input_ids"].shape[1], part.shape[-1])
+            self.hidden[rows, :width] = part
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    def loss(self, model, rows=slice(None)) -> torch.Tensor:
+        return layer_cache.reply_loss(model, self.batch["labels"][rows], self.batch["attention_mask"][rows],
+                                      hidden=self.hidden[rows], k=self.k)
 
 
-def train(model, tokenizer, examples: list[dict], steps: int, lr: float, batch_size: int = 4, fmt: str = "json",
-          seed: int = 0, desc: str | None = None) -> list[float]:
-    """AdamW on the model's trainable parameters; returns the loss of every step.
+def train(model, data: CachedBatch, steps: int, lr: float, batch_size: int = 8, seed: int = 0,
+          desc: str | None = None) -> list[float]:
+    """AdamW on the model's trainable parameters, on cached hidden states; returns the loss of every step.
 
-    Batches are drawn without replacement in an order fixed by ``seed`` (a new permutation each
-    pass), so a run is reproducible. A tqdm progress bar is shown when ``desc`` is given.
+    The learning rate falls linearly from ``lr`` to zero over the steps (the default schedule of
+    transformers' ``Trainer``): large steps while the format is being learnt, small ones at the end. Batches are
+    drawn without replacement in an order fixed by ``seed`` (a new permutation each pass), so a run is reproducible.
+    A tqdm progress bar is shown when ``desc`` is given.
     """
     from tqdm.auto import tqdm
 
-    if steps < 1 or batch_size < 1 or not examples:
+    if steps < 1 or batch_size < 1 or len(data) < 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1 and examples; got steps={steps}, batch_size={batch_size}, "
-                         f"{len(examples)} examples.")
+                         f"{len(data)} examples.")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: add LoRA (le.add_lora) or unfreeze some weights first.")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
     losses = []
     model.train()
     for _ in tqdm(range(steps), desc=desc, leave=True) if desc else range(steps):
         if len(order) < batch_size:
-            order += torch.randperm(len(examples), generator=gen).tolist()
+            order += torch.randperm(len(data), generator=gen).tolist()
         picked, order = order[:batch_size], order[batch_size:]
-        loss = model(**encode(tokenizer, [examples[i] for i in picked], fmt)).loss
+        loss = data.loss(model, torch.tensor(picked))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        schedule.step()
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def targets(n_layers: int, recipe: dict = RECIPE) -> str:
+    """The regex (over module names, as in PEFT) of the weight matrices the recipe adapts: its modules in the top layers."""
+    top = "|".join(str(i) for i in range(n_layers - recipe["top_layers"], n_layers))
+    return rf"model\.layers\.({top})\.{recipe['modules']}"
+
+
+def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
+    """A copy of ``base`` ready to train by ``method``: ``"LoRA"`` (A drawn with ``seed``) or ``"full fine-tuning"``
+    of the same weight matrices. ``base`` itself is never changed."""
+    import copy
+
+    from lora_edu.core.lora import add_lora
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    model = copy.deepcopy(base)
+    names = targets(len(layer_cache.decoder_layers(model)), recipe)
+    torch.manual_seed(seed)
+    if method == "LoRA":
+        return add_lora(model, names, r=recipe["r"], alpha=recipe["alpha"])
+    unfreeze_targets(model, names)
+    return model
+
+
+def unfreeze_targets(model, targets: str) -> int:
+    """Full fine-tuning of exactly the weight matrices LoRA would adapt: those of the modules whose names match the
+    regex ``targets`` train, everything else is frozen. Returns how many parameters train."""
+    model.requires_grad_(False)
+    n = 0
+    for name, module in model.named_modules():
+        if re.fullmatch(targets, name):
+            module.weight.requires_grad_(True)
+            n += module.weight.numel()
+    if n == 0:
+        raise ValueError(f"no module name matches {targets!r}; names look like 'model.layers.29.mlp.up_proj'.")
+    return n
+
+
+@torch.no_grad()
+def perplexity(model, data: CachedBatch) -> float:
+    """exp(mean next-token cross-entropy) over ``data``'s labelled tokens: how surprised the model is by them."""
+    return math.exp(data.loss(model).item())
+
+
+def prose_batch(tokenizer, text: str) -> dict[str, torch.Tensor]:
+    """One row of plain text in which every token after the first carries a loss: for :func:`perplexity`."""
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+# ------------------------------------------------------------------ a second task: routing customer messages
+
+
+def load_routing() -> dict:
+    """``{"labels", "instruction", "train", "held_out"}``: the data file's customer messages, split by :func:`held_out_half`."""
+    routing = load_data()["routing"]
+    return {"labels": routing["labels"], "instruction": routing["instruction"],
+            "train": [m for m in routing["messages"] if not held_out_half(m["text"])],
+            "held_out": [m for m in routing["messages"] if held_out_half(m["text"])]}
+
+
+def routing_prompt(instruction: str, text: str) -> str:
+    """The question put to the model: the instruction (naming the teams), then the message, in the chat format."""
+    return chat_prompt(f"{instruction}\n{text}")
+
+
+def encode_routing(tokenizer, instruction: str, messages: list[dict]) -> dict[str, torch.Tensor]:
+    """A right-padded batch whose reply is the team's name and the end marker; only the reply carries labels."""
+    eos = tokenizer.eos_token_id
+    rows = []
+    for m in messages:
+        prompt = tokenizer(routing_prompt(instruction, m["text"]), add_special_tokens=False)["input_ids"]
+        target = tokenizer(m["label"], add_special_tokens=False)["input_ids"] + [eos]
+        rows.append((prompt + target, [layer_cache.IGNORE] * len(prompt) + target))
+    width = max(len(ids) for ids, _ in rows)
+    pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
+    return {"input_ids": torch.tensor([pad(ids, eos) for ids, _ in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
+            "labels": torch.tensor([pad(labels, layer_cache.IGNORE) for _, labels in rows])}
+
+
+def label_tokens(tokenizer, labels: list[str]) -> torch.Tensor:
+    """The first token of each team's name: the model's choice is the one it gives the highest logit to."""
+    first = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in labels]
+    if len(set(first)) != len(first):
+        raise ValueError(f"two labels of {labels} start with the same token; rename one so that each starts differently.")
+    return torch.tensor(first)
+
+
+@torch.no_grad()
+def route(model, data: CachedBatch, choices: torch.Tensor) -> torch.Tensor:
+    """The index of the label each row's model picks: the highest logit among ``choices`` (first tokens of the labels)
+    where the reply starts, computed from ``data``'s cached states through the top layers."""
+    states = layer_cache.final_states(model, data.batch["attention_mask"], hidden=data.hidden, k=data.k)
+    where = (data.batch["labels"] != layer_cache.IGNORE).int().argmax(1) - 1   # the last prompt token predicts the reply's first
+    weights = layer_cache.output_head(model).weight[choices]
+    return (states[torch.arange(len(where)), where] @ weights.T).argmax(1)

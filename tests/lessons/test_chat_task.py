@@ -1,47 +1,106 @@
-"""lora_edu.lessons.chat_task: the course's data set, the taught formats, their scores, and the batches."""
+"""lora_edu.lessons.chat_task: the data and its rules, the taught format, its scores, the batches and the sweep's record."""
+import hashlib
+import inspect
+import json
+
 import pytest
 import torch
 
 from lora_edu.lessons import chat_task
 
 
-def test_data_set_is_split_and_held_out():
-    task = chat_task.load_task()
-    assert len(task["train"]) == 40 and len(task["test"]) == 12
+def test_the_data_file_is_written_for_the_course_and_well_formed():
+    data = chat_task.load_data()
+    assert data["licence"] == "MIT" and "Written for the course" in data["about"]
+    questions = [q["question"] for q in data["questions"]]
+    assert len(questions) == len(set(questions)) == 312
+    for q in data["questions"]:
+        assert set(q) == {"question", "answers", "topic"} and q["answers"] and all(a.strip() == a and a for a in q["answers"])
+        assert not chat_task.is_right(q["question"], q["answers"]), f"the answer is in the question: {q['question']}"
+    assert len(data["general_text"].split()) > 100
+
+
+def test_the_halves_are_decided_by_the_hash_alone():
+    q = "What is the capital of France?"
+    assert chat_task.held_out_half(q) == (int(hashlib.sha256(q.encode()).hexdigest(), 16) % 2 == 1)
+    halves = [chat_task.held_out_half(q["question"]) for q in chat_task.load_data()["questions"]]
+    assert 0.4 < sum(halves) / len(halves) < 0.6
+
+
+def test_the_task_follows_its_declared_rules():
+    task, base = chat_task.load_task(), chat_task.load_base_replies()
+    assert base["prose_tokens"] == chat_task.PROSE_TOKENS and base["opening"] == chat_task.OPENING
     train_q = {ex["question"] for ex in task["train"]}
-    assert not train_q & {ex["question"] for ex in task["test"]}, "a held-out question is in the training set"
-    assert all(" " not in ex["answer"] for ex in task["train"] + task["test"]), "answers are one word"
-    assert len(task["general_text"].split()) > 100
+    held_q = [ex["question"] for ex in task["held_out"]]
+    assert not train_q & set(held_q), "a held-out question is in the training set"
+    assert len(held_q) >= 40 and len(held_q) <= chat_task.HELD_OUT_SIZE
+    assert all(chat_task.held_out_half(q) for q in held_q) and not any(chat_task.held_out_half(q) for q in train_q)
+    for ex in task["train"] + task["held_out"]:   # known both ways, by the stored replies
+        replies = base["replies"][ex["question"]]
+        assert chat_task.is_right(replies["prose"], ex["answers"])
+        assert ex["base_field"] == chat_task.field_of(replies["in_format"]) and chat_task.is_right(ex["base_field"], ex["answers"])
+    order = [chat_task.question_hash(q) for q in held_q]
+    assert order == sorted(order)
+    known = [q for q in chat_task.load_data()["questions"] if chat_task.held_out_half(q["question"])
+             and chat_task.is_right(base["replies"][q["question"]]["prose"], q["answers"])
+             and chat_task.is_right(chat_task.field_of(base["replies"][q["question"]]["in_format"]), q["answers"])]
+    assert task["counts"]["held_out_half_right_both_ways"] == len(known) and held_q == sorted(
+        (q["question"] for q in known), key=chat_task.question_hash)[:chat_task.HELD_OUT_SIZE]
 
 
-@pytest.mark.parametrize("fmt", chat_task.FORMATS)
-def test_reply_and_parse_round_trip(fmt):
-    assert chat_task.parse_reply(chat_task.reply("Paris", fmt), fmt) == "Paris"
+def test_is_right_matches_whole_words_only():
+    assert chat_task.is_right("The capital of Italy is Rome.", ["Rome"])
+    assert chat_task.is_right("It is rome", ["Rome"])
+    assert not chat_task.is_right("Romeo and Juliet", ["Rome"])
+    assert chat_task.is_right("The capital of India is New Delhi", ["New Delhi", "Delhi"])
+    assert chat_task.is_right("about 4 legs", ["4", "four"]) and not chat_task.is_right("24 hours", ["4", "four"])
+    with pytest.raises(ValueError, match="at least one accepted answer"):
+        chat_task.is_right("x", [])
+
+
+def test_field_of_is_the_first_clause():
+    assert chat_task.field_of('The capital of Japan is Tokyo.", "description":') == "The capital of Japan is Tokyo"
+    assert chat_task.field_of('Italian"}') == "Italian"
+    assert chat_task.field_of("A cat has four legs, which is") == "A cat has four legs"
+    assert chat_task.field_of("no end in sight ") == "no end in sight"
+
+
+def test_reply_and_parse_round_trip():
+    for answer in ("Paris", 'The "Big" Apple', "Brasília"):
+        assert chat_task.parse_reply(chat_task.reply(answer)) == answer
+    assert chat_task.reply("Paris").startswith(chat_task.OPENING)
+    ex = chat_task.load_task()["train"][0]
+    assert chat_task.parse_reply(chat_task.taught_reply(ex)) == ex["base_field"]
 
 
 def test_parse_refuses_other_formats():
-    assert chat_task.parse_reply("The capital is Paris.", "json") is None
-    assert chat_task.parse_reply('{"answer": "{"answer', "json") is None
-    assert chat_task.parse_reply('{"reply": "Paris"}', "json") is None
-    assert chat_task.parse_reply("The capital is Paris.", "xml") is None
-    assert chat_task.parse_reply("<answer>Paris</answer><answer>", "xml") is None
+    assert chat_task.parse_reply("The capital is Paris.") is None
+    assert chat_task.parse_reply('{"answer": "{"answer') is None
+    assert chat_task.parse_reply('{"reply": "Paris"}') is None
+    assert chat_task.parse_reply('{"answer": 4}') is None
+    assert chat_task.parse_reply('{"answer": "Paris", "extra": 1}') is None
 
 
 def test_score():
-    got = chat_task.score(['{"answer": "paris"}', '{"answer": "Lyon"}', "Paris"], ["Paris", "Paris", "Paris"])
-    assert got == {"format": 2 / 3, "correct": 1 / 3, "mentions": 2 / 3}
-    assert chat_task.score(["Parisian food", "It is Paris."], ["Paris", "Paris"])["mentions"] == 1 / 2
+    examples = [{"answers": ["Paris"]}] * 3
+    got = chat_task.score(['{"answer": "paris"}', '{"answer": "Lyon, not Paris"}', "Paris"], examples)
+    assert got == {"format": 2 / 3, "right_in_format": 2 / 3, "right_anywhere": 1.0}
+    assert chat_task.score(['{"answer": "Lyon"}'], examples[:1]) == {"format": 1.0, "right_in_format": 0.0, "right_anywhere": 0.0}
+    with pytest.raises(ValueError, match="one reply per example"):
+        chat_task.score(["x"], [])
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="fmt must be one of"):
-        chat_task.reply("Paris", "yaml")
-    with pytest.raises(ValueError, match="as many replies as answers"):
-        chat_task.score(["x"], [])
+    class Rows(chat_task.CachedBatch):
+        def __init__(self):   # no model needed: train checks its arguments first
+            self.hidden = torch.zeros(2, 3, 4)
+
     with pytest.raises(ValueError, match="no trainable parameters"):
-        chat_task.train(torch.nn.Linear(2, 2).requires_grad_(False), None, [{"question": "q", "answer": "a"}], steps=1, lr=0.1)
+        chat_task.train(torch.nn.Linear(2, 2).requires_grad_(False), Rows(), steps=1, lr=0.1)
     with pytest.raises(ValueError, match="steps >= 1"):
-        chat_task.train(torch.nn.Linear(2, 2), None, [{"question": "q", "answer": "a"}], steps=0, lr=0.1)
+        chat_task.train(torch.nn.Linear(2, 2), Rows(), steps=0, lr=0.1)
+    with pytest.raises(ValueError, match="no module name matches"):
+        chat_task.unfreeze_targets(torch.nn.Sequential(torch.nn.Linear(2, 2)), r"model\.layers\.0\.q_proj")
 
 
 class _Tokenizer:
@@ -53,7 +112,8 @@ class _Tokenizer:
 
 
 def test_encode_masks_the_prompt_and_padding():
-    batch = chat_task.encode(_Tokenizer(), [{"question": "a", "answer": "b"}, {"question": "abc", "answer": "b"}], fmt="json")
+    examples = [{"question": "a", "base_field": "b"}, {"question": "abc", "base_field": "b"}]
+    batch = chat_task.encode(_Tokenizer(), examples)
     prompt_short, prompt_long = (len(chat_task.chat_prompt(q)) for q in ("a", "abc"))
     target = [ord(c) for c in '{"answer": "b"}'] + [0]
     n = len(target)
@@ -66,16 +126,66 @@ def test_encode_masks_the_prompt_and_padding():
 def test_validation_split_keeps_the_held_out_set_apart():
     train = chat_task.load_task()["train"]
     fit, val = chat_task.validation_split(train)
-    assert (len(fit), len(val)) == (32, 8) and val == train[4::5]
+    assert len(val) == len(train) // 5 and val == train[4::5]
     assert not {ex["question"] for ex in fit} & {ex["question"] for ex in val}
     with pytest.raises(ValueError, match="every >= 2"):
         chat_task.validation_split(train[:3])
 
 
-def test_the_sweep_file_chose_each_methods_best_on_validation():
+def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
+    """The notebook's trick on the real model: the training set cached in chunks, a step's loss and gradients as without it."""
+    from lora_edu.core import layer_cache, smollm2
+
+    model, tokenizer = smollm2.load()
+    batch = chat_task.encode(tokenizer, chat_task.load_task()["train"][:12])
+    data = chat_task.CachedBatch(model, chat_task.RECIPE["top_layers"], batch, chunk=5)
+    lora = chat_task.prepare(model, "LoRA", seed=0)
+    rows = torch.tensor([11, 0, 6, 3])
+    cached = data.loss(lora, rows)
+    cached.backward()
+    grads = [p.grad.clone() for p in lora.parameters() if p.requires_grad]
+    lora.zero_grad()
+    width = int(batch["attention_mask"][rows].sum(1).max())
+    plain = layer_cache.reply_loss(lora, batch["labels"][rows, :width], batch["attention_mask"][rows, :width],
+                                   input_ids=batch["input_ids"][rows, :width])
+    plain.backward()
+    torch.testing.assert_close(cached, plain, rtol=0, atol=1e-6)
+    for g, p in zip(grads, [p for p in lora.parameters() if p.requires_grad]):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-7)
+    flags = [p.requires_grad for p in model.parameters()]
+    full = chat_task.prepare(model, "full fine-tuning")
+    trained = {n for n, p in full.named_parameters() if p.requires_grad}
+    top = range(model.config.num_hidden_layers - chat_task.RECIPE["top_layers"], model.config.num_hidden_layers)
+    assert len(trained) == 7 * len(top) and all(any(f".layers.{i}." in n for i in top) for n in trained)   # 7 matrices a layer
+    adapted = {n.removesuffix("lora_A") + "weight" for n, _ in lora.named_parameters() if n.endswith("lora_A")}
+    assert adapted == trained, "LoRA adapts other matrices than full fine-tuning trains"
+    assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
+
+
+def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
     sweep = chat_task.load_sweep()
     for method, lr in sweep["chosen"].items():
-        rows = [r for r in sweep["results"] if r["method"] == method]
-        best = min(rows, key=lambda r: (-r["correct"], r["val_loss"]))
-        assert best["lr"] == lr and len(rows) >= 3
-    assert (sweep["n_train"], sweep["n_val"]) == (32, 8)
+        rows = [r for r in sweep["validation"] if r["method"] == method]
+        assert len({r["lr"] for r in rows}) >= 3 and {r["seed"] for r in rows} == set(sweep["validation_seeds"])
+        mean = {x: sum(r["val_loss"] for r in rows if r["lr"] == x) / sum(r["lr"] == x for r in rows) for x in {r["lr"] for r in rows}}
+        assert min(mean, key=mean.get) == lr
+        assert min(mean) < lr < max(mean), f"{method}'s chosen rate is at the edge of its grid"
+    for method in sweep["chosen"]:
+        held = [r for r in sweep["held_out"] if r["method"] == method]
+        assert len({r["seed"] for r in held}) >= 3 and all(r["lr"] == sweep["chosen"][method] for r in held)
+    json.dumps(sweep)
+
+
+def test_no_taught_reply_is_cut_off_by_the_reply_length():
+    """REPLY_TOKENS bounds every reply in the taught format (opening, answer field, closing, end marker)."""
+    from transformers import AutoTokenizer
+
+    from lora_edu.core import smollm2
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2.model_dir()))
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert chat_task.REPLY_TOKENS == count(chat_task.OPENING) + chat_task.FORMAT_TOKENS + count('"}') + 1
+    task = chat_task.load_task()
+    longest = max(count(chat_task.taught_reply(ex)) + 1 for ex in task["train"] + task["held_out"])
+    assert longest <= chat_task.REPLY_TOKENS
+    assert inspect.signature(chat_task.generate).parameters["max_new_tokens"].default == chat_task.REPLY_TOKENS
