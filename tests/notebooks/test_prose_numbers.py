@@ -920,6 +920,8 @@ def test_07_real_language_model():
     held0 = ct.load_routing()["held_out"][0]
     assert "still sends to the wrong team" in text and held0["label"] == "billing"
     assert f"{held0['text']!r} → 'shipping'" in outputs
+    # The recipe's deep dive says that an earlier recipe's held-out scores were seen before the search (review07, row 13).
+    assert "had scored that recipe on these same held-out questions" in text
     assert "forgets less because it learns less" not in text
     assert main_line_words("07_real_language_model.ipynb") <= 1400
 
