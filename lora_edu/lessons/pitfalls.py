@@ -131,6 +131,55 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach() - b.detach()).abs().max().item()
 
 
+
+# ---------------------------------------------------------------- the same model, two ways (before the pitfalls)
+
+
+def _peft_layers(peft_model: nn.Module, ours: nn.Module) -> dict:
+    """PEFT's LoRA layer for each of ``ours``'s, by module name; a clear error where the two models differ."""
+    from lora_edu.core.lora import lora_layers
+
+    mine, theirs = set(lora_layers(ours)), set(adapted(peft_model))
+    if not mine or mine != theirs:
+        raise ValueError(f"the two models adapt different layers: lora_edu {sorted(mine)}, PEFT {sorted(theirs)}; wrap the "
+                         "same base model with the same target_modules in both (lora_edu.add_lora and get_peft_model)")
+    return {name: peft_model.base_model.model.get_submodule(name) for name in sorted(mine)}
+
+
+def copy_peft_adapters(peft_model: nn.Module, ours: nn.Module, std: float = 0.05) -> nn.Module:
+    """Give PEFT's ``lora_B`` random values (normal, ``std``, from torch's global generator), then copy every A and B into ``ours``.
+
+    Why: both libraries start with B = 0, where any two LoRA layers agree; with a random B, equal outputs and
+    gradients mean something. PEFT names the matrices ``…q_proj.lora_A.default.weight``, lora_edu ``…q_proj.lora_A``.
+    ``ours`` is the same base model wrapped by ``lora_edu.add_lora`` with the same targets; otherwise a ValueError,
+    and nothing changes. Returns ``ours``.
+    """
+    from lora_edu.core.lora import lora_layers
+
+    pairs = _peft_layers(peft_model, ours)
+    with torch.no_grad():
+        for name, layer in lora_layers(ours).items():
+            peft_layer = pairs[name]
+            peft_layer.lora_B["default"].weight.normal_(std=std)
+            layer.lora_A.copy_(peft_layer.lora_A["default"].weight)
+            layer.lora_B.copy_(peft_layer.lora_B["default"].weight)
+    return ours
+
+
+def max_adapter_grad_diff(ours: nn.Module, peft_model: nn.Module) -> float:
+    """The largest absolute difference between the gradients of every A and B in ``ours`` and in PEFT's model (after backward)."""
+    from lora_edu.core.lora import lora_layers
+
+    pairs = _peft_layers(peft_model, ours)
+    diffs = []
+    for name, layer in lora_layers(ours).items():
+        for mine, theirs in ((layer.lora_A, pairs[name].lora_A["default"].weight), (layer.lora_B, pairs[name].lora_B["default"].weight)):
+            if mine.grad is None or theirs.grad is None:
+                raise ValueError(f"{name}: no gradient to compare; call loss.backward() on both models first")
+            diffs.append((mine.grad - theirs.grad).abs().max().item())
+    return max(diffs)
+
+
 # ---------------------------------------------------------------- 3. a new classification head
 
 

@@ -155,3 +155,21 @@ def update_spectrum_figure(updates: dict, ranks=(1, 2, 4, 8, 16, 32)):
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
+
+
+def digits_figure(upright, rotated, n: int = 3):
+    """Notebook 05's picture of its task: the first ``n`` test digits upright, then the same ``n`` rotated, with labels.
+
+    ``upright`` and ``rotated`` are ``lora_edu.digits_task`` splits (``x_test`` rows of 64 pixels, ``y_test``
+    labels); the picture shows what the new task asks of a network pretrained on upright digits.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= min(len(upright.x_test), len(rotated.x_test)):
+        raise ValueError(f"n must be an int from 1 to the number of test digits, got {n!r}; use e.g. n=3.")
+    fig, axes = plt.subplots(1, 2 * n, figsize=(7 * n / 3, 1.4))
+    for i, ax in enumerate(axes):
+        name, data = ("upright", upright) if i < n else ("rotated", rotated)
+        ax.imshow(np.asarray(data.x_test[i % n]).reshape(8, 8), cmap="gray_r")
+        ax.set_title(f"{name} {int(data.y_test[i % n])}", fontsize=8)
+        ax.axis("off")
+    plt.close(fig)  # shown once, as the cell's value
+    return fig

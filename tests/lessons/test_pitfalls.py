@@ -30,6 +30,31 @@ def test_captured_collects_warnings_once_and_leaves_out_deprecations(recwarn):
     assert messages == ["the pitfall"] and len(recwarn) == 0
 
 
+
+# ---------------------------------------------------------------- the same model, two ways
+
+
+def test_copied_adapters_give_the_same_logits_and_gradients_and_a_mismatch_is_refused():
+    ours = add_lora(P.tiny_llama(), ["q_proj", "v_proj"], r=8, alpha=16)
+    theirs = get_peft_model(P.tiny_llama(), LoraConfig(**QV)).eval()
+    torch.manual_seed(0)
+    assert P.copy_peft_adapters(theirs, ours) is ours
+    b = theirs.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert b.abs().max() > 0 and torch.equal(ours.model.layers[0].self_attn.q_proj.lora_B, b)
+    out_ours, out_theirs = ours(input_ids=IDS, labels=IDS), theirs(input_ids=IDS, labels=IDS)
+    assert torch.allclose(out_ours.logits, out_theirs.logits, atol=1e-5)
+    with pytest.raises(ValueError, match="backward"):
+        P.max_adapter_grad_diff(ours, theirs)
+    out_ours.loss.backward()
+    out_theirs.loss.backward()
+    assert P.max_adapter_grad_diff(ours, theirs) < 1e-6
+    only_q = add_lora(P.tiny_llama(), ["q_proj"], r=8, alpha=16)
+    before = [p.clone() for p in only_q.parameters()]
+    with pytest.raises(ValueError, match="adapt different layers"):
+        P.copy_peft_adapters(theirs, only_q)
+    assert all(torch.equal(a, b) for a, b in zip(before, only_q.parameters()))   # nothing changed
+
+
 # ---------------------------------------------------------------- 1. module names
 
 

@@ -13,13 +13,8 @@ PENDING = {
     "prompts": {},
     "slide text": {name: "slides of more than 120 words: split each long heading cell after a short lead "
                          "(python tools/slides.py --check lists them; issue 24, item 6)"
-                   for name in ("05_lora_from_scratch.ipynb", "06_peft_comparison.ipynb", "07_real_language_model.ipynb",
-                                "08_lora_variants.ipynb")},
-    "slide metadata": {name: "slide rule 4 now counts 120 words, not 1,200 characters: re-run python tools/slides.py "
-                             "on it (or re-execute it)"
-                       for name in ("05_lora_from_scratch.ipynb",)},
-    "core path": "the core path (00-07) reads in 255 minutes by the time method, over 180: python tools/course_times.py "
-                 "prints each notebook's terms (05 alone: 80 minutes, 66 of them exercises)",
+                   for name in ("07_real_language_model.ipynb", "08_lora_variants.ipynb")},
+    "slide metadata": {},
 }
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from slides import INSTALL_CELL_FIRST_LINE  # noqa: E402  (the install cell's first line, written once)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pending import PENDING, params  # noqa: E402  (issue 24's checks other owners' notebooks do not pass yet)
+from pending import params  # noqa: E402  (issue 24's checks other owners' notebooks do not pass yet)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -266,7 +266,6 @@ def test_the_stated_times_come_from_the_time_method():
     assert not edits, f"stated times out of date in {[str(p.relative_to(ROOT)) for p in edits]}: run python tools/course_times.py --write"
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING["core path"])
 def test_the_core_path_reads_in_at_most_three_hours():
     minutes = cm.core_path_minutes()
     assert minutes <= cm.CORE_PATH_MAX_MINUTES, f"core path {minutes} min > {cm.CORE_PATH_MAX_MINUTES}"

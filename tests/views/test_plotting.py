@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lora_edu.views.plotting import cell_label, heatmaps, lora_diagram
+from lora_edu.views.plotting import cell_label, digits_figure, heatmaps, lora_diagram
 
 matplotlib.use("Agg")
 
@@ -58,3 +58,19 @@ def test_the_count_figure_draws_notebook_00s_slider_still():
     for bad in (dict(r=0), dict(r=300), dict(d=2.5)):
         with pytest.raises(ValueError):
             lora_count_figure(**bad)
+
+
+def test_digits_figure_shows_the_same_digits_upright_then_rotated():
+    from lora_edu.lessons import digits_task
+
+    upright, rotated = digits_task.load_digits_task(rotate=False), digits_task.load_digits_task(rotate=True)
+    fig = digits_figure(upright, rotated, n=3)
+    titles = [ax.get_title() for ax in fig.axes]
+    labels = [int(y) for y in upright.y_test[:3]]
+    assert titles == [f"upright {y}" for y in labels] + [f"rotated {y}" for y in rotated.y_test[:3].tolist()]
+    assert labels == [int(y) for y in rotated.y_test[:3]]   # the same digits, turned
+    assert np.array_equal(fig.axes[0].images[0].get_array(), np.asarray(upright.x_test[0]).reshape(8, 8))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="n must be an int"):
+        digits_figure(upright, rotated, n=0)
+
