@@ -258,6 +258,13 @@ def test_03_gradient_step():
         assert np.abs(we.trajectory(x, W, A0, B0, t, 2.0, opt, lr) - we.trajectory(x, W, A_, B_, t, 1.0, opt, lr1)).max() < 1e-7
     drift = np.abs(we.trajectory(x, W, A0, B0, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A0, B0, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
     assert drift[0] < 1e-8 < 0.1 < drift[-1] and "On the **first step** from B = 0" in text and "After the first step the two runs drift apart" in text
+    # review 00/02/03: the main line and summary say "like the learning rate" of the first step only, and the gradient checks' tolerance
+    assert "On this first step under Adam, then, α acts like the learning rate" in main and "on the first step under Adam, α acts like" in main
+    assert "under Adam, α acts like the learning rate, so" not in text and "This is one reading of the paper's" in text
+    ex_ = we.example()
+    step_ = we.gradient_step(**ex_)
+    gaps = we.gradient_gaps(ex_["x"], ex_["W"], ex_["A"], ex_["B"], ex_["y_true"], step_["grad_A"], step_["grad_B"])
+    assert max(gaps.values()) < 1e-9 and "Autograd and finite differences agree with them to 1e-9" in main
     # SGD: the first change of W_eff grows like s²; Adam: like s (from PEFT's start)
     sgd = [we.first_step_change(x, W, A0, B0, t, s, "sgd", 0.1) for s in (1, 2)]
     adam = [we.first_step_change(x, W, A0, B0, t, s, "adam", 0.01) for s in (1, 2)]
