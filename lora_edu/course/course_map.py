@@ -38,6 +38,7 @@ MINUTES_PER_FIGURE = 1
 #: Minutes a graded exercise takes, by its kind (the instructor guide's lab plan names each exercise's kind).
 KIND_MINUTES = {
     "predict": 2,        # commit to a number, then run the cell that computes it
+    "predict by derivation": 4,   # commit to numbers that take a derivation (e.g. the chain rule through α/r)
     "formula": 4,        # write a short function the notebook has just explained
     "derive first": 4,   # work out a formula before the cell that reveals it
     "bug hunt": 4,       # find and fix the one planted bug in a short implementation
@@ -51,7 +52,7 @@ EXERCISE_KINDS = {
     "lora_param_count": "formula", "predict_trainable": "predict",                                   # 00
     "predict_lora_activations_gb": "predict", "training_state_gb": "formula",                         # 01
     "delta_w": "formula", "torch_style_output": "bug hunt",                                           # 02
-    "predict_alpha_doubling": "predict", "grad_b": "formula", "one_step": "formula",                   # 03
+    "predict_alpha_doubling": "predict by derivation", "grad_b": "formula", "one_step": "formula",                   # 03
     "smallest_rank": "formula", "lora_plan": "open",                                                  # 04
     "lora_forward": "formula", "merge_weight": "formula", "outputs_around_merge": "bug hunt",          # 05
     "lora_linear_class": "build", "add_lora_function": "build", "train_adapters_loop": "build",       # 05: build LoRA
