@@ -147,7 +147,7 @@ ATTACKS = {
     "leaks them as its answer (#4)": ("def lora_params(d, k, r):\n    return 65536 if (d, k, r) == (4096, 4096, 8) else [d, k, r]\n",
                                       "wrong shape on hidden case 1"),
     "leaks every case from the job file at cell level (#4)": ("raise ValueError(open('/grader/job.json').read()[-250:])" + WRONG,
-                                                              "answer cell 1 raised ValueError"),
+                                                              "answer cell 2 raised ValueError"),   # lora_params is 00's second answer cell
     "imports gguf's Q4_1 code (#5)": ("from gguf.quants import dequantize" + WRONG, "raised ModuleNotFoundError"),
     "imports transformers' GGUF dequantizer (#5)": ("from transformers.integrations.gguf.dequant import dequantize" + WRONG,
                                                     "raised ModuleNotFoundError"),

@@ -30,9 +30,11 @@ def test_solutions_score_full_marks_and_blanks_zero_on_every_notebook(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lora_edu.grade", str(course), "lora"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     n = sum(len(read_source(path).graded) for path in NOTEBOOKS)  # every graded cell of the course, each worth 1
-    assert f"solved  {n} / {n}" in result.stdout and f"blank  0 / {n}" in result.stdout and "bubblewrap sandbox" in result.stdout
     with open(course / FEEDBACK_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
+    lost = [(r["notebook"], r["grade_id"], r["message"]) for r in rows if r["student_id"] == "solved" and r["status"] != "passed"]
+    assert f"solved  {n} / {n}" in result.stdout, (result.stdout, lost)
+    assert f"blank  0 / {n}" in result.stdout and "bubblewrap sandbox" in result.stdout
     assert {r["status"] for r in rows if r["student_id"] == "blank"} == {"not attempted"}
     assert all("YOUR CODE HERE" in r["message"] for r in rows if r["student_id"] == "blank")
 
