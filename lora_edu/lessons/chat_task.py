@@ -186,11 +186,17 @@ def encode(tokenizer, examples: list[dict]) -> dict[str, torch.Tensor]:
 
     The target is :func:`taught_reply`, ended by the end-of-turn marker, so the model learns to stop.
     """
+    return _reply_batch(tokenizer, [(chat_prompt(ex["question"]), taught_reply(ex)) for ex in examples])
+
+
+def _reply_batch(tokenizer, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """(prompt, reply) pairs as one right-padded batch: each reply ends with the end marker, and only the replies
+    carry labels (``layer_cache.IGNORE`` on the prompts and the padding)."""
     eos = tokenizer.eos_token_id
     rows = []
-    for ex in examples:
-        prompt = tokenizer(chat_prompt(ex["question"]), add_special_tokens=False)["input_ids"]
-        target = tokenizer(taught_reply(ex), add_special_tokens=False)["input_ids"] + [eos]
+    for prompt_text, reply in pairs:
+        prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        target = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
         rows.append((prompt + target, [layer_cache.IGNORE] * len(prompt) + target))
     width = max(len(ids) for ids, _ in rows)
     pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
@@ -348,17 +354,7 @@ def routing_prompt(instruction: str, text: str) -> str:
 
 def encode_routing(tokenizer, instruction: str, messages: list[dict]) -> dict[str, torch.Tensor]:
     """A right-padded batch whose reply is the team's name and the end marker; only the reply carries labels."""
-    eos = tokenizer.eos_token_id
-    rows = []
-    for m in messages:
-        prompt = tokenizer(routing_prompt(instruction, m["text"]), add_special_tokens=False)["input_ids"]
-        target = tokenizer(m["label"], add_special_tokens=False)["input_ids"] + [eos]
-        rows.append((prompt + target, [layer_cache.IGNORE] * len(prompt) + target))
-    width = max(len(ids) for ids, _ in rows)
-    pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
-    return {"input_ids": torch.tensor([pad(ids, eos) for ids, _ in rows]),
-            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
-            "labels": torch.tensor([pad(labels, layer_cache.IGNORE) for _, labels in rows])}
+    return _reply_batch(tokenizer, [(routing_prompt(instruction, m["text"]), m["label"]) for m in messages])
 
 
 def label_tokens(tokenizer, labels: list[str]) -> torch.Tensor:
