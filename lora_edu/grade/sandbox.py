@@ -316,15 +316,19 @@ def _watch(proc: subprocess.Popen, student, report: _Lines, start: float, limits
 
     Returns why it was stopped ("wall", "idle" or None) and its last :class:`Usage` (None without statistics).
     """
-    usage, at_ready, recent = None, None, []
+    usage, at_ready, recent, sampled = None, None, [], False
     while True:
         try:
             proc.wait(timeout=0.25)
+            if not sampled:   # it ended before the first sample: its whole (short) life counts as its own time
+                elapsed = time.monotonic() - start
+                usage = Usage(elapsed, elapsed, 0.0)
             return None, usage
         except subprocess.TimeoutExpired:
             pass
         pid = student.pid if student is not None else proc.pid
         sample = _schedstat(pid) if pid else None
+        sampled = True
         if sample is not None:
             usage = Usage(time.monotonic() - start, *sample)
             if at_ready is None and report.ready:
