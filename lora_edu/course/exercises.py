@@ -326,12 +326,20 @@ class FunctionExercise(_Exercise):
         if helpers:
             raise _Feedback(FAILED, f"your function uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
                                     "answer cell (the one that said YOUR CODE HERE): move it into that cell.")
+        return self._passed(self._run_cases(answer)[1])
+
+    def call(self, answer: Any, inputs: dict) -> dict:
+        """Call ``answer`` on one case under the CPU and wall-clock limits (what the grader's sandbox does)."""
+        return answer_calls.call(answer, inputs, cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds)
+
+    def _run_cases(self, answer: Any) -> tuple[list, list[dict]]:
+        """The visible example and the hidden cases, each called and judged in turn (a failure stops at that case)."""
         cases = self.cases(np.random.default_rng(self.seed))
         outcomes = []
         for where, inputs in cases:
-            outcomes.append(answer_calls.call(answer, inputs, cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds))
+            outcomes.append(self.call(answer, inputs))
             self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
-        return self._passed(outcomes)
+        return cases, outcomes
 
     def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None], *, plain: bool = False) -> CheckResult:
         """The verdict on ``outcomes`` (one per case, None where none came back), as a :class:`CheckResult`. Never raises.

@@ -169,11 +169,7 @@ class ProbeExercise(FunctionExercise):
         if helpers:
             raise _Feedback(FAILED, f"your {what} uses {', '.join(helpers)}, defined in another cell. The grader runs only the "
                                     "answer cells (the ones that said YOUR CODE HERE): move it into this exercise's answer cell.")
-        cases = self.cases(np.random.default_rng(self.seed))
-        outcomes = []
-        for where, inputs in cases:
-            outcomes.append(self.call(answer, inputs))
-            self.judge_case(len(outcomes) - 1, where, inputs, outcomes[-1])
+        cases, outcomes = self._run_cases(answer)
         return self._described(self._passed(outcomes), cases, outcomes)
 
     def judge(self, cases: list[tuple[str, dict]], outcomes: list[dict | None], *, plain: bool = False) -> CheckResult:
