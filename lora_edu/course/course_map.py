@@ -4,10 +4,11 @@ guide and the hygiene tests all read.
 **The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line
 and do its exercises: the main line's words / 200 (a reading speed), plus its code read and run at 10 lines
 a minute, plus what its code prints: text at 20 lines a minute but a line of a numeric table (a line with
-three numbers or more) at 10, a figure at a minute for its first panel (its axes) and half a minute for
-each further panel, counting at most 3 (a strip of small images is taken in as one picture), an interactive widget at 2 minutes (its still picture included), plus each graded
-exercise's minutes by its kind (``KIND_MINUTES``); the sum is rounded *up* to the whole minute (a learner is
-never told less than the method computes), and is at least 5. The *main line* is every cell before the first
+three numbers or more) at 10; plus a minute for each figure's first panel (its axes) and half a minute for
+each further panel, counting at most 3 (a strip of small images is taken in as one picture); plus 2 minutes
+for an interactive widget (its still picture included); plus each graded exercise's minutes by its kind
+(``KIND_MINUTES``). The sum is rounded *up* to the whole minute (a learner is never told less than the
+method computes), and is at least 5. The *main line* is every cell before the first
 ``## Deep dive (optional): …`` heading, less the ``## References`` section; deep dives are optional reading
 and are not counted. Code lines are the non-blank lines that are not comments. The install cell and an
 exercise's own cells (the cell that creates it, its answer, its check, and a cell that runs its check on

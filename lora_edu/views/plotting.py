@@ -196,6 +196,6 @@ def agreement_figure(agreement: dict, tolerance: float, names: tuple[str, str] =
         ax.scatter(x, y, s=4, alpha=0.4, color="tab:blue", label=f"{x.size:,} values")
         ax.set_xlabel(f"{theirs}")
         ax.set_ylabel(f"{mine}")
-        ax.set_title(f"{what}\nlargest |difference| {largest:.0e} (tolerance {tolerance:g})", fontsize=10)
+        ax.set_title(f"{what}\nlargest |difference| {largest:.1g} (tolerance {tolerance:g})", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     return fig

@@ -156,8 +156,10 @@ def test_00_start_here():
         assert said <= 3, f"{name} names the roles {said} times"
     # the time method, as stated, is the one computed (words a minute, kinds' minutes)
     assert (f"read at {cm.WORDS_PER_MINUTE} words a minute, its code at {cm.CODE_LINES_PER_MINUTE} lines a minute, what the "
-            f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute, a minute a figure") in " ".join(text.split())
-    assert cm.MINUTES_PER_FIGURE == 1
+            f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute (a table of numbers at {cm.TABLE_LINES_PER_MINUTE}), "
+            f"a minute a figure (half a minute more for each further panel), {cm.MINUTES_PER_WIDGET} minutes a widget") in text
+    assert cm.MINUTES_PER_FIGURE == 1 and cm.MINUTES_PER_EXTRA_PANEL == 0.5 and "rounded up to the whole minute" in text
+    assert cm.stated_minutes(16.01) == 17
     k = cm.KIND_MINUTES
     assert (f"({k['predict']} for a prediction, {k['formula']} for a short function or a bug hunt, up to {k['capstone']} "
             "for the capstone)") in " ".join(text.split()) and k["bug hunt"] == k["formula"] and max(k.values()) == k["capstone"]

@@ -83,7 +83,7 @@ def test_agreement_figure_draws_both_scatters_with_their_largest_difference():
     agreement = dict(ours=x + 1e-7, peft=x, change_ours=0.1 * x, change_peft=0.1 * x)
     fig = agreement_figure(agreement, tolerance=1e-5)
     assert len(fig.axes) == 2
-    assert "1e-07" in fig.axes[0].get_title() and "tolerance 1e-05" in fig.axes[0].get_title()
+    assert "1e-07" in fig.axes[0].get_title() and "|difference| 0 " in fig.axes[1].get_title() and "tolerance 1e-05" in fig.axes[0].get_title()
     assert "adapters" in fig.axes[1].get_title()
     assert np.allclose(fig.axes[0].collections[0].get_offsets()[:, 0], x)
     plt.close(fig)
