@@ -156,8 +156,10 @@ def test_00_start_here():
         assert said <= 3, f"{name} names the roles {said} times"
     # the time method, as stated, is the one computed (words a minute, kinds' minutes)
     assert (f"read at {cm.WORDS_PER_MINUTE} words a minute, its code at {cm.CODE_LINES_PER_MINUTE} lines a minute, what the "
-            f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute, a minute a figure") in " ".join(text.split())
-    assert cm.MINUTES_PER_FIGURE == 1
+            f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute (a table of numbers at {cm.TABLE_LINES_PER_MINUTE}), "
+            f"a minute a figure (half a minute more for each further panel), {cm.MINUTES_PER_WIDGET} minutes a widget") in text
+    assert cm.MINUTES_PER_FIGURE == 1 and cm.MINUTES_PER_EXTRA_PANEL == 0.5 and "rounded up to the whole minute" in text
+    assert cm.stated_minutes(16.01) == 17
     k = cm.KIND_MINUTES
     assert (f"({k['predict']} for a prediction, {k['formula']} for a short function or a bug hunt, up to {k['capstone']} "
             "for the capstone)") in " ".join(text.split()) and k["bug hunt"] == k["formula"] and max(k.values()) == k["capstone"]
@@ -437,6 +439,14 @@ def test_04_rank_and_alpha():
     # no remarks about the course's own history
     assert "r = 16–32 for harder tasks" not in text and "The old" not in text and "old \"r = 16" not in text
     assert "## References" in text and "arXiv:2106.09685" in text and "arXiv:2312.03732" in text
+    # the deep dive "accuracy, error and cost by rank" reads the table printed above it (nbval pins the table to the code)
+    nb = json.loads((NOTEBOOKS / "04_rank_and_alpha.ipynb").read_text())
+    table = next("".join(o["data"]["text/markdown"]) for c in nb["cells"] if "rank_choice_table" in "".join(c["source"])
+                 for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
+    gains = re.findall(r"\| \+([\d.]+) points \|", table)
+    assert f"Accuracy gains +{gains[0]} and +{gains[1]} points from r = 1 to 2 and 2 to 4, then less than one point" in text
+    assert all(float(g) < 1 for g in gains[2:]) and table.rstrip().endswith("| 117% |") and "adapts (117%)" in text
+    assert 64 * (64 + 128) + 64 * (128 + 128) > 64 * 128 + 128 * 128   # fc1 64→128, fc2 128→128 at r = 64
 
 
 def test_06_peft_comparison_and_committed_benchmarks():
