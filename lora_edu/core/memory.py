@@ -104,13 +104,11 @@ PRESET_SOURCES = {
     "llama-3.2-1b": "meta-llama/Llama-3.2-1B config.json",
 }
 
-#: The sizes measured on a GPU by benchmarks/measure_memory.py (keys of PRESETS).
-MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama-3.4b", "llama-3.2-1b")
-
 #: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
 #: its models from these same settings, so the measurement and the prediction cannot drift apart.
 #: The first 15 were measured in round 1 (an H200, ``lora_edu/data/memory_measurements.json``), the rest in round 2
-#: (an H100, ``memory_measurements_round2.json``).
+#: (an H100, ``memory_measurements_round2.json``), which also ran full_fp32, full_bf16, lora_all and lora_qv again
+#: beside them (the 24 runs both rounds made agree at the peak within 18 MiB).
 MEASURED_CASES = {
     "full_fp32": dict(method="full", weight_dtype="fp32"),
     "full_bf16": dict(method="full", weight_dtype="bf16"),
@@ -214,9 +212,11 @@ def usable_memory(card: Any) -> int:
 
 #: What the course keeps free on every card for the CUDA context and the caching allocator's spare blocks,
 #: on top of the peak (which counts tensors only). A margin the course chooses: on round 2's H100 the CUDA context
-#: took 529 MiB and cuBLAS's handle and workspace 190 MiB more before any tensor (719 MiB, as nvidia-smi showed;
-#: ``card`` in memory_measurements_round2.json), which leaves about 300 MiB for the allocator's spare blocks. It comes
-#: off what CUDA reports (``Card.total``), which is already less than nvidia-smi's total (81,079 MiB against 81,559).
+#: took 529 MiB, and a first matrix product 190 MiB more (cuBLAS's code and its 32 MiB workspace, which the peaks
+#: count too): 719 MiB, as nvidia-smi showed (``card`` in memory_measurements_round2.json). The allocator's spare
+#: blocks are not bounded by it (a median of 0.73 GiB beyond the peak in round 2), and no measured run came near a
+#: card's limit: a verdict within about 1 GiB of the limit is untested. It comes off what CUDA reports
+#: (``Card.total``), which is already less than nvidia-smi's total (81,079 MiB against 81,559).
 CONTEXT_MARGIN = 2**30
 #: The one table of cards: each card's memory as read on it where it was, else its name counted in GiB.
 CARDS = {

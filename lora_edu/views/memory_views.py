@@ -91,8 +91,8 @@ def stacked_bars(ax, estimates: dict[str, object], gpus: dict[str, float] = GPUS
 
 
 #: The GPU measurements of benchmarks/measure_memory.py, one file a round: round 1 (calculator v1 and v2,
-#: issue 16) and, once a GPU has run ``--round 2``, round 2 (issue 25: AdamW's three implementations, the
-#: QLoRA paper's recipe, LLaMA-7B itself, the card's memory). Only the files that are committed are read.
+#: issue 16, an H200) and round 2 (issue 25, an H100: AdamW's three implementations, the QLoRA paper's recipe,
+#: LLaMA-7B itself, the card's memory). Only the files that are committed are read.
 ROUND_FILES = ("memory_measurements.json", "memory_measurements_round2.json")
 MEASUREMENT_FILES = tuple(name for name in ROUND_FILES if resources.files("lora_edu.data").joinpath(name).is_file())
 
