@@ -328,3 +328,36 @@ def alpha_table(x, W, A, B, y_true, lrs: dict, alphas=(1, 2, 4, 8)) -> str:
             previous[opt] = change
         lines.append(row)
     return "\n".join(lines)
+
+
+def first_moves(x, W, y_true, starts: dict) -> str:
+    """Notebook 03's report on LoRA's two zero starts: one line per start, ``{label: (A, B)}``.
+
+    Each line says whether ΔW = B·A is zero at the start, the sizes of ∇A and ∇B there, and which matrix
+    moves on the first step (the one whose gradient is not zero: see :func:`zero_gradient`).
+    """
+    lines = []
+    for what, (A, B) in starts.items():
+        g = gradients(x, W, A, B, y_true)
+        still = zero_gradient(x, W, A, B, y_true)
+        lines.append(f"{what}: ΔW = 0 at start: {not (B @ A).any()} | |∇A| = {np.linalg.norm(g['grad_A']):.4f}, "
+                     f"|∇B| = {np.linalg.norm(g['grad_B']):.4f} | moves first: {[m for m in ('A', 'B') if m not in still]}")
+    return "\n".join(lines)
+
+
+def as_lora_linear(W, A, B):
+    """Notebook 02's example as PyTorch modules: ``LoRALinear(nn.Linear(in, out, bias=False), r, alpha=r)``.
+
+    The weights go in as they are (``weight`` = W out×in, ``lora_A`` = A r×in, ``lora_B`` = B out×r), in
+    float64, with α = r so that the scale α/r is 1, as in the example. Only the input changes: the layer takes rows.
+    """
+    from lora_edu.core.lora import LoRALinear
+
+    W, A, B = (np.asarray(m, dtype=float) for m in (W, A, B))
+    _check_shapes(np.zeros((W.shape[1], 1)), W, A, B)
+    base = torch.nn.Linear(W.shape[1], W.shape[0], bias=False, dtype=torch.float64)
+    lora = LoRALinear(base, r=A.shape[0], alpha=A.shape[0])
+    with torch.no_grad():
+        for param, value in ((base.weight, W), (lora.lora_A, A), (lora.lora_B, B)):
+            param.copy_(torch.from_numpy(value))
+    return lora

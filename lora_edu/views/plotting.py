@@ -199,3 +199,23 @@ def agreement_figure(agreement: dict, tolerance: float, names: tuple[str, str] =
         ax.set_title(f"{what}\nlargest |difference| {largest:.1g} (tolerance {tolerance:g})", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     return fig
+
+
+def loss_curves(curves: dict, title: str = "", log: bool = True):
+    """Notebook 03's picture of training runs: one loss curve per run, ``{label: [loss at step 0, 1, …]}``.
+
+    The losses are drawn against the step on a log scale (``log=True``), where a run that keeps shrinking its
+    loss by a constant factor is a straight line.
+    """
+    if not curves:
+        raise ValueError("pass at least one run, e.g. {'B = 0': losses}")
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for label, losses in curves.items():
+        if len(losses) < 2:
+            raise ValueError(f"{label!r}: need the loss at two steps or more, got {len(losses)}")
+        ax.plot(losses, label=label)
+    ax.set(xlabel="step", ylabel="loss (log scale)" if log else "loss", yscale="log" if log else "linear", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig

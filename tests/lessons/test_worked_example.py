@@ -256,3 +256,22 @@ def test_alpha_table_shows_sgd_growing_like_s_squared_and_adam_like_s():
     assert all(r[3] == "4.00" and r[5] == "2.00" for r in rows[1:])
     with pytest.raises(ValueError, match="'sgd' and 'adam'"):
         we.alpha_table(ex["x"], ex["W"], A0, B0, ex["y_true"], lrs={"sgd": 0.1})
+
+
+def test_first_moves_names_the_matrix_that_moves_first_from_each_zero_start():
+    ex = we.example()
+    starts = {"B = 0": we.lora_init(4, 4, 2, zero="B"), "A = 0": we.lora_init(4, 4, 2, zero="A")}
+    lines = we.first_moves(ex["x"], ex["W"], ex["y_true"], starts).splitlines()
+    assert lines[0].startswith("B = 0: ΔW = 0 at start: True | |∇A| = 0.0000") and lines[0].endswith("moves first: ['B']")
+    assert lines[1].startswith("A = 0: ΔW = 0 at start: True") and "|∇B| = 0.0000" in lines[1] and lines[1].endswith("['A']")
+
+
+def test_as_lora_linear_takes_the_weights_as_they_are_and_rows_in():
+    ex = we.example()
+    lora = we.as_lora_linear(ex["W"], ex["A"], ex["B"])
+    assert lora.scaling == 1 and lora.base.weight.dtype == torch.float64
+    y = lora(torch.from_numpy(ex["x"].T)).detach().numpy()
+    assert np.allclose(y, ((ex["W"] + ex["B"] @ ex["A"]) @ ex["x"]).T, rtol=0, atol=1e-12)
+    assert np.allclose(lora.delta_weight().detach().numpy(), ex["B"] @ ex["A"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="lora_B"):
+        we.as_lora_linear(ex["W"], ex["A"], ex["B"][:, :1])

@@ -87,3 +87,16 @@ def test_agreement_figure_draws_both_scatters_with_their_largest_difference():
     assert "adapters" in fig.axes[1].get_title()
     assert np.allclose(fig.axes[0].collections[0].get_offsets()[:, 0], x)
     plt.close(fig)
+
+
+def test_loss_curves_draw_one_line_per_run_on_a_log_scale():
+    from lora_edu.views.plotting import loss_curves
+
+    fig = loss_curves({"B = 0": [3.0, 1.0, 0.1], "A = 0": [3.0, 2.0, 1.0]}, title="two starts")
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2 and ax.get_yscale() == "log" and ax.get_title() == "two starts"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["B = 0", "A = 0"]
+    with pytest.raises(ValueError, match="at least one run"):
+        loss_curves({})
+    with pytest.raises(ValueError, match="two steps"):
+        loss_curves({"one": [1.0]})
