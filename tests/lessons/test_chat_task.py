@@ -35,10 +35,16 @@ def test_the_task_follows_its_declared_rules():
     assert not train_q & set(held_q), "a held-out question is in the training set"
     assert len(held_q) >= 40 and len(held_q) <= chat_task.HELD_OUT_SIZE
     assert all(chat_task.held_out_half(q) for q in held_q) and not any(chat_task.held_out_half(q) for q in train_q)
-    for ex in task["train"] + task["held_out"]:   # known both ways, by the stored replies
+    for ex in task["train"] + task["held_out"]:   # the taught reply (the format's opening) is right, by the stored replies
         replies = base["replies"][ex["question"]]
-        assert chat_task.is_right(replies["prose"], ex["answers"])
         assert ex["base_field"] == chat_task.field_of(replies["in_format"]) and chat_task.is_right(ex["base_field"], ex["answers"])
+    for ex in task["held_out"]:   # held out: known both ways, in its own words too
+        assert chat_task.is_right(base["replies"][ex["question"]]["prose"], ex["answers"])
+    # Training: every question of the other half whose taught reply is right, in hash order, and no other.
+    teachable = [q["question"] for q in chat_task.load_data()["questions"] if not chat_task.held_out_half(q["question"])
+                 and chat_task.is_right(chat_task.field_of(base["replies"][q["question"]]["in_format"]), q["answers"])]
+    assert [ex["question"] for ex in task["train"]] == sorted(teachable, key=chat_task.question_hash)
+    assert len(teachable) + task["counts"]["train_half_wrong_in_format"] == 312 - task["counts"]["held_out_half"]
     order = [chat_task.question_hash(q) for q in held_q]
     assert order == sorted(order)
     known = [q for q in chat_task.load_data()["questions"] if chat_task.held_out_half(q["question"])
@@ -126,10 +132,10 @@ def test_encode_masks_the_prompt_and_padding():
 def test_validation_split_keeps_the_held_out_set_apart():
     train = chat_task.load_task()["train"]
     fit, val = chat_task.validation_split(train)
-    assert len(val) == len(train) // 5 and val == train[4::5]
+    assert len(val) == len(train) // 3 and val == train[2::3]
     assert not {ex["question"] for ex in fit} & {ex["question"] for ex in val}
     with pytest.raises(ValueError, match="every >= 2"):
-        chat_task.validation_split(train[:3])
+        chat_task.validation_split(train[:2])
 
 
 def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
