@@ -168,14 +168,23 @@ def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
     assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
 
 
-def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
+def test_choose_prefers_right_in_format_then_the_lower_loss():
+    runs = [{"lr": 1, "val_loss": 0.3, "val_right_in_format": 0.8}, {"lr": 2, "val_loss": 0.4, "val_right_in_format": 0.9},
+            {"lr": 3, "val_loss": 0.2, "val_right_in_format": 0.9}, {"lr": 3, "val_loss": 0.6, "val_right_in_format": 0.9}]
+    assert chat_task.choose(runs) == 2   # lr 3 ties on the share, its mean loss (0.4) does not beat lr 2's (0.4): the first kept
+    assert chat_task.choose(runs[:3]) == 3
+    with pytest.raises(ValueError, match="no validation runs"):
+        chat_task.choose([])
+
+
+def test_the_sweep_chose_each_methods_learning_rate_by_validation():
     sweep = chat_task.load_sweep()
     for method, lr in sweep["chosen"].items():
         rows = [r for r in sweep["validation"] if r["method"] == method]
         assert len({r["lr"] for r in rows}) >= 3 and {r["seed"] for r in rows} == set(sweep["validation_seeds"])
-        mean = {x: sum(r["val_loss"] for r in rows if r["lr"] == x) / sum(r["lr"] == x for r in rows) for x in {r["lr"] for r in rows}}
-        assert min(mean, key=mean.get) == lr
-        assert min(mean) < lr < max(mean), f"{method}'s chosen rate is at the edge of its grid"
+        assert chat_task.choose(rows) == lr
+        grid = {r["lr"] for r in rows}
+        assert min(grid) < lr < max(grid), f"{method}'s chosen rate is at the edge of its grid"
     for method in sweep["chosen"]:
         held = [r for r in sweep["held_out"] if r["method"] == method]
         assert len({r["seed"] for r in held}) >= 3 and all(r["lr"] == sweep["chosen"][method] for r in held)

@@ -893,14 +893,27 @@ def test_07_real_language_model():
             f"{counts['held_out_half_right_in_prose']} of those right in its own words, {len(task['held_out'])} also") in outputs
     # The recipe the prose names is the code's, and the sweep's file was made with it.
     recipe, sweep = ct.RECIPE, ct.load_sweep()
-    assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (4, 8, 16, 60, 8)
-    assert "the **last four** of the 30 layers (rank 8, α = 16)" in text and "entering layer 26" in text
-    assert "the 26 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
+    assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (2, 8, 16, 60, 8)
+    assert "the **last two** of the 30 layers (rank 8, α = 16)" in text and "entering layer 28" in text
+    assert "the 28 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
+    assert "choice of two layers and sixty steps" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
     assert "three learning rates with three seeds each" not in text and "three learning rates" in text
     assert all(len(sweep["lrs"][m]) == 3 for m in ct.METHODS)
-    assert "the **same 28 weight matrices** (every linear layer of layers 26 to 29" in text and 7 * 4 == 28
+    assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
+    # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
+    fit, val = ct.validation_split(task["train"])
+    assert (sweep["n_fit"], sweep["n_val"], sweep["n_train"]) == (len(fit), len(val), len(task["train"]))
+    assert "every third training question aside" in text and "most often right in the format" in text
+    runs = ct.load_recipe_runs()
+    assert ct.choose(runs["runs"], key="cfg", share="right_in_format") == dict(
+        top_layers=recipe["top_layers"], steps=recipe["steps"], lr=sweep["chosen"]["LoRA"])
+    six = next(r for r in runs["runs"] if r["cfg"]["top_layers"] == 6)
+    four = next(r for r in runs["runs"] if r["cfg"] == dict(top_layers=4, steps=60, lr=0.002))
+    assert "about 1.2 times as long" in text and round(six["train_s"] / four["train_s"], 1) == 1.2
+    assert six["val_loss"] == min(r["val_loss"] for r in runs["runs"][:6])
+    assert "It was not the first rule" in text and "one recipe's score was seen before this choice" in text
     # The held-out line, and issue 27's bar: >= 40 questions, LoRA >= 75 % in the format, within 10 points of the base.
     n, base, lora = (int(x) for x in re.search(
         r"Held-out score \((\d+) questions\): base model (\d+)% right, LoRA (\d+)% right in the format", outputs).groups())
