@@ -43,7 +43,7 @@ from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
 from lora_edu.lessons import chat_task as ct  # noqa: E402
 
-LRS = {"LoRA": (2e-3, 4e-3, 8e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3)}
+LRS = {"LoRA": (2e-3, 4e-3, 8e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 SEEDS = (0, 1, 2)
 #: Seeds of the validation runs. One, to fit a busy 2-core machine; the held-out runs use all of SEEDS.
 VALIDATION_SEEDS = (0,)

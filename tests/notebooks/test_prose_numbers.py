@@ -900,7 +900,7 @@ def test_07_real_language_model():
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
     assert "three learning rates with three seeds each" not in text and "three learning rates" in text
-    assert all(len(sweep["lrs"][m]) == 3 for m in ct.METHODS)
+    assert len(sweep["lrs"]["LoRA"]) == 3 and len(sweep["lrs"]["full fine-tuning"]) == 5   # its first three put the choice at the edge
     assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
     # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
     fit, val = ct.validation_split(task["train"])
@@ -920,6 +920,15 @@ def test_07_real_language_model():
     assert outputs.count("Held-out score (") == 1
     assert n == len(task["held_out"]) >= 40 and lora >= 75 and base == 100   # base: 100 % by construction of rule 2
     assert "most of it, not all" in text and lora < base
+    # Learn and forget: at the chosen rates LoRA learned more and forgot less than full fine-tuning, in every seed.
+    rows = {m: [r for r in sweep["held_out"] if r["method"] == m] for m in ct.METHODS}
+    lo, fft = rows["LoRA"], rows["full fine-tuning"]
+    assert "LoRA learned more than full fine-tuning" in text and "in every\nseed" not in text
+    assert min(r["right_in_format"] for r in lo) > max(r["right_in_format"] for r in fft)
+    assert max(r["held_out_loss"] for r in lo) < min(r["held_out_loss"] for r in fft)
+    assert max(r["prose_perplexity"] for r in lo) < min(r["prose_perplexity"] for r in fft)
+    assert "LoRA learned more and forgot less than full fine-tuning (the seeds table)" in text
+    assert f"one paragraph and {len(task['train'])} questions settle neither" in text
     # The live run is the sweep's LoRA seed 0.
     seed0 = next(r for r in sweep["held_out"] if r["method"] == "LoRA" and r["seed"] == 0)
     assert round(100 * seed0["right_in_format"]) == lora
@@ -947,7 +956,8 @@ def test_07_real_language_model():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 27: LoRA must be within 10 points of the base model's rate (100 % by rule 2); "
-                   "it is 89 %, one question short. Better training, chosen on the validation split only, closes it.")
+                   "it is 86 % (38 of 44; 40 needed). Both recipes the validation split chose (s4nb07: 67 training questions, "
+                   "22 for validation) scored 38; see docs/reviews/07_real_language_model_author_check.md, 'Not met'.")
 def test_07_lora_within_ten_points_of_the_base_model():
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
     outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
