@@ -38,8 +38,10 @@ def compute() -> dict:
     core = [name for name in notebooks if name[:2] in cm.CORE_PATH]
     return {
         "method": (f"minutes = main-line words / {cm.WORDS_PER_MINUTE} + code lines / {cm.CODE_LINES_PER_MINUTE} "
-                   f"+ output lines / {cm.OUTPUT_LINES_PER_MINUTE} + {cm.MINUTES_PER_FIGURE} per figure "
-                   f"+ each graded exercise's minutes by kind {cm.KIND_MINUTES}, rounded to the nearest 5 "
+                   f"+ output lines / {cm.OUTPUT_LINES_PER_MINUTE} (numeric-table lines, {cm.TABLE_LINE_MIN_NUMBERS}+ numbers, "
+                   f"/ {cm.TABLE_LINES_PER_MINUTE}) + {cm.MINUTES_PER_FIGURE} per figure + {cm.MINUTES_PER_EXTRA_PANEL} per further panel "
+                   f"(at most {cm.MAX_PANELS_PER_FIGURE} panels) + {cm.MINUTES_PER_WIDGET} per widget "
+                   f"+ each graded exercise's minutes by kind {cm.KIND_MINUTES}, rounded up to the whole minute "
                    "(lora_edu/course/course_map.py)"),
         "notebooks": notebooks,
         "core_path": {"notebooks": core, "minutes": sum(notebooks[n]["minutes"] for n in core),
@@ -95,12 +97,12 @@ def planned_edits(times: dict) -> dict[Path, str]:
 
 
 def report(times: dict) -> str:
-    lines = [f"{'notebook':<30} {'words':>6} {'code':>5} {'out':>5} {'figs':>4} {'exercises':>9} {'exact':>6} {'stated':>6}"
+    lines = [f"{'notebook':<30} {'words':>6} {'code':>5} {'out':>5} {'table':>5} {'panel':>5} {'wdg':>3} {'exercises':>9} {'exact':>6} {'stated':>6}"
              "  exercises (kind minutes)"]
     for name, t in times["notebooks"].items():
         ex = ", ".join(f"{n} ({m})" for n, _, m in t["exercises"]) or "-"
         flag = "" if t["words"] <= cm.MAIN_LINE_MAX_WORDS else f"  [main line over {cm.MAIN_LINE_MAX_WORDS} words]"
-        lines.append(f"{name:<30} {t['words']:>6} {t['code_lines']:>5} {t['output_lines']:>5} {t['figures']:>4} "
+        lines.append(f"{name:<30} {t['words']:>6} {t['code_lines']:>5} {t['output_lines']:>5} {t['table_lines']:>5} {t['panels']:>5} {t['widgets']:>3} "
                      f"{sum(m for *_, m in t['exercises']):>9} "
                      f"{t['minutes_exact']:>6.1f} {t['minutes']:>6}  {ex}{flag}")
     core = times["core_path"]

@@ -109,7 +109,8 @@ MEASURED_MODELS = ("llama-60m", "llama-130m", "llama-370m", "llama-1.3b", "llama
 
 #: The cases benchmarks/measure_memory.py measures, as calculator settings; the benchmark builds
 #: its models from these same settings, so the measurement and the prediction cannot drift apart.
-#: The first 15 are measured (round 1, ``lora_edu/data/memory_measurements.json``); round 2's await a GPU.
+#: The first 15 were measured in round 1 (an H200, ``lora_edu/data/memory_measurements.json``), the rest in round 2
+#: (an H100, ``memory_measurements_round2.json``).
 MEASURED_CASES = {
     "full_fp32": dict(method="full", weight_dtype="fp32"),
     "full_bf16": dict(method="full", weight_dtype="bf16"),
@@ -134,8 +135,7 @@ MEASURED_CASES = {
     "full_bf16_adamw8bit": dict(method="full", weight_dtype="bf16", optimizer="adamw_8bit"),
     "lora_all_adamw8bit": dict(method="lora", weight_dtype="bf16", lora_r=16, lora_targets=LINEAR_MODULES,
                                optimizer="adamw_8bit"),
-    # Round 2 (issue 25), measured by ``benchmarks/measure_memory.py --round 2``, which needs a GPU and has not run
-    # yet (none could be had when these were added): the calculator models them from the libraries' source.
+    # Round 2 (issue 25), measured by ``benchmarks/measure_memory.py --round 2`` on an H100 80GB HBM3 (108 runs).
     # PyTorch's three AdamW implementations, side by side ...
     "full_fp32_forloop": dict(method="full", weight_dtype="fp32", adamw_impl="for-loop"),
     "full_fp32_fused": dict(method="full", weight_dtype="fp32", adamw_impl="fused"),
@@ -213,19 +213,20 @@ def usable_memory(card: Any) -> int:
 
 
 #: What the course keeps free on every card for the CUDA context and the caching allocator's spare blocks,
-#: on top of the peak (which counts tensors only). A margin the course chooses, not a measurement: the context
-#: was not measured on the cards here (benchmarks/measure_memory.py --round 2 measures it; no GPU could be had
-#: when this table was written). The context comes off what CUDA reports (``Card.total``), which is already
-#: less than nvidia-smi's total: on an H100 80GB HBM3, 81,106 MiB against 81,559 MiB (454 MiB "Reserved").
+#: on top of the peak (which counts tensors only). A margin the course chooses: on round 2's H100 the CUDA context
+#: took 529 MiB and cuBLAS's handle and workspace 190 MiB more before any tensor (719 MiB, as nvidia-smi showed;
+#: ``card`` in memory_measurements_round2.json), which leaves about 300 MiB for the allocator's spare blocks. It comes
+#: off what CUDA reports (``Card.total``), which is already less than nvidia-smi's total (81,079 MiB against 81,559).
 CONTEXT_MARGIN = 2**30
 #: The one table of cards: each card's memory as read on it where it was, else its name counted in GiB.
 CARDS = {
     **{name: Card(name, gib * GiB, CONTEXT_MARGIN, False, f"sold as {name}, counted as {gib} GiB, less the 1 GiB margin")
        for name, gib in (("16 GB", 16), ("24 GB", 24), ("40 GB", 40), ("48 GB", 48))},
-    # thamada/nvidia-smi, nvsim/H100SXMx8_deviceQuery.py: "Total amount of global memory: 81106 MBytes
-    # (85045477376 bytes)"; nvsim/H100SXMx8_smi.py (nvidia-smi -q, same machine): Total 81559 MiB, Reserved 454 MiB.
-    "80 GB": Card("80 GB", 85_045_477_376, CONTEXT_MARGIN, True,
-                  "NVIDIA H100 80GB HBM3: CUDA's 81,106 MiB (nvidia-smi's 81,559 less 454 reserved), less the 1 GiB margin"),
+    # Read on round 2's card (driver 580.159.04). Another H100 80GB HBM3 reads 27 MiB more (thamada/nvidia-smi,
+    # nvsim/H100SXMx8_deviceQuery.py: "Total amount of global memory: 81106 MBytes (85045477376 bytes)"; nvidia-smi -q
+    # on that machine: Total 81559 MiB, Reserved 454 MiB): the driver's reserve differs; the smaller one counts here.
+    "80 GB": Card("80 GB", 85_017_493_504, CONTEXT_MARGIN, True,
+                  "NVIDIA H100 80GB HBM3: PyTorch's 81,079 MiB in round 2's measurements (nvidia-smi: 81,559), less the 1 GiB margin"),
     "141 GB": Card("141 GB", 150_109_880_320, CONTEXT_MARGIN, True,
                    "NVIDIA H200: PyTorch's total_memory in round 1's measurements, less the 1 GiB margin"),
 }

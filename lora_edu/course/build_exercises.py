@@ -330,9 +330,26 @@ def _loop_case(rng: np.random.Generator, d_in: int, hidden: int, classes: int, n
     return Case(inputs, secret)
 
 
+#: How much the reference loop must lower the held-out loss for a drawn case to be kept (relative): the judge asks a
+#: learner's loop for the same fall, and its numbers match the reference's only to rtol 1e-6.
+HELD_OUT_FALL = 1e-3
+
+
 def _random_loop_case(rng: np.random.Generator) -> Case:
-    return _loop_case(rng, int(rng.integers(2, 9)), int(rng.integers(3, 13)), int(rng.integers(2, 5)), int(rng.integers(16, 65)),
-                      int(rng.integers(5, 26)), float(rng.choice([0.05, 0.1, 0.2])))
+    """A random task on which the reference loop lowers the held-out loss.
+
+    On some draws (few examples, a large rate) full-batch Adam fits the training batch and the loss on 200 fresh
+    points rises: a right loop then fails "the loss on held-out data did not fall" (about 1 honest submission in
+    12 lost that mark). Such a case tests nothing, so it is drawn again, from the same generator: reproducible.
+    """
+    for _ in range(50):
+        case = _loop_case(rng, int(rng.integers(2, 9)), int(rng.integers(3, 13)), int(rng.integers(2, 5)), int(rng.integers(16, 65)),
+                          int(rng.integers(5, 26)), float(rng.choice([0.05, 0.1, 0.2])))
+        ref = case.secret
+        after = _classifier_loss(*ref["frozen"], ref["scale"], ref["shift"], ref["x_test"], ref["y_test"])
+        if after < ref["test_before"] * (1 - HELD_OUT_FALL):
+            return case
+    raise RuntimeError("50 random training-loop cases in a row had no held-out fall: the case generator is broken")
 
 
 FROZEN = ("hidden.weight", "hidden.bias", "out.weight", "out.bias")

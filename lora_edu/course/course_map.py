@@ -3,16 +3,27 @@ guide and the hygiene tests all read.
 
 **The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line
 and do its exercises: the main line's words / 200 (a reading speed), plus its code read and run at 10 lines
-a minute, plus what its code prints read at 20 lines a minute and a minute for each figure (a widget with
-its still picture is one figure), plus each graded exercise's minutes by its kind (``KIND_MINUTES``),
-rounded to the nearest 5 minutes. The *main line* is every cell before the first ``## Deep dive
-(optional): …`` heading, less the ``## References`` section; deep dives are optional reading and are not
-counted. Code lines are the non-blank lines that are not comments. The install cell and an exercise's own
-cells (the cell that creates it, its answer, its check, and a cell that runs its check on something else,
-such as a bug hunt's planted bug) are not counted as code: the exercise's minutes cover them. The rates
-were set against read-throughs by reviewers acting as learners (docs/reviews/), which the stated times
-must match within 20 %.
+a minute, plus what its code prints: text at 20 lines a minute but a line of a numeric table (a line with
+three numbers or more) at 10; plus a minute for each figure's first panel (its axes) and half a minute for
+each further panel, counting at most 3 (a strip of small images is taken in as one picture); plus 2 minutes
+for an interactive widget (its still picture included); plus each graded exercise's minutes by its kind
+(``KIND_MINUTES``). The sum is rounded *up* to the whole minute (a learner is never told less than the
+method computes), and is at least 5. The *main line* is every cell before the first
+``## Deep dive (optional): …`` heading, less the ``## References`` section; deep dives are optional reading
+and are not counted. Code lines are the non-blank lines that are not comments. The install cell and an
+exercise's own cells (the cell that creates it, its answer, its check, and a cell that runs its check on
+something else, such as a bug hunt's planted bug) are not counted as code: the exercise's minutes cover them.
 
+Why each term. The rates were set against read-throughs by reviewers acting as learners (docs/reviews/),
+which the stated times must match within 20 %. The read-through of 01, 04, 05 and 06
+(docs/reviews/readthrough_01_04_05_06.md) found where the first method (every output line at 20 a
+minute, every figure or widget one minute, rounding to the nearest 5) undercounted: a dense table of numbers
+took about twice as long as prose-like output (each number is compared with its neighbours); a three-panel
+figure's cell took 1.5-2.5 minutes with its code, not one (each panel has its own axes to read); a widget's
+1.5-2.5 minutes (the learner moves its sliders, which goal statements ask for); and rounding 16.9 and 17.3
+down to 15 told the learner 25-35 % less than that read-through found. With these terms the method gives
+01, 04, 05 and 06 (as that review read them) 19.4, 21.6, 51.0 and 19.5 minutes against its 20, 23, 48 and
+24: within 20 % each. Hence the terms above, and rounding up.
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
 is installed without its notebooks, e.g. on Colab) and into every place that states them: the
@@ -33,8 +44,19 @@ WORDS_PER_MINUTE = 200
 CODE_LINES_PER_MINUTE = 10
 #: Printed output read, in lines a minute (text the main line's code cells print or display).
 OUTPUT_LINES_PER_MINUTE = 20
-#: Minutes to look at one figure (an image, or a widget with its still picture).
+#: A line of a numeric table (``TABLE_LINE_MIN_NUMBERS`` numbers or more) is read at this many lines a minute:
+#: its numbers are compared with each other, not skimmed (the read-through of 01 and 04).
+TABLE_LINES_PER_MINUTE = 10
+#: How many numbers make a printed line a line of a numeric table.
+TABLE_LINE_MIN_NUMBERS = 3
+#: Minutes to look at a figure's first panel (one set of axes) ...
 MINUTES_PER_FIGURE = 1
+#: ... and at each further panel,
+MINUTES_PER_EXTRA_PANEL = 0.5
+#: counting at most this many panels (a strip of six small digits is taken in as one picture).
+MAX_PANELS_PER_FIGURE = 3
+#: Minutes for an interactive widget, its still picture included (the learner moves its sliders).
+MINUTES_PER_WIDGET = 2
 #: Minutes a graded exercise takes, by its kind (the instructor guide's lab plan names each exercise's kind).
 KIND_MINUTES = {
     "predict": 2,        # commit to a number, then run the cell that computes it
@@ -145,25 +167,46 @@ def _code_lines(cell) -> int:
 
 #: tqdm's text for a progress bar widget ("LoRA r=4:  0%|          | 0/30 [00:00<?, ?it/s]")
 _PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+#: matplotlib's text for a figure ("<Figure size 1200x380 with 3 Axes>"): its panels are its axes.
+_FIGURE_AXES = re.compile(r"with (\d+) Axes>")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def _is_table_line(line: str) -> bool:
+    return len(_NUMBER.findall(line)) >= TABLE_LINE_MIN_NUMBERS
+
+
+def _cell_output(cell) -> dict:
+    """What one code cell's stored outputs show: text lines (prose-like and numeric-table), figures, panels, widgets.
+
+    A widget's still picture (an image in the same cell) is part of the widget, not a figure of its own.
+    """
+    text, images, panels, widgets = [], 0, 0, 0
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if out.get("output_type") == "stream":
+            text += "".join(out.get("text", "")).splitlines()
+        elif any(kind.startswith("image/") for kind in data):
+            images += 1
+            axes = _FIGURE_AXES.search("".join(data.get("text/plain", "")))
+            panels += min(MAX_PANELS_PER_FIGURE, int(axes.group(1)) if axes else 1)
+        elif "application/vnd.jupyter.widget-view+json" in data and _PROGRESS_BAR.search("".join(data.get("text/plain", ""))):
+            text.append("")   # a progress bar is glanced at like a line of output, not studied like a figure
+        elif "application/vnd.jupyter.widget-view+json" in data:
+            widgets += 1
+        elif "text/markdown" in data or "text/html" in data or "text/plain" in data:
+            text += "".join(data.get("text/markdown") or data.get("text/plain") or "").splitlines()
+    tables = sum(_is_table_line(line) for line in text)
+    if widgets:
+        images = panels = 0
+    return dict(lines=len(text), table_lines=tables, figures=images + widgets, panels=panels, widgets=widgets,
+                figure_minutes=MINUTES_PER_FIGURE * images + MINUTES_PER_EXTRA_PANEL * (panels - images))
 
 
 def _output_lines_and_figures(cell) -> tuple[int, int]:
     """Lines of printed text and figures in one code cell's stored outputs (a widget and its still: one figure)."""
-    lines = images = widgets = 0
-    for out in cell.get("outputs", []):
-        data = out.get("data", {})
-        if out.get("output_type") == "stream":
-            lines += len("".join(out.get("text", "")).splitlines())
-        elif any(kind.startswith("image/") for kind in data):
-            images += 1
-        elif "application/vnd.jupyter.widget-view+json" in data and _PROGRESS_BAR.search("".join(data.get("text/plain", ""))):
-            lines += 1   # a progress bar is glanced at like a line of output, not studied like a figure
-        elif "application/vnd.jupyter.widget-view+json" in data:
-            widgets += 1
-        elif "text/markdown" in data or "text/html" in data or "text/plain" in data:
-            shown = data.get("text/markdown") or data.get("text/plain") or ""
-            lines += len("".join(shown).splitlines())
-    return lines, max(images, widgets)
+    out = _cell_output(cell)
+    return out["lines"], out["figures"]
 
 
 def main_line_code_lines(path) -> int:
@@ -178,8 +221,10 @@ def main_line_output(path) -> tuple[int, int]:
 
 
 def _cell_minutes(cell) -> float:
-    lines, figures = _output_lines_and_figures(cell)
-    return _code_lines(cell) / CODE_LINES_PER_MINUTE + lines / OUTPUT_LINES_PER_MINUTE + MINUTES_PER_FIGURE * figures
+    out = _cell_output(cell)
+    return (_code_lines(cell) / CODE_LINES_PER_MINUTE + (out["lines"] - out["table_lines"]) / OUTPUT_LINES_PER_MINUTE
+            + out["table_lines"] / TABLE_LINES_PER_MINUTE + out["figure_minutes"]
+            + MINUTES_PER_WIDGET * out["widgets"])
 
 
 def main_line_exercises(path) -> list[str]:
@@ -203,11 +248,14 @@ def time_breakdown(path) -> dict:
     """The time method's terms for one notebook: words, code, output, figures, exercises and the minutes."""
     words, exercises = main_line_words(path), main_line_exercises(path)
     counted = _counted_code_cells(path)
-    output_lines, figures = main_line_output(path)
+    outs = [_cell_output(c) for c in counted]
     exact = (words / WORDS_PER_MINUTE + sum(_cell_minutes(c) for c in counted)
              + sum(exercise_minutes(n) for n in exercises))
-    return dict(words=words, code_cells=len(counted), code_lines=main_line_code_lines(path), output_lines=output_lines,
-                figures=figures, exercises=[[n, EXERCISE_KINDS[n], exercise_minutes(n)] for n in exercises],
+    return dict(words=words, code_cells=len(counted), code_lines=main_line_code_lines(path),
+                output_lines=sum(o["lines"] for o in outs), table_lines=sum(o["table_lines"] for o in outs),
+                figures=sum(o["figures"] for o in outs), panels=sum(o["panels"] for o in outs),
+                widgets=sum(o["widgets"] for o in outs),
+                exercises=[[n, EXERCISE_KINDS[n], exercise_minutes(n)] for n in exercises],
                 minutes_exact=round(exact, 2), minutes=stated_minutes(exact))
 
 
@@ -234,8 +282,11 @@ def minutes_until(path, text: str) -> float:
 
 
 def stated_minutes(exact: float) -> int:
-    """Minutes as the course states them: the nearest multiple of 5 (halves up), at least 5."""
-    return max(5, 5 * math.floor(exact / 5 + 0.5))
+    """Minutes as the course states them: rounded up to the whole minute (never less than computed), at least 5.
+
+    ``exact`` is first rounded to 2 decimals (as ``course_times.json`` stores it), so 17.000000001 states 17.
+    """
+    return max(5, math.ceil(round(exact, 2)))
 
 
 def estimated_minutes(path) -> int:

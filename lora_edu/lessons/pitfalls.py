@@ -166,6 +166,26 @@ def copy_peft_adapters(peft_model: nn.Module, ours: nn.Module, std: float = 0.05
     return ours
 
 
+def logit_agreement(ours: nn.Module, peft_model: nn.Module, ids: torch.Tensor) -> dict:
+    """lora_edu's and PEFT's logits on the same token ids, and what each model's adapters add to the base model's.
+
+    Why both: two models whose adapters change the logits only a little would agree on the logits even with
+    different adapters, so the picture also compares the *changes* (adapted − base, the base from PEFT's
+    ``disable_adapter()``). Both models must be in eval mode (dropout off), else a ValueError. Returns flat
+    numpy arrays ``ours``, ``peft``, ``change_ours``, ``change_peft`` and the floats ``max_diff`` (largest
+    |ours − PEFT|) and ``max_change`` (largest |change| the adapters make).
+    """
+    if ours.training or peft_model.training:
+        raise ValueError("a model is in training mode, so dropout makes its logits random: call .eval() on both models first")
+    with torch.no_grad():
+        mine, theirs = ours(input_ids=ids).logits, peft_model(input_ids=ids).logits
+        with peft_model.disable_adapter():
+            base = peft_model(input_ids=ids).logits
+    flat = lambda t: t.detach().flatten().numpy()  # noqa: E731
+    return dict(ours=flat(mine), peft=flat(theirs), change_ours=flat(mine - base), change_peft=flat(theirs - base),
+                max_diff=max_diff(mine, theirs), max_change=(mine - base).abs().max().item())
+
+
 def max_adapter_grad_diff(ours: nn.Module, peft_model: nn.Module) -> float:
     """The largest absolute difference between the gradients of every A and B in ``ours`` and in PEFT's model (after backward)."""
     from lora_edu.core.lora import lora_layers

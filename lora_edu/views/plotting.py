@@ -1,4 +1,5 @@
-"""Small plotting helpers shared by the notebooks: matrices as annotated heatmaps, the LoRA picture, LoRA's count against r."""
+"""Small plotting helpers shared by the notebooks: matrices as annotated heatmaps, the LoRA picture, LoRA's count against r,
+two libraries' outputs against each other."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -172,4 +173,29 @@ def digits_figure(upright, rotated, n: int = 3):
         ax.set_title(f"{name} {int(data.y_test[i % n])}", fontsize=8)
         ax.axis("off")
     plt.close(fig)  # shown once, as the cell's value
+    return fig
+
+
+def agreement_figure(agreement: dict, tolerance: float, names: tuple[str, str] = ("PEFT", "lora_edu")):
+    """Two scatters on the diagonal: the two libraries' logits, and what their adapters add to the base model's.
+
+    ``agreement`` is :func:`lora_edu.lessons.pitfalls.logit_agreement`'s dict. Points on the dashed diagonal
+    mean equal values; each title states the largest difference against ``tolerance``, so the picture and
+    the printed check say the same thing. The right panel matters: the adapters' change is small next to the
+    logits, and only its own scatter shows that the adapters, not just the shared base, agree.
+    """
+    theirs, mine = names
+    diff = float(np.abs(agreement["ours"] - agreement["peft"]).max())
+    change_diff = float(np.abs(agreement["change_ours"] - agreement["change_peft"]).max())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    panels = ((agreement["peft"], agreement["ours"], "logits", diff),
+              (agreement["change_peft"], agreement["change_ours"], "what the adapters add (adapted − base logits)", change_diff))
+    for ax, (x, y, what, largest) in zip(axes, panels):
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], "--", color="0.6", lw=1, label="equal (the diagonal)")
+        ax.scatter(x, y, s=4, alpha=0.4, color="tab:blue", label=f"{x.size:,} values")
+        ax.set_xlabel(f"{theirs}")
+        ax.set_ylabel(f"{mine}")
+        ax.set_title(f"{what}\nlargest |difference| {largest:.1g} (tolerance {tolerance:g})", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
     return fig

@@ -77,3 +77,15 @@ def test_committed_variant_step_times_cover_every_method_and_name_their_machine(
         raw = result["raw_ms_per_step"][method]
         assert len(raw) == result["rounds"] >= 5 and 0 < t["min"] <= t["median"], (method, t)
         assert t["min"] == min(raw) and t["median"] == round(statistics.median(raw), 4), (method, t)
+
+
+def test_the_readmes_grading_figures_are_the_benchmarks():
+    """The README's time for a class of 30, what a sleeper adds, and the grader's peak: bench_grading.json's medians."""
+    from pathlib import Path
+
+    result = load_json("bench_grading.json")
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert f"({result['seconds']['median']:.0f} s, the median of {result['repeats']} rounds on a quiet machine)" in readme
+    assert f"adds {result['sleeper']['cost_s']['median']:.0f} s to it" in readme
+    peak = result["memory"]["peak_mib"]["with the largest notebook and a report flood"]["median"]
+    assert f"peaks at {peak:.0f} MiB beside the largest notebook it accepts" in readme

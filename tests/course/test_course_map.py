@@ -112,8 +112,42 @@ def test_a_deep_dive_heading_inside_a_cell_cuts_the_main_line_there(tmp_path):
     assert cm.main_line_words(path) == 2 + 4 + 2 + 1
 
 
-def test_stated_minutes_round_to_the_nearest_five_and_at_least_five():
-    assert [cm.stated_minutes(m) for m in (0.5, 7.4, 7.5, 22.49, 22.5, 180.0)] == [5, 5, 10, 20, 25, 180]
+def test_stated_minutes_round_up_to_the_whole_minute_and_at_least_five():
+    """A learner is never told less than the method computes (the read-through of 01 and 04 found 15 stated for 16.9
+    and 17.3); a float's last bits do not add a minute (17.000000001 states 17, as course_times.json stores 17.0)."""
+    assert [cm.stated_minutes(m) for m in (0.5, 4.2, 7.01, 16.87, 17.0, 17.000000001, 22.5, 180.0)] == [
+        5, 5, 8, 17, 17, 17, 23, 180]
+    assert all(cm.stated_minutes(m) >= m for m in (5.2, 16.9, 17.3, 49.9, 178.9))
+
+
+def _output(text=None, image_axes=None, widget=False):
+    if widget:
+        return {"output_type": "display_data", "metadata": {},
+                "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "text/plain": "VBox(...)"}}
+    if image_axes is not None:
+        return {"output_type": "display_data", "metadata": {},
+                "data": {"image/png": "iVBOR", "text/plain": f"<Figure size 1200x380 with {image_axes} Axes>"}}
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_tables_panels_and_widgets_are_counted_as_the_read_through_found_them():
+    """Numeric-table lines at 10 a minute, prose-like lines at 20; a figure 1 minute and half a minute for each further
+    panel (at most 3 counted); a widget 2 minutes, its still included; a progress bar one line."""
+    prose_line, table_line = "same logits (to 1e-5): True\n", "     1         75.0%    89.8%\n"
+    assert cm._is_table_line(table_line) and not cm._is_table_line(prose_line)
+    cell = {"cell_type": "code", "source": "", "outputs": [_output(prose_line * 2 + table_line * 3)]}
+    assert cm._cell_output(cell)["lines"] == 5 and cm._cell_output(cell)["table_lines"] == 3
+    assert cm._cell_minutes(cell) == pytest.approx(2 / cm.OUTPUT_LINES_PER_MINUTE + 3 / cm.TABLE_LINES_PER_MINUTE)
+    for axes, minutes in ((1, 1.0), (2, 1.5), (3, 2.0), (6, 2.0)):
+        cell = {"cell_type": "code", "source": "", "outputs": [_output(image_axes=axes)]}
+        assert cm._cell_minutes(cell) == pytest.approx(minutes), axes
+    still_and_widget = {"cell_type": "code", "source": "", "outputs": [_output(widget=True), _output(image_axes=3)]}
+    out = cm._cell_output(still_and_widget)
+    assert (out["widgets"], out["panels"], out["figures"]) == (1, 0, 1)
+    assert cm._cell_minutes(still_and_widget) == pytest.approx(cm.MINUTES_PER_WIDGET)
+    bar = {"output_type": "display_data", "metadata": {}, "data": {
+        "application/vnd.jupyter.widget-view+json": {"model_id": "y"}, "text/plain": "LoRA r=4:  0%|          | 0/30 [00:00<?, ?it/s]"}}
+    assert cm._cell_output({"cell_type": "code", "source": "", "outputs": [bar]})["widgets"] == 0
 
 
 def test_bad_input_gets_a_clear_error():

@@ -235,3 +235,21 @@ def test_exercise_6b_the_notebook_shows_the_banks_buggy_merge_and_the_check_reje
     result = bank.merge_conv1d().check(namespace["merge_conv1d_buggy"])
     assert not result.passed and "on the visible example" in result.message   # square: no error, wrong values
     assert bank.merge_conv1d().check(lambda W, A, B, scaling: W + scaling * (B @ A).T).passed
+
+
+def test_logit_agreement_compares_the_logits_and_what_the_adapters_add():
+    """Notebook 06's picture: equal logits to 1e-5, and the adapters' own change (not just the base) equal too."""
+    base = P.tiny_llama()
+    ours = add_lora(P.tiny_llama(), ["q_proj", "v_proj"], r=8, alpha=16)
+    theirs = get_peft_model(base, LoraConfig(**QV))
+    torch.manual_seed(0)
+    P.copy_peft_adapters(theirs, ours)
+    ours.eval(), theirs.eval()
+    got = P.logit_agreement(ours, theirs, IDS)
+    assert got["ours"].shape == got["peft"].shape == (2 * 16 * 256,)
+    assert got["max_diff"] < 1e-5 and abs(got["max_diff"] - abs(got["ours"] - got["peft"]).max()) < 1e-12
+    assert got["max_change"] > 100 * got["max_diff"]            # the adapters change the logits: the check means something
+    assert abs(got["change_ours"] - got["change_peft"]).max() < 1e-5
+    theirs.train()
+    with pytest.raises(ValueError, match="call .eval"):
+        P.logit_agreement(ours, theirs, IDS)

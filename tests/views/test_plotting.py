@@ -74,3 +74,16 @@ def test_digits_figure_shows_the_same_digits_upright_then_rotated():
     with pytest.raises(ValueError, match="n must be an int"):
         digits_figure(upright, rotated, n=0)
 
+
+
+def test_agreement_figure_draws_both_scatters_with_their_largest_difference():
+    from lora_edu.views.plotting import agreement_figure
+
+    x = np.linspace(-1, 1, 50)
+    agreement = dict(ours=x + 1e-7, peft=x, change_ours=0.1 * x, change_peft=0.1 * x)
+    fig = agreement_figure(agreement, tolerance=1e-5)
+    assert len(fig.axes) == 2
+    assert "1e-07" in fig.axes[0].get_title() and "|difference| 0 " in fig.axes[1].get_title() and "tolerance 1e-05" in fig.axes[0].get_title()
+    assert "adapters" in fig.axes[1].get_title()
+    assert np.allclose(fig.axes[0].collections[0].get_offsets()[:, 0], x)
+    plt.close(fig)
