@@ -2,10 +2,11 @@
 
 Run from the repository root:  .venv/bin/python benchmarks/explore_07_recipe.py '[{"top_layers": 4, "steps": 60, "lr": 0.002}, ...]'
 Each configuration overrides chat_task.RECIPE, trains seed 0 on the fitting part of the training questions
-(chat_task.validation_split) and prints one JSON line: the loss on the validation replies (what the choice used),
-CPU seconds of training and of generation, and the validation replies' scores (9 questions: too few to choose by).
-The held-out questions are never touched. The lines of the run that chose the recipe are kept in
-lora_edu/data/chat_task_recipe.json ("runs"), with the rule applied to them ("rule").
+(chat_task.validation_split: two thirds) and prints one JSON line: the loss on the validation replies, CPU seconds of
+training and of generation, and the validation replies' scores (22 questions). The choice among the lines is
+chat_task.choose (the most validation replies right in the format, ties broken by the lower loss). The held-out
+questions are never touched. The lines of the runs that chose the recipe are kept in
+lora_edu/data/chat_task_recipe.json ("runs"), with the rule applied to them ("rule", "chosen") and its history.
 """
 import json
 import sys

@@ -14,8 +14,10 @@ base model and writes lora_edu/data/chat_task_sweep.json, which the notebook rea
 1. Validation. The training questions (lora_edu.lessons.chat_task.load_task) are split into a fitting
    part and a validation part (every fifth, chat_task.validation_split). For each method, each learning
    rate of LRS and each seed of VALIDATION_SEEDS, a copy of the base model trains on the fitting part with the
-   notebook's recipe (chat_task.RECIPE) and its loss on the validation replies is recorded. A method's
-   learning rate is the one with the lowest validation loss, averaged over the seeds. The held-out
+   notebook's recipe (chat_task.RECIPE); its greedy replies to the validation questions are scored (right in the
+   format, ``val_right_in_format``) and its loss on the validation replies is recorded. A method's learning rate
+   is chosen by chat_task.choose: the highest share right in the format, ties broken by the lower loss, each
+   averaged over the seeds. The held-out
    questions play no part in this choice.
 2. Held out. Each method, at its chosen rate, trains on every training question once per seed, as the
    notebook does (its live run is seed 0), and is measured on the held-out questions (replies in the
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
 from lora_edu.lessons import chat_task as ct  # noqa: E402
 
-LRS = {"LoRA": (1e-3, 2e-3, 4e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3)}
+LRS = {"LoRA": (2e-3, 4e-3, 8e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 SEEDS = (0, 1, 2)
 #: Seeds of the validation runs. One, to fit a busy 2-core machine; the held-out runs use all of SEEDS.
 VALIDATION_SEEDS = (0,)
@@ -61,6 +62,7 @@ def setup():
     task = ct.load_task()
     k = ct.RECIPE["top_layers"]
     fit, val = ct.validation_split(task["train"])
+    task["val"] = val
     data = {name: ct.CachedBatch(base, k, ct.encode(tokenizer, part))
             for name, part in (("fit", fit), ("val", val), ("train", task["train"]), ("held_out", task["held_out"]))}
     data["prose"] = ct.CachedBatch(base, k, ct.prose_batch(tokenizer, task["general_text"]))
@@ -78,6 +80,7 @@ def measure(model, tokenizer, task, data) -> dict:
 def run_method(method: str, held_out_only: bool = False) -> None:
     start = time.perf_counter()
     base, tokenizer, task, data, n_fit, n_val = setup()
+    val = task["val"]
     record = dict(method=method, recipe=ct.RECIPE, lrs=LRS[method], seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS),
                   validation=[], held_out=[])
     PARTS.mkdir(exist_ok=True)
@@ -98,11 +101,12 @@ def run_method(method: str, held_out_only: bool = False) -> None:
             with torch.no_grad():
                 row = dict(method=method, lr=lr, seed=seed, val_loss=round(data["val"].loss(model).item(), 4),
                            final_train_loss=round(losses[-1], 4))
+            val_scores = ct.score(ct.generate(model, tokenizer, [ex["question"] for ex in val]), val)
+            row["val_right_in_format"] = round(val_scores["right_in_format"], 4)
             record["validation"].append(row)
             print(row, flush=True)
             save()
-    mean = {lr: statistics.mean(r["val_loss"] for r in record["validation"] if r["lr"] == lr) for lr in LRS[method]}
-    record["chosen"] = chosen = min(mean, key=mean.get)
+    record["chosen"] = chosen = ct.choose(record["validation"])
     print("chosen:", chosen, flush=True)
     for seed in SEEDS:
         model = ct.prepare(base, method, seed)

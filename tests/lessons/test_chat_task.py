@@ -35,10 +35,16 @@ def test_the_task_follows_its_declared_rules():
     assert not train_q & set(held_q), "a held-out question is in the training set"
     assert len(held_q) >= 40 and len(held_q) <= chat_task.HELD_OUT_SIZE
     assert all(chat_task.held_out_half(q) for q in held_q) and not any(chat_task.held_out_half(q) for q in train_q)
-    for ex in task["train"] + task["held_out"]:   # known both ways, by the stored replies
+    for ex in task["train"] + task["held_out"]:   # the taught reply (the format's opening) is right, by the stored replies
         replies = base["replies"][ex["question"]]
-        assert chat_task.is_right(replies["prose"], ex["answers"])
         assert ex["base_field"] == chat_task.field_of(replies["in_format"]) and chat_task.is_right(ex["base_field"], ex["answers"])
+    for ex in task["held_out"]:   # held out: known both ways, in its own words too
+        assert chat_task.is_right(base["replies"][ex["question"]]["prose"], ex["answers"])
+    # Training: every question of the other half whose taught reply is right, in hash order, and no other.
+    teachable = [q["question"] for q in chat_task.load_data()["questions"] if not chat_task.held_out_half(q["question"])
+                 and chat_task.is_right(chat_task.field_of(base["replies"][q["question"]]["in_format"]), q["answers"])]
+    assert [ex["question"] for ex in task["train"]] == sorted(teachable, key=chat_task.question_hash)
+    assert len(teachable) + task["counts"]["train_half_wrong_in_format"] == 312 - task["counts"]["held_out_half"]
     order = [chat_task.question_hash(q) for q in held_q]
     assert order == sorted(order)
     known = [q for q in chat_task.load_data()["questions"] if chat_task.held_out_half(q["question"])
@@ -126,10 +132,10 @@ def test_encode_masks_the_prompt_and_padding():
 def test_validation_split_keeps_the_held_out_set_apart():
     train = chat_task.load_task()["train"]
     fit, val = chat_task.validation_split(train)
-    assert len(val) == len(train) // 5 and val == train[4::5]
+    assert len(val) == len(train) // 3 and val == train[2::3]
     assert not {ex["question"] for ex in fit} & {ex["question"] for ex in val}
     with pytest.raises(ValueError, match="every >= 2"):
-        chat_task.validation_split(train[:3])
+        chat_task.validation_split(train[:2])
 
 
 def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
@@ -162,14 +168,23 @@ def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
     assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
 
 
-def test_the_sweep_chose_each_methods_learning_rate_by_validation_loss():
+def test_choose_prefers_right_in_format_then_the_lower_loss():
+    runs = [{"lr": 1, "val_loss": 0.3, "val_right_in_format": 0.8}, {"lr": 2, "val_loss": 0.4, "val_right_in_format": 0.9},
+            {"lr": 3, "val_loss": 0.2, "val_right_in_format": 0.9}, {"lr": 3, "val_loss": 0.6, "val_right_in_format": 0.9}]
+    assert chat_task.choose(runs) == 2   # lr 3 ties on the share, its mean loss (0.4) does not beat lr 2's (0.4): the first kept
+    assert chat_task.choose(runs[:3]) == 3
+    with pytest.raises(ValueError, match="no validation runs"):
+        chat_task.choose([])
+
+
+def test_the_sweep_chose_each_methods_learning_rate_by_validation():
     sweep = chat_task.load_sweep()
     for method, lr in sweep["chosen"].items():
         rows = [r for r in sweep["validation"] if r["method"] == method]
         assert len({r["lr"] for r in rows}) >= 3 and {r["seed"] for r in rows} == set(sweep["validation_seeds"])
-        mean = {x: sum(r["val_loss"] for r in rows if r["lr"] == x) / sum(r["lr"] == x for r in rows) for x in {r["lr"] for r in rows}}
-        assert min(mean, key=mean.get) == lr
-        assert min(mean) < lr < max(mean), f"{method}'s chosen rate is at the edge of its grid"
+        assert chat_task.choose(rows) == lr
+        grid = {r["lr"] for r in rows}
+        assert min(grid) < lr < max(grid), f"{method}'s chosen rate is at the edge of its grid"
     for method in sweep["chosen"]:
         held = [r for r in sweep["held_out"] if r["method"] == method]
         assert len({r["seed"] for r in held}) >= 3 and all(r["lr"] == sweep["chosen"][method] for r in held)

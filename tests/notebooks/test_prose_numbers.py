@@ -911,20 +911,42 @@ def test_07_real_language_model():
             f"{counts['held_out_half_right_in_prose']} of those right in its own words, {len(task['held_out'])} also") in outputs
     # The recipe the prose names is the code's, and the sweep's file was made with it.
     recipe, sweep = ct.RECIPE, ct.load_sweep()
-    assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (4, 8, 16, 60, 8)
-    assert "the **last four** of the 30 layers (rank 8, α = 16)" in text and "entering layer 26" in text
-    assert "the 26 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
+    assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (2, 8, 16, 60, 8)
+    assert "the **last two** of the 30 layers (rank 8, α = 16)" in text and "entering layer 28" in text
+    assert "the 28 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
+    assert "choice of two layers and sixty steps" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
     assert "three learning rates with three seeds each" not in text and "three learning rates" in text
-    assert all(len(sweep["lrs"][m]) == 3 for m in ct.METHODS)
-    assert "the **same 28 weight matrices** (every linear layer of layers 26 to 29" in text and 7 * 4 == 28
+    assert len(sweep["lrs"]["LoRA"]) == 3 and len(sweep["lrs"]["full fine-tuning"]) == 5   # its first three put the choice at the edge
+    assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
+    # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
+    fit, val = ct.validation_split(task["train"])
+    assert (sweep["n_fit"], sweep["n_val"], sweep["n_train"]) == (len(fit), len(val), len(task["train"]))
+    assert "every third training question aside" in text and "most often right in the format" in text
+    runs = ct.load_recipe_runs()
+    assert ct.choose(runs["runs"], key="cfg", share="right_in_format") == dict(
+        top_layers=recipe["top_layers"], steps=recipe["steps"], lr=sweep["chosen"]["LoRA"])
+    six = next(r for r in runs["runs"] if r["cfg"]["top_layers"] == 6)
+    four = next(r for r in runs["runs"] if r["cfg"] == dict(top_layers=4, steps=60, lr=0.002))
+    assert "about 1.2 times as long" in text and round(six["train_s"] / four["train_s"], 1) == 1.2
+    assert six["val_loss"] == min(r["val_loss"] for r in runs["runs"][:6])
+    assert "It was not the first rule" in text and "one recipe's score was seen before this choice" in text
     # The held-out line, and issue 27's bar: >= 40 questions, LoRA >= 75 % in the format, within 10 points of the base.
     n, base, lora = (int(x) for x in re.search(
         r"Held-out score \((\d+) questions\): base model (\d+)% right, LoRA (\d+)% right in the format", outputs).groups())
     assert outputs.count("Held-out score (") == 1
     assert n == len(task["held_out"]) >= 40 and lora >= 75 and base == 100   # base: 100 % by construction of rule 2
     assert "most of it, not all" in text and lora < base
+    # Learn and forget: at the chosen rates LoRA learned more and forgot less than full fine-tuning, in every seed.
+    rows = {m: [r for r in sweep["held_out"] if r["method"] == m] for m in ct.METHODS}
+    lo, fft = rows["LoRA"], rows["full fine-tuning"]
+    assert "LoRA learned more than full fine-tuning" in text and "in every\nseed" not in text
+    assert min(r["right_in_format"] for r in lo) > max(r["right_in_format"] for r in fft)
+    assert max(r["held_out_loss"] for r in lo) < min(r["held_out_loss"] for r in fft)
+    assert max(r["prose_perplexity"] for r in lo) < min(r["prose_perplexity"] for r in fft)
+    assert "LoRA learned more and forgot less than full fine-tuning (the seeds table)" in text
+    assert f"one paragraph and {len(task['train'])} questions settle neither" in text
     # The live run is the sweep's LoRA seed 0.
     seed0 = next(r for r in sweep["held_out"] if r["method"] == "LoRA" and r["seed"] == 0)
     assert round(100 * seed0["right_in_format"]) == lora
@@ -952,7 +974,8 @@ def test_07_real_language_model():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 27: LoRA must be within 10 points of the base model's rate (100 % by rule 2); "
-                   "it is 89 %, one question short. Better training, chosen on the validation split only, closes it.")
+                   "it is 86 % (38 of 44; 40 needed). Both recipes the validation split chose (s4nb07: 67 training questions, "
+                   "22 for validation) scored 38; see docs/reviews/07_real_language_model_author_check.md, 'Not met'.")
 def test_07_lora_within_ten_points_of_the_base_model():
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
     outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
