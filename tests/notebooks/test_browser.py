@@ -252,8 +252,9 @@ def check_notebook(browser, lab, notebook: str, slider: str, screenshot: str) ->
 
 def test_rank_slider_in_jupyterlab(browser, lab):
     moved = check_notebook(browser, lab, "04_rank_and_alpha.ipynb", "rank r", "browser_04_rank_slider.png")
-    assert moved["before"]["value"] == "4" and moved["after"]["value"] == "7"
-    assert moved["before"]["label"].startswith("r = 4") and moved["after"]["label"].startswith("r = 7")
+    # the main line's first rank slider (the real update's; it starts at 8), three key presses to the right
+    assert moved["before"]["value"] == "8" and moved["after"]["value"] == "11"
+    assert moved["before"]["label"].startswith("r = 8") and moved["after"]["label"].startswith("r = 11")
 
 
 def test_memory_calculator_in_jupyterlab(browser, lab):
