@@ -153,11 +153,12 @@ def fit_table(sweep: dict, alpha: float = 16, rule: str = "alpha/r") -> str:
     target = fit_target()
     svd, ranks = TruncatedSVD(target), sorted(sweep["adam"][rule][alpha])
     start = 0.5 * np.linalg.norm(target) ** 2            # the loss at LoRA's start, B = 0: ½‖ΔW*‖²
-    head = f"α = {alpha:g}, s = {rule.replace('alpha', 'α')} (start: {start:.3f})"
-    lines = [f"{head:<30}" + "".join(f"{'r=' + str(r):>7}" for r in ranks),
-             f"{'floor ½·(Eckart–Young error)²':<30}" + "".join(f"{0.5 * svd.relative_error(r) ** 2:>7.3f}" for r in ranks)]
+    # "loss at start", not a bare "start": beside "s = α/r" that reads as the scale (readthrough_00_02_03_04_06.md)
+    head = f"α = {alpha:g}, s = {rule.replace('alpha', 'α')} (loss at start: {start:.3f})"
+    lines = [f"{head:<40}" + "".join(f"{'r=' + str(r):>7}" for r in ranks),
+             f"{'floor ½·(Eckart–Young error)²':<40}" + "".join(f"{0.5 * svd.relative_error(r) ** 2:>7.3f}" for r in ranks)]
     for optimizer, label in (("adam", "Adam"), ("sgd", "plain GD")):
-        lines.append(f"{label + ': loss after 150 steps':<30}" + "".join(f"{sweep[optimizer][rule][alpha][r][-1]:>7.3f}" for r in ranks))
+        lines.append(f"{label + ': loss after 150 steps':<40}" + "".join(f"{sweep[optimizer][rule][alpha][r][-1]:>7.3f}" for r in ranks))
     return "\n".join(lines)
 
 

@@ -105,7 +105,7 @@ def test_pretrained_model_is_confidently_wrong_on_rotated_digits(digits):
 def test_fit_table_prints_the_floor_and_both_optimizers_final_losses():
     sweep = rx.scaling_sweep(ranks=(1, 64), alphas=(16,), rules=("alpha/r",))
     lines = rx.fit_table(sweep, alpha=16).splitlines()
-    assert lines[0].startswith("α = 16, s = α/r (start: 0.500)") and lines[0].split()[-2:] == ["r=1", "r=64"]
+    assert lines[0].startswith("α = 16, s = α/r (loss at start: 0.500)") and lines[0].split()[-2:] == ["r=1", "r=64"]
     floor_64 = float(lines[1].split()[-1])
     assert floor_64 == 0.0 and lines[2].startswith("Adam: loss after 150 steps") and lines[3].startswith("plain GD")
     assert float(lines[2].split()[-2]) == round(float(sweep["adam"]["alpha/r"][16][1][-1]), 3)
