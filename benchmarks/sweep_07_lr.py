@@ -12,7 +12,7 @@ benchmarks/out/sweep_07_<method>.json after every run (so a stopped sweep keeps 
 base model and writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
 
 1. Validation. The training questions (lora_edu.lessons.chat_task.load_task) are split into a fitting
-   part and a validation part (every fifth, chat_task.validation_split). For each method, each learning
+   part and a validation part (every third, chat_task.validation_split). For each method, each learning
    rate of LRS and each seed of VALIDATION_SEEDS, a copy of the base model trains on the fitting part with the
    notebook's recipe (chat_task.RECIPE); its greedy replies to the validation questions are scored (right in the
    format, ``val_right_in_format``) and its loss on the validation replies is recorded. A method's learning rate
@@ -129,7 +129,7 @@ def merge(wait: bool = False) -> None:
         if part["recipe"] != ct.RECIPE:
             raise SystemExit(f"{part_file(m)} was made with another recipe ({part['recipe']}); run --method {m!r} again.")
     OUT.write_text(json.dumps(dict(
-        about="Notebook 07's learning rates, chosen by validation loss, and LoRA against full fine-tuning of the same weight "
+        about="Notebook 07's learning rates, chosen on the validation split by chat_task.choose, and LoRA against full fine-tuning of the same weight "
               "matrices on the held-out questions and on plain prose, over several seeds (benchmarks/sweep_07_lr.py).",
         recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=n_fit, n_val=n_val,
         n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs={m: p["lrs"] for m, p in parts.items()},

@@ -67,8 +67,14 @@ def load_base_replies() -> dict:
 
 
 def load_sweep() -> dict:
-    """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen by validation loss, and the learn/forget seeds."""
+    """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen on the validation split (chat_task.choose), and the learn/forget seeds."""
     return _data_file("chat_task_sweep.json")
+
+
+def load_sweep_by_loss() -> dict:
+    """``benchmarks/sweep_07_by_loss.py``'s record: the learn/forget seeds at the rates validation *loss* prefers, the rule
+    the recipe search began with; the rule changes full fine-tuning's rate tenfold, and the verdict with it."""
+    return _data_file("chat_task_sweep_by_loss.json")
 
 
 def load_recipe_runs() -> dict:

@@ -4,6 +4,7 @@ Most numbers a notebook shows are printed by code (and pinned by nbval). Where p
 (a summary, a sentence that reads a chart), the test below recomputes it and looks for it.
 """
 import json
+import math
 import re
 from pathlib import Path
 
@@ -914,10 +915,10 @@ def test_07_real_language_model():
     assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (2, 8, 16, 60, 8)
     assert "the **last two** of the 30 layers (rank 8, α = 16)" in text and "entering layer 28" in text
     assert "the 28 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
-    assert "choice of two layers and sixty steps" in text and "(`--top-layers 2`)" in text
+    assert "also chose two layers and sixty steps" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
-    assert "three learning rates with three seeds each" not in text and "three learning rates" in text
+    assert "three learning rates with three seeds each" not in text and "three learning rates (full fine-tuning, used later, at five" in text
     assert len(sweep["lrs"]["LoRA"]) == 3 and len(sweep["lrs"]["full fine-tuning"]) == 5   # its first three put the choice at the edge
     assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
     # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
@@ -931,7 +932,15 @@ def test_07_real_language_model():
     four = next(r for r in runs["runs"] if r["cfg"] == dict(top_layers=4, steps=60, lr=0.002))
     assert "about 1.2 times as long" in text and round(six["train_s"] / four["train_s"], 1) == 1.2
     assert six["val_loss"] == min(r["val_loss"] for r in runs["runs"][:6])
-    assert "It was not the first rule" in text and "one recipe's score was seen before this choice" in text
+    assert "It was not the first rule" in text and "these scores were seen before the choice" in text
+    # (s4rev07) What prompted the rule change, and what it did and did not change: both recipes 38 of 44, short of the
+    # target (within 10 points of 100 %: 40 of 44); the new rule already picks two layers among the first six variants.
+    first = runs["first_rule"]
+    assert "that score, 38 of 44, fell short" in text and first["held_out_right_in_format_count"] == 38
+    assert "so at least 40" in text and math.ceil(0.9 * first["n_held_out"]) == 40
+    assert "this notebook's recipe also scores 38 of 44" in text and "the four later ones did not decide it" in text
+    assert "this notebook's recipe on the held-out questions: 38 of 44 right" in outputs
+    assert ct.choose(runs["runs"][:6], key="cfg", share="right_in_format") == ct.choose(runs["runs"], key="cfg", share="right_in_format")
     # The held-out line, and issue 27's bar: >= 40 questions, LoRA >= 75 % in the format, within 10 points of the base.
     n, base, lora = (int(x) for x in re.search(
         r"Held-out score \((\d+) questions\): base model (\d+)% right, LoRA (\d+)% right in the format", outputs).groups())
@@ -945,7 +954,24 @@ def test_07_real_language_model():
     assert min(r["right_in_format"] for r in lo) > max(r["right_in_format"] for r in fft)
     assert max(r["held_out_loss"] for r in lo) < min(r["held_out_loss"] for r in fft)
     assert max(r["prose_perplexity"] for r in lo) < min(r["prose_perplexity"] for r in fft)
-    assert "LoRA learned more and forgot less than full fine-tuning (the seeds table)" in text
+    assert "At those with the most validation replies right in the format, LoRA learned more and forgot less than full fine-tuning" in text
+    # (s4rev07) The same seeds at the rates validation loss prefers (benchmarks/sweep_07_by_loss.py): the verdict reverses.
+    by_loss = ct.load_sweep_by_loss()
+    val = sweep["validation"]
+    for method in ct.METHODS:
+        rates = {r["lr"]: r["val_loss"] for r in val if r["method"] == method}   # one validation seed
+        assert by_loss["chosen"][method] == min(rates, key=rates.get) and by_loss["recipe"] == recipe
+    assert "full fine-tuning's ten times lower" in text
+    assert math.isclose(sweep["chosen"]["full fine-tuning"] / by_loss["chosen"]["full fine-tuning"], 10)
+    rows2 = {m: [r for r in by_loss["held_out"] if r["method"] == m] for m in ct.METHODS}
+    lo2, fft2 = rows2["LoRA"], rows2["full fine-tuning"]
+    assert len(lo2) == len(fft2) == len(sweep["seeds"])
+    assert "full fine-tuning learned more and forgot less, in every seed" in text
+    assert min(r["right_in_format"] for r in fft2) > max(r["right_in_format"] for r in lo2)
+    assert max(r["held_out_loss"] for r in fft2) < min(r["held_out_loss"] for r in lo2)
+    assert max(r["prose_perplexity"] for r in fft2) < min(r["prose_perplexity"] for r in lo2)
+    assert "at those with the lowest validation loss, full fine-tuning learned more and forgot less (the seeds tables)" in text
+    assert "Each rule agrees with Biderman et al. on one half and not the other" in text
     assert f"one paragraph and {len(task['train'])} questions settle neither" in text
     # The live run is the sweep's LoRA seed 0.
     seed0 = next(r for r in sweep["held_out"] if r["method"] == "LoRA" and r["seed"] == 0)
