@@ -44,10 +44,7 @@ def run(method: str) -> None:
     base, tokenizer, task, data, _, _ = sweep.setup()
     lr, rows = loss_choice(method), []
     for seed in sweep.SEEDS:
-        model = ct.prepare(base, method, seed)
-        losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
-        rows.append(dict(method=method, lr=lr, seed=seed, final_train_loss=round(losses[-1], 4),
-                         **sweep.measure(model, tokenizer, task, data)))
+        rows.append(sweep.held_out_run(base, tokenizer, task, data, method, lr, seed))
         print(rows[-1], flush=True)
     sweep.PARTS.mkdir(exist_ok=True)
     part(method).write_text(json.dumps(dict(method=method, lr=lr, rows=rows, recipe=ct.RECIPE,

@@ -77,6 +77,13 @@ def measure(model, tokenizer, task, data) -> dict:
                     prose_perplexity=round(ct.perplexity(model, data["prose"]), 4))
 
 
+def held_out_run(base, tokenizer, task, data, method: str, lr: float, seed: int) -> dict:
+    """One held-out run: ``method`` at ``lr`` trained on every training question with ``seed``, then :func:`measure`d."""
+    model = ct.prepare(base, method, seed)
+    losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
+    return dict(method=method, lr=lr, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model, tokenizer, task, data))
+
+
 def run_method(method: str, held_out_only: bool = False) -> None:
     start = time.perf_counter()
     base, tokenizer, task, data, n_fit, n_val = setup()
@@ -109,9 +116,7 @@ def run_method(method: str, held_out_only: bool = False) -> None:
     record["chosen"] = chosen = ct.choose(record["validation"])
     print("chosen:", chosen, flush=True)
     for seed in SEEDS:
-        model = ct.prepare(base, method, seed)
-        losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=chosen, batch_size=ct.RECIPE["batch_size"], seed=seed)
-        row = dict(method=method, lr=chosen, seed=seed, final_train_loss=round(losses[-1], 4), **measure(model, tokenizer, task, data))
+        row = held_out_run(base, tokenizer, task, data, method, chosen, seed)
         record["held_out"].append(row)
         print(row, flush=True)
         save()

@@ -220,8 +220,9 @@ def main_line_output(path) -> tuple[int, int]:
     return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
 
-def _cell_minutes(cell) -> float:
-    out = _cell_output(cell)
+def _cell_minutes(cell, out: dict | None = None) -> float:
+    """One counted code cell's minutes; ``out`` is its :func:`_cell_output` where the caller has it already."""
+    out = _cell_output(cell) if out is None else out
     return (_code_lines(cell) / CODE_LINES_PER_MINUTE + (out["lines"] - out["table_lines"]) / OUTPUT_LINES_PER_MINUTE
             + out["table_lines"] / TABLE_LINES_PER_MINUTE + out["figure_minutes"]
             + MINUTES_PER_WIDGET * out["widgets"])
@@ -249,7 +250,7 @@ def time_breakdown(path) -> dict:
     words, exercises = main_line_words(path), main_line_exercises(path)
     counted = _counted_code_cells(path)
     outs = [_cell_output(c) for c in counted]
-    exact = (words / WORDS_PER_MINUTE + sum(_cell_minutes(c) for c in counted)
+    exact = (words / WORDS_PER_MINUTE + sum(_cell_minutes(c, o) for c, o in zip(counted, outs))
              + sum(exercise_minutes(n) for n in exercises))
     return dict(words=words, code_cells=len(counted), code_lines=main_line_code_lines(path),
                 output_lines=sum(o["lines"] for o in outs), table_lines=sum(o["table_lines"] for o in outs),

@@ -166,11 +166,11 @@ def choose(runs: list[dict], key: str = "lr", share: str = "val_right_in_format"
     each averaged over the runs (seeds) of a setting. A share of 22 replies moves in steps of 4.5 points, so ties happen."""
     if not runs:
         raise ValueError("no validation runs to choose from: run the sweep first.")
-    settings = {json.dumps(r[key], sort_keys=True): r[key] for r in runs}
-    mean = lambda s, field: sum(r[field] for r in runs if json.dumps(r[key], sort_keys=True) == s) / sum(  # noqa: E731
-        json.dumps(r[key], sort_keys=True) == s for r in runs)
-    best = min(settings, key=lambda s: (-round(mean(s, share), 6), mean(s, "val_loss")))
-    return settings[best]
+    groups: dict[str, list[dict]] = {}   # a setting's runs, keyed by its JSON (settings may be dicts), first seen first
+    for r in runs:
+        groups.setdefault(json.dumps(r[key], sort_keys=True), []).append(r)
+    mean = lambda rs, field: sum(r[field] for r in rs) / len(rs)  # noqa: E731
+    return min(groups.values(), key=lambda rs: (-round(mean(rs, share), 6), mean(rs, "val_loss")))[0][key]
 
 
 def chat_prompt(question: str) -> str:
