@@ -23,13 +23,25 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
+# A full disk fails pip halfway with "[Errno 28] No space left on device" and leaves a broken .venv: say it first.
+need_disk() {  # need_disk GB FOLDER WHAT
+    local free_kb
+    free_kb=$(df -Pk "$2" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $(( $1 * 1024 * 1024 )) ]; then
+        echo "setup: error: $3 needs about $1 GB free in $(cd "$2" && pwd); $(( free_kb / 1024 )) MB are free there." >&2
+        echo "setup: fix: free disk space (e.g. old virtual environments, pip's cache: python3 -m pip cache purge), then run set-up again." >&2
+        exit 1
+    fi
+}
+
 stamp=$(cat pyproject.toml constraints-cpu.txt lock/full.txt tools/setup_env.sh tools/install_locked.sh | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.course-stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "setup: .venv is up to date"
 else
     echo "setup: installing the course into .venv (first time: about 2-3 minutes)"
     start=$(date +%s)
-    rm -rf "$VENV"
+    rm -rf "$VENV"   # an out-of-date .venv is rebuilt from nothing; its space counts as free below
+    need_disk 3 . "the course's environment (.venv, about 2.4 GB)"
     "$PYTHON" -m venv "$VENV"
     bash tools/install_locked.sh "$VENV/bin/python" lock/full.txt --editable
     echo "$stamp" > "$VENV/.course-stamp"
