@@ -16,9 +16,10 @@ Three kinds of module, three sub-packages:
 * ``lora_edu.lessons``: computations that exist for one notebook's figures and tables, one module per
   notebook: the 4×4 worked example (``worked_example``, 02-03), rank experiments (04), PEFT's pitfalls
   reproduced (``pitfalls``, 06), the chat task (07), the variants' runs (08), the paper's analyses (09),
+  routing customer messages (``routing_task``, 10),
   and the small rotated-digits task they share (``digits_task``). No plotting either.
 * ``lora_edu.views``: figures and widgets built on the core (``plotting``, ``widget_tools``,
-  ``memory_views``, ``rank_views``).
+  ``memory_views``, ``rank_views``, ``routing_views``).
 * ``lora_edu.course``: what makes it a course: exercises and their bank (and ``answer_calls``,
   how a learner's function is called and its answer read), the course map, the environment check,
   seeding.
@@ -49,9 +50,10 @@ _LAZY = {
     "finetune": "lora_edu.finetune",  # notebook 07's recipe as a command (python -m lora_edu.finetune)
     # lessons: what exists for one notebook's figures and tables (digits_task: the small task 00 and 04-09 share)
     **{name: f"lora_edu.lessons.{name}" for name in
-       ("worked_example", "rank_experiments", "pitfalls", "chat_task", "variant_runs", "paper_analyses", "digits_task")},
+       ("worked_example", "rank_experiments", "pitfalls", "chat_task", "variant_runs", "paper_analyses", "digits_task",
+        "routing_task")},
     "paper_views": "lora_edu.views.paper_views",
-    **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views")},
+    **{name: f"lora_edu.views.{name}" for name in ("plotting", "widget_tools", "memory_views", "rank_views", "routing_views")},
     **{name: f"lora_edu.course.{name}" for name in
        ("exercises", "answer_calls", "exercise_bank", "course_map", "env_check", "seeding")},
     "data": "lora_edu.data",
