@@ -1,0 +1,127 @@
+"""lora_edu.lessons.routing_task: the messages and their split, the classifier's read-out, the baseline, the folds,
+the step rule and its record, the PEFT adapter (moved from chat_task with notebook 07's routing deep dive)."""
+import pytest
+import torch
+
+from lora_edu.lessons import chat_task, routing_task
+
+
+class _Tokenizer:
+    """Characters as token ids: enough to check padding, masking and first tokens."""
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_the_messages_are_written_for_the_course_and_split_by_the_hash():
+    data = chat_task.load_data()["routing"]
+    assert "Written for the course (MIT)" in data["about"] and chat_task.load_data()["licence"] == "MIT"
+    routing = routing_task.load_routing()
+    assert routing["labels"] == ["billing", "shipping", "technical", "account"]
+    assert all(label in routing["instruction"] for label in routing["labels"])
+    train, held = routing["train"], routing["held_out"]
+    assert len(train) + len(held) == len(data["messages"]) == 64 and (len(train), len(held)) == (38, 26)
+    assert all(chat_task.held_out_half(m["text"]) for m in held) and not any(chat_task.held_out_half(m["text"]) for m in train)
+    texts = [m["text"] for m in data["messages"]]
+    assert len(set(texts)) == len(texts) and all(m["label"] in routing["labels"] for m in data["messages"])
+    assert train == [m for m in data["messages"] if m in train], "training messages keep the data file's order"
+
+
+def test_encode_routing_labels_only_the_team_and_the_end_marker():
+    batch = routing_task.encode_routing(_Tokenizer(), "Route:", [{"text": "a", "label": "billing"}, {"text": "abc", "label": "account"}])
+    prompt = len(routing_task.routing_prompt("Route:", "a"))
+    assert routing_task.routing_prompt("Route:", "a") == chat_task.chat_prompt("Route:\na")
+    assert batch["labels"][0, prompt:prompt + 8].tolist() == [ord(c) for c in "billing"] + [0]
+    assert (batch["labels"][0, :prompt] == -100).all()
+
+
+def test_label_tokens_need_distinct_first_tokens():
+    assert routing_task.label_tokens(_Tokenizer(), ["billing", "shipping"]).tolist() == [ord("b"), ord("s")]
+    with pytest.raises(ValueError, match="start with the same token"):
+        routing_task.label_tokens(_Tokenizer(), ["billing", "bank"])
+
+
+def test_truth_confusion_and_the_majority_baseline():
+    routing = routing_task.load_routing()
+    truth = routing_task.truth(routing, "held_out")
+    assert [routing["labels"][i] for i in truth] == [m["label"] for m in routing["held_out"]]
+    with pytest.raises(ValueError, match="'train' or 'held_out'"):
+        routing_task.truth(routing, "test")
+    counts = routing_task.confusion(torch.tensor([0, 1, 1, 3]), torch.tensor([0, 0, 1, 3]), 4)
+    assert counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+    assert counts.sum() == 4 and counts.trace() == 3
+    with pytest.raises(ValueError, match="same shape"):
+        routing_task.confusion(torch.tensor([0]), torch.tensor([0, 1]), 4)
+    assert routing_task.majority_share(["a", "b", "b", "a"], ["a", "b", "b"]) == ("a", 1 / 3)   # a tie: the first seen
+    assert routing_task.majority_share(["b", "a", "b"], ["a", "b", "b", "c"]) == ("b", 0.5)
+    with pytest.raises(ValueError, match="need training and held-out labels"):
+        routing_task.majority_share([], ["a"])
+
+
+def test_folds_validate_every_row_once():
+    splits = routing_task.folds(38)
+    assert len(splits) == routing_task.N_FOLDS == 3
+    validated = sorted(i for _, val in splits for i in val)
+    assert validated == list(range(38))
+    for fit, val in splits:
+        assert not set(fit) & set(val) and len(fit) + len(val) == 38
+    with pytest.raises(ValueError, match="2 <= k <= n"):
+        routing_task.folds(2, k=3)
+
+
+def test_choose_steps_takes_the_most_right_then_the_fewer_steps():
+    assert routing_task.choose_steps({20: 0.5, 40: 0.6, 60: 0.6}) == 40
+    assert routing_task.choose_steps({20: 0.7, 40: 0.6, 60: 0.6}) == 20
+    assert routing_task.choose_steps({60: 0.8, 20: 0.8}) == 20
+
+
+def test_the_stored_choice_follows_its_declared_rule():
+    """benchmarks/explore_10_routing.py's record: three folds over the 38 training messages, each step count of
+    STEP_CHOICES once per fold, and the step count choose_steps picks from the pooled counts."""
+    record = routing_task.load_steps_choice()
+    n = len(routing_task.load_routing()["train"])
+    assert record["n_train"] == n and record["folds"] == routing_task.N_FOLDS
+    assert record["step_choices"] == list(routing_task.STEP_CHOICES) and record["recipe"] == chat_task.RECIPE
+    assert record["lr"] == chat_task.load_sweep()["chosen"]["LoRA"]
+    for steps in routing_task.STEP_CHOICES:
+        runs = [r for r in record["runs"] if r["steps"] == steps]
+        assert sorted(r["fold"] for r in runs) == [0, 1, 2] and sum(r["n_val"] for r in runs) == n
+        assert record["right"][str(steps)] == sum(r["right"] for r in runs)
+    accuracy = {steps: record["right"][str(steps)] / n for steps in routing_task.STEP_CHOICES}
+    assert record["chosen"] == routing_task.choose_steps(accuracy) in routing_task.STEP_CHOICES
+    assert "on the training messages only" in record["about"]
+
+
+def test_a_subset_keeps_its_rows_cached_states():
+    class Rows(chat_task.CachedBatch):
+        def __init__(self):   # no model needed
+            self.k, self.hidden = 2, torch.arange(24.0).reshape(4, 3, 2)
+            self.batch = {"labels": torch.arange(12).reshape(4, 3), "attention_mask": torch.ones(4, 3, dtype=torch.long)}
+
+    part = routing_task.Subset(Rows(), [3, 1])
+    assert len(part) == 2 and part.k == 2
+    assert torch.equal(part.hidden, Rows().hidden[[3, 1]]) and torch.equal(part.batch["labels"], Rows().batch["labels"][[3, 1]])
+
+
+def test_the_router_on_smollm2_starts_as_the_base_model_and_disables_back_to_it():
+    """add_router: PEFT LoRA of 07's recipe on the top two layers; B starts at zero, so before training it routes as the
+    base model does; after a step, disable_adapter() gives the base model's choices back."""
+    import copy
+
+    from lora_edu.core import smollm2
+
+    base, tokenizer = smollm2.load()
+    routing = routing_task.load_routing()
+    choices = routing_task.label_tokens(tokenizer, routing["labels"])
+    data = chat_task.CachedBatch(base, chat_task.RECIPE["top_layers"],
+                                 routing_task.encode_routing(tokenizer, routing["instruction"], routing["held_out"][:6]))
+    zero_shot = routing_task.route(base, data, choices)
+    router = routing_task.add_router(copy.deepcopy(base), seed=0)
+    trained = {n for n, p in router.named_parameters() if p.requires_grad}
+    top = range(base.config.num_hidden_layers - chat_task.RECIPE["top_layers"], base.config.num_hidden_layers)
+    assert len(trained) == 2 * 7 * len(top) and all(any(f".layers.{i}." in n for i in top) for n in trained)
+    assert torch.equal(routing_task.route(router, data, choices), zero_shot)
+    chat_task.train(router, data, steps=2, lr=0.01, batch_size=3)
+    with router.disable_adapter():
+        assert torch.equal(routing_task.route(router, data, choices), zero_shot)
