@@ -334,12 +334,14 @@ COURSE_MAP = [
     Chapter("06_peft_comparison.ipynb", "LoRA with Hugging Face PEFT",
             "the same module in PEFT, equal to a stated tolerance; six pitfalls reproduced and fixed", "05"),
     Chapter("07_real_language_model.ipynb", "LoRA on a real language model, offline",
-            "a pretrained chat model from a 4-bit file: train, score, merge, switch adapters, forgetting", "06", budget_s=60.0),
+            "a pretrained chat model from a 4-bit file: train, score, merge, forgetting", "06", budget_s=60.0),
     Chapter("08_lora_variants.ipynb", "LoRA variants from scratch: QLoRA, DoRA, PiSSA, LoRA+, rsLoRA",
             "NF4 from normal quantiles, DoRA, PiSSA, LoRA+, rsLoRA, mixed-adapter batches: each checked against bitsandbytes or PEFT",
             "05, 06"),
     Chapter("09_paper_analyses.ipynb", "The paper's analyses on the course's model",
             "the paper's analyses measured: layers × rank, a fixed budget, subspace similarity, learning against forgetting", "04, 05"),
+    Chapter("10_classifying_messages.ipynb", "A second payoff: classifying messages",
+            "a language model as a classifier: zero-shot against a LoRA adapter on held-out messages, one base and its adapter", "07"),
 ]
 
 

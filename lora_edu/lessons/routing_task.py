@@ -101,13 +101,12 @@ def confusion(chosen: torch.Tensor, true: torch.Tensor, n_labels: int) -> torch.
     return counts
 
 
-def majority_share(train_labels: list[str], held_out_labels: list[str]) -> tuple[str, float]:
-    """The baseline that always answers the most common team of the *training* messages (ties: the first in
-    ``train_labels``' order), and the share of held-out messages it gets right."""
-    if not train_labels or not held_out_labels:
-        raise ValueError("need training and held-out labels to compute the majority baseline.")
-    commonest = max(dict.fromkeys(train_labels), key=train_labels.count)
-    return commonest, held_out_labels.count(commonest) / len(held_out_labels)
+def constant_shares(labels: list[str], held_out_labels: list[str]) -> dict[str, float]:
+    """For each label, the share of held-out messages that a classifier always answering that label routes right:
+    the floor a classifier that ignores the message reaches (the largest of them)."""
+    if not labels or not held_out_labels:
+        raise ValueError("need the labels and the held-out messages' labels to compute the constant classifiers' shares.")
+    return {label: held_out_labels.count(label) / len(held_out_labels) for label in labels}
 
 
 def folds(n: int, k: int = N_FOLDS) -> list[tuple[list[int], list[int]]]:

@@ -42,7 +42,7 @@ def test_label_tokens_need_distinct_first_tokens():
         routing_task.label_tokens(_Tokenizer(), ["billing", "bank"])
 
 
-def test_truth_confusion_and_the_majority_baseline():
+def test_truth_confusion_and_the_constant_classifiers():
     routing = routing_task.load_routing()
     truth = routing_task.truth(routing, "held_out")
     assert [routing["labels"][i] for i in truth] == [m["label"] for m in routing["held_out"]]
@@ -53,10 +53,13 @@ def test_truth_confusion_and_the_majority_baseline():
     assert counts.sum() == 4 and counts.trace() == 3
     with pytest.raises(ValueError, match="same shape"):
         routing_task.confusion(torch.tensor([0]), torch.tensor([0, 1]), 4)
-    assert routing_task.majority_share(["a", "b", "b", "a"], ["a", "b", "b"]) == ("a", 1 / 3)   # a tie: the first seen
-    assert routing_task.majority_share(["b", "a", "b"], ["a", "b", "b", "c"]) == ("b", 0.5)
-    with pytest.raises(ValueError, match="need training and held-out labels"):
-        routing_task.majority_share([], ["a"])
+    shares = routing_task.constant_shares(["a", "b", "c"], ["a", "b", "b", "a"])
+    assert shares == {"a": 0.5, "b": 0.5, "c": 0.0}
+    floor = routing_task.constant_shares(routing["labels"], [m["label"] for m in routing["held_out"]])
+    assert sum(floor.values()) == pytest.approx(1) and max(floor.values()) == max(
+        [m["label"] for m in routing["held_out"]].count(label) for label in routing["labels"]) / len(routing["held_out"])
+    with pytest.raises(ValueError, match="need the labels"):
+        routing_task.constant_shares([], ["a"])
 
 
 def test_folds_validate_every_row_once():
