@@ -38,7 +38,7 @@ def _public_answers() -> dict:
 
 #: attack -> (solution cell, words the feedback must contain, alternatives split by " | ": what stopped it)
 ATTACKS = {
-    "replaces ex.check": ("ex0.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
+    "replaces ex.check": ("ex0b.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
                           "NameError"),
     "patches CheckResult.score": ("import lora_edu.course.exercises as E\nE.CheckResult.score = property(lambda s: 1.0)" + WRONG,
                                   "raised ModuleNotFoundError"),
@@ -183,7 +183,7 @@ HONEST = {
                       "plt.plot([1, 2]); plt.show()\ndef lora_params(d, k, r):\n    return r * (d + k)\n"),
     # lines that need the notebook's other cells before the def (the exercise object, the course package): the cell
     # stopped at the first and the def never ran (independent red team, attack 6)
-    "honest_context": "print(ex0)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
+    "honest_context": "print(ex0b)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
 }
 #: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
 THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
