@@ -5,13 +5,13 @@ class or function on a case, and a judge here compares what came back with refer
 the case in this (trusted) process, when the case is drawn. What each judge relies on, from the
 hardest to forge to the easiest:
 
-* 5d ``LoRALinear``: outputs and gradients on hidden inputs with hidden A and B, the merged weight;
+* 5a ``LoRALinear``: outputs and gradients on hidden inputs with hidden A and B, the merged weight;
   then the initial A's distribution, B = 0, and the trainable counts.
-* 5e ``add_lora``: the model's output on hidden inputs, with marker layers that say which layers are in
+* 5b ``add_lora``: the model's output on hidden inputs, with marker layers that say which layers are in
   the forward path; which layers were wrapped, and the trainable count.
-* 5f ``train_adapters``: the losses and final parameters of Adam's trajectory, reproduced here; the
+* 5c ``train_adapters``: the losses and final parameters of Adam's trajectory, reproduced here; the
   frozen weights unchanged; the loss on held-out data, which is never sent, falls.
-* 5g ``adapt_digits``: only the adapter matrices and the base weights come back; this process rebuilds
+* 5d ``adapt_digits``: only the adapter matrices and the base weights come back; this process rebuilds
   the adapted model from them and measures its accuracy on held-out digits it never sends.
 
 Student code runs before the probe in the grader's sandbox and can replace it, so the easy numbers (counts,
@@ -28,7 +28,7 @@ import numpy as np
 from lora_edu.course import probes
 from lora_edu.course.probe_exercises import Case, FieldError, ProbeExercise, differs, field
 
-# ---------------------------------------------------------------- 5d: the layer class
+# ---------------------------------------------------------------- 5a: the layer class
 
 
 def _layer_inputs(rng: np.random.Generator, d_in: int, d_out: int, r: int, n: int, alpha: float) -> dict:
@@ -179,7 +179,7 @@ SOLUTION_LORA_LINEAR = '''class LoRALinear(nn.Module):
         self.merged = False'''
 
 
-# ---------------------------------------------------------------- 5e: the injection
+# ---------------------------------------------------------------- 5b: the injection
 
 
 def reference_add_lora(model, targets, r, alpha, layer_class):
@@ -283,7 +283,7 @@ SOLUTION_ADD_LORA = '''def add_lora(model, targets, r, alpha, layer_class=LoRALi
     return model'''
 
 
-# ---------------------------------------------------------------- 5f: the training loop
+# ---------------------------------------------------------------- 5c: the training loop
 
 
 def reference_train(model, x, y, steps, lr):
@@ -429,7 +429,7 @@ SOLUTION_TRAIN_ADAPTERS = '''def train_adapters(model, x, y, steps, lr):
     return losses'''
 
 
-# ---------------------------------------------------------------- 5g: the capstone
+# ---------------------------------------------------------------- 5d: the capstone
 
 #: the capstone: labelled examples the learner's function gets, held-out accuracy to reach, most adapter numbers allowed
 CAPSTONE_EXAMPLES, CAPSTONE_ACCURACY, CAPSTONE_BUDGET = 400, 0.70, 2_048

@@ -91,7 +91,7 @@ def _plain(value):
 
 
 def lora_layer(answer, x, W, b, A, B, grad_out, r, alpha):
-    """Exercise 5d: build ``answer(base, r, alpha)`` around a frozen copy of (W, b) and report what it does.
+    """Exercise 5a: build ``answer(base, r, alpha)`` around a frozen copy of (W, b) and report what it does.
 
     The record: the initial A and B, the scaling, trainable counts, the output at initialisation, then,
     with A and B set to the case's values, the output, the gradients of sum(output · grad_out), the base
@@ -143,7 +143,7 @@ def lora_layer(answer, x, W, b, A, B, grad_out, r, alpha):
     return record
 
 
-# ---------------------------------------------------------------- Exercise 5e: the injection
+# ---------------------------------------------------------------- Exercise 5b: the injection
 
 
 def toy_model(widths, cross_attention: bool, seed: int):
@@ -262,7 +262,7 @@ def _spy_class():
 
 
 def inject(answer, widths, cross_attention, seed, targets, r, alpha, x):
-    """Exercise 5e: call ``answer(model, names, r, alpha, layer_class=Spy)`` on :func:`toy_model` and report.
+    """Exercise 5b: call ``answer(model, names, r, alpha, layer_class=Spy)`` on :func:`toy_model` and report.
 
     ``targets`` selects target names by index from :func:`target_names` (the grader's cases are plain
     numbers). The record: ``wrapped``, one entry per linear layer of the original model
@@ -311,7 +311,7 @@ def target_pool(n_blocks: int, cross_attention: bool) -> list[str]:
     return pool
 
 
-# ---------------------------------------------------------------- Exercise 5f: the training loop
+# ---------------------------------------------------------------- Exercise 5c: the training loop
 
 
 def adapted_classifier(W1, b1, W2, b2):
@@ -347,7 +347,7 @@ def adapted_classifier(W1, b1, W2, b2):
 
 
 def train_loop(answer, W1, b1, W2, b2, x, y, steps, lr):
-    """Exercise 5f: ``answer(model, x, y, steps, lr)`` on :func:`adapted_classifier`; report losses and parameters after."""
+    """Exercise 5c: ``answer(model, x, y, steps, lr)`` on :func:`adapted_classifier`; report losses and parameters after."""
     torch = _torch()
     model = adapted_classifier(W1, b1, W2, b2)
     with _stage(f"train_adapters(model, x, y, steps={steps}, lr={lr:g})", first=True):
@@ -363,7 +363,7 @@ def train_loop(answer, W1, b1, W2, b2, x, y, steps, lr):
     return {"losses": losses} | {name: _plain(p) for name, p in model.named_parameters()}
 
 
-# ---------------------------------------------------------------- Exercise 5g: the capstone
+# ---------------------------------------------------------------- Exercise 5d: the capstone
 
 
 def digits_mlp(weights: dict):
@@ -379,7 +379,7 @@ def digits_mlp(weights: dict):
 
 
 def capstone(answer, fc1_weight, fc1_bias, fc2_weight, fc2_bias, head_weight, head_bias, x_train, y_train):
-    """Exercise 5g: ``answer(model, x_train, y_train)`` adapts the pretrained MLP; report each layer's parameters.
+    """Exercise 5d: ``answer(model, x_train, y_train)`` adapts the pretrained MLP; report each layer's parameters.
 
     For a layer that now has ``lora_A`` and ``lora_B``: those, its ``scaling`` and its base's weight and bias;
     for a plain layer, its weight and bias. The judge rebuilds the adapted model from these numbers alone,
@@ -404,7 +404,7 @@ def capstone(answer, fc1_weight, fc1_bias, fc2_weight, fc2_bias, head_weight, he
             base = getattr(layer, "base", None)
             scaling = getattr(layer, "scaling", None)
             if base is None or not isinstance(scaling, (int, float)):
-                raise ProbeError(f"{name} has lora_A and lora_B but no .base or no number .scaling (Exercise 5d's LoRALinear has both).")
+                raise ProbeError(f"{name} has lora_A and lora_B but no .base or no number .scaling (Exercise 5a's LoRALinear has both).")
             record |= {f"{name}.A": _plain(layer.lora_A), f"{name}.B": _plain(layer.lora_B), f"{name}.scaling": float(scaling),
                        f"{name}.W": _plain(base.weight), f"{name}.b": _plain(base.bias)}
         elif hasattr(layer, "weight") and hasattr(layer, "bias"):

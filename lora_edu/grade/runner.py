@@ -111,7 +111,7 @@ def _define_anyway(shell, source: str, cell_limits: dict) -> None:
     """After an answer cell stopped with an error, run its top-level ``def``, ``class`` and ``import`` statements one by one.
 
     Why (independent red team, attack 6): the grader runs only the answer cells, so a line that needs the notebook's
-    other cells (``print(ex0)``, ``import lora_edu as le``, a variable of an earlier cell) raised here and the rest of
+    other cells (``print(ex0b)``, ``import lora_edu as le``, a variable of an earlier cell) raised here and the rest of
     the cell, the graded ``def`` below it among it, never ran: an answer that works in the notebook scored 0. The
     error is still reported; each statement gets the cell's limits, and one that fails is skipped.
     """

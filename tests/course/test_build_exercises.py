@@ -133,7 +133,7 @@ def test_a_layer_that_uses_the_course_package_or_an_object_is_refused(exercises)
 
 
 def test_a_layer_built_on_peft_is_refused_in_the_notebook(exercises):
-    """PEFT's own LoRA layer would answer 5d in a few lines; the check says so (the graded sandbox hides PEFT)."""
+    """PEFT's own LoRA layer would answer 5a in a few lines; the check says so (the graded sandbox hides PEFT)."""
     ns = namespace()
     exec("from peft.tuners.lora import layer as peft_layer\n"  # noqa: S102
          "class Wrapped(nn.Module):\n    def __init__(self, base, r, alpha):\n        super().__init__()\n"

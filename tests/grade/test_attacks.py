@@ -38,7 +38,7 @@ def _public_answers() -> dict:
 
 #: attack -> (solution cell, words the feedback must contain, alternatives split by " | ": what stopped it)
 ATTACKS = {
-    "replaces ex.check": ("ex0.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
+    "replaces ex.check": ("ex0b.check = lambda f: type('R', (), {'score': 1.0, 'mark': lambda s: 1.0})()" + WRONG,
                           "NameError"),
     "patches CheckResult.score": ("import lora_edu.course.exercises as E\nE.CheckResult.score = property(lambda s: 1.0)" + WRONG,
                                   "raised ModuleNotFoundError"),
@@ -183,7 +183,7 @@ HONEST = {
                       "plt.plot([1, 2]); plt.show()\ndef lora_params(d, k, r):\n    return r * (d + k)\n"),
     # lines that need the notebook's other cells before the def (the exercise object, the course package): the cell
     # stopped at the first and the def never ran (independent red team, attack 6)
-    "honest_context": "print(ex0)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
+    "honest_context": "print(ex0b)\nimport lora_edu as le\ndef lora_params(d, k, r):\n    return r * (d + k)\n",
 }
 #: a thread pool cannot start in the sandbox: zero, but the feedback says why (it works in the notebook)
 THREAD_POOL = ("from concurrent.futures import ThreadPoolExecutor\ndef lora_params(d, k, r):\n"
@@ -333,7 +333,8 @@ def test_warnings_are_reported_not_penalised_and_their_texts_not_repeated(graded
 
 
 def _numbers(text: str) -> set[int]:
-    return {int(n) for n in re.findall(r"(?<![\d.])\d{2,}(?![\d.])", text)}
+    """The whole numbers of two or more digits in ``text``, "16,777,216" read as one number (not 16, 777 and 216)."""
+    return {int(n.replace(",", "")) for n in re.findall(r"(?<![\d.,])(?:\d{1,3}(?:,\d{3})+|\d{2,})(?![\d.]|,\d)", text)}
 
 
 #: the students whose code tries to get the secret cases (or the expected values) into their feedback
@@ -343,6 +344,7 @@ LEAKERS = [name for name in ATTACKS if "(#3)" in name or "(#4)" in name] + ["hon
 @pytest.mark.parametrize("student", LEAKERS)
 def test_feedback_never_shows_a_hidden_input_or_an_expected_value(graded, student):
     """Issue 26, attacks 3 and 4: feedback on hidden cases says which case failed and how, nothing the student's code made."""
+    from lora_edu.course import exercise_bank as le_bank
     from lora_edu.grade.course_folder import read_source
     from lora_edu.grade.grader import _Notebook
 
@@ -350,6 +352,9 @@ def test_feedback_never_shows_a_hidden_input_or_an_expected_value(graded, studen
     cases = _Notebook(read_source(NB00[0]), graded["run"].seed, 0, LIMITS).cases(name)[CELL + "_check"][1:]
     secret = {v for _, c in cases for v in (c["d"], c["k"], c["r"], c["r"] * (c["d"] + c["k"])) if v >= 10}
     messages = " ".join(m.message for m in graded["run"].marks if m.student_id == name)
+    # The pass message's fixed sentence (the same for every student: d = k = 4096, 65,536 and 16,777,216) is no leak;
+    # left in, it failed this test whenever the random seed gave a hidden case one of its numbers (about 1 run in 11).
+    messages = messages.replace(le_bank.lora_param_count().why, "")
     assert secret and not _numbers(messages) & secret, messages
 
 

@@ -46,7 +46,7 @@ def _forged(answer, fc1_weight, fc1_bias, fc2_weight, fc2_bias, head_weight, hea
 probes.capstone.__code__ = _forged.__code__
 ''' + bx.SOLUTION_ADAPT_DIGITS
 
-#: a 5d class right on the visible example (W 4×6, r = 3, alpha = 4; the probe's wide layer is 16×256) that raises, on a
+#: a 5a class right on the visible example (W 4×6, r = 3, alpha = 4; the probe's wide layer is 16×256) that raises, on a
 #: hidden case, a ValueError carrying that case's inputs: the probe turns it into a ProbeError quoting them (issue 26, #4)
 LEAK_LAYER = bx.SOLUTION_LORA_LINEAR.replace(
     "        super().__init__()\n",
@@ -55,7 +55,7 @@ LEAK_LAYER = bx.SOLUTION_LORA_LINEAR.replace(
     "            raise ValueError('LEAK r=%d alpha=%g W=%s' % (r, alpha, ' '.join(str(int(abs(w) * 1e6)) for w in base.weight.flatten().tolist())))\n",
     1)
 
-#: a forged 5f probe that reads every case from the job file and raises a ProbeError quoting the hidden ones
+#: a forged 5c probe that reads every case from the job file and raises a ProbeError quoting the hidden ones
 LEAK_LOOP = """import json, sys, probes
 def _forged(answer, W1, b1, W2, b2, x, y, steps, lr):
     import json, sys, probes
@@ -65,7 +65,7 @@ def _forged(answer, W1, b1, W2, b2, x, y, steps, lr):
 probes.train_loop.__code__ = _forged.__code__
 """ + bx.SOLUTION_TRAIN_ADAPTERS
 
-#: a forged 5e probe whose record carries the hidden inputs as text, where numbers belong
+#: a forged 5b probe whose record carries the hidden inputs as text, where numbers belong
 LEAK_INJECT = """import json, sys, probes
 def _forged(answer, widths, cross_attention, seed, targets, r, alpha, x):
     import json, sys
@@ -247,6 +247,6 @@ def test_answers_that_scored_one_before_review_0406_score_zero(marks, grade_id):
 
 
 def test_peft_is_hidden_in_the_sandbox(marks):
-    """A thin wrapper around PEFT's LoRA layer answered 5d in the sandbox; PEFT is hidden there now."""
+    """A thin wrapper around PEFT's LoRA layer answered 5a in the sandbox; PEFT is hidden there now."""
     mark = marks["library", "ex05_lora_linear"]
     assert mark.score == 0.0 and "peft" in mark.message, mark.message

@@ -428,12 +428,12 @@ def test_learner_sees_a_learner_copy_without_solutions_or_nbgrader(browser, lear
     exercise.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser_00_learner_exercise.png"))
 
-    # The solution stays one call away: a new cell with ex0.solution() prints it.
+    # The solution stays one call away: a new cell with ex0b.solution() prints it.
     page.evaluate("""async () => {
         const app = window.jupyterapp, panel = app.shell.currentWidget;
         panel.content.activeCellIndex = panel.content.widgets.length - 1;
         await app.commands.execute('notebook:insert-cell-below');
-        panel.content.activeCell.model.sharedModel.setSource('ex0.solution()');
+        panel.content.activeCell.model.sharedModel.setSource('ex0b.solution()');
         await app.commands.execute('notebook:run-cell');
     }""")
     last = page.locator(".jp-CodeCell").last

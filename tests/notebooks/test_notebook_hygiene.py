@@ -188,18 +188,105 @@ def test_the_prompt_check_catches_a_lost_prompt(tmp_path):
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Some text about merging."),
-                                         nbformat.v4.new_code_cell("ex5a = le.exercise_bank.lora_forward()"),
+                                         nbformat.v4.new_code_cell("ex5e = le.exercise_bank.lora_forward()"),
                                          nbformat.v4.new_code_cell("def lora_forward(x):\n    ### BEGIN SOLUTION"),
-                                         nbformat.v4.new_code_cell("ex5a.check(lora_forward).mark()")])
+                                         nbformat.v4.new_code_cell("ex5e.check(lora_forward).mark()")])
     nb.cells[2].metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "ex05_lora_forward"}
     nb.cells[3].metadata["nbgrader"] = {"solution": False, "grade": True, "grade_id": "ex05_lora_forward_check"}
     path = tmp_path / "05_x.ipynb"
     nbformat.write(nb, path)
     [ex] = graded_exercises(path)
     assert ex["name"] == "lora_forward" and not PROMPT.search(ex["prompt"])
-    nb.cells[0].source = "**Exercise 5a.** Write `lora_forward(x, W, b, A, B, scaling)`: …"
+    nb.cells[0].source = "**Exercise 5e.** Write `lora_forward(x, W, b, A, B, scaling)`: …"
     nbformat.write(nb, path)
     assert PROMPT.search(graded_exercises(path)[0]["prompt"])
+
+
+LABEL = re.compile(r"\*\*Exercise (\d+)([a-z]?)\b")
+MENTION = re.compile(r"\b[Ee]xercise (\d+[a-z]?)\b")
+CHECK_VARIABLE = re.compile(r"\bex(\d+[a-z]?)\.check\(")
+
+
+def exercise_labels(cells) -> list[tuple[str, bool]]:
+    """Each prompt's label (``**Exercise 5a…``) in reading order, with whether it sits in a deep dive."""
+    labels, deep = [], False
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        for line in text_of(cell).split("\n"):
+            deep = deep or line.startswith(cm.DEEP_DIVE_HEADING)
+            labels += [(number + letter, deep) for number, letter in LABEL.findall(line)]
+    return labels
+
+
+def label_problems(cells, number: int) -> list[str]:
+    """What is wrong with a notebook's exercise labels; empty when they follow the course's convention.
+
+    The convention: a notebook's exercises carry its own number; the first is "Exercise N" and the next
+    "Nb, Nc …", or they run "Na, Nb …"; in reading order; main-line exercises before deep-dive ones;
+    every "Exercise X" the prose mentions is one of them, and each check cell's variable (``exX.check``)
+    carries the label of the prompt above it.
+    """
+    labels = exercise_labels(cells)
+    problems = []
+    wrong_number = [label for label, _ in labels if int(re.match(r"\d+", label)[0]) != number]
+    if wrong_number:
+        problems.append(f"labels {wrong_number} do not carry the notebook's number {number}")
+    if labels:
+        first = labels[0][0].removeprefix(str(number))
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        suffixes = [""] + list(letters[1:]) if first == "" else list(letters)
+        expected = [f"{number}{s}" for s in suffixes[:len(labels)]]
+        if [label for label, _ in labels] != expected:
+            problems.append(f"labels in reading order are {[label for label, _ in labels]}, expected {expected}")
+    by_label = sorted(labels, key=lambda item: (int(re.match(r"\d+", item[0])[0]), item[0]))
+    if [d for _, d in by_label] != sorted(d for _, d in by_label):
+        problems.append(f"a deep-dive exercise's label comes before a main-line one's: {labels} (label, in a deep dive)")
+    known = {label for label, _ in labels}
+    stray = sorted({m for c in cells if c["cell_type"] == "markdown" for m in MENTION.findall(text_of(c))} - known)
+    if stray:
+        problems.append(f"the prose mentions exercises {stray}, which no prompt carries (labels: {sorted(known)})")
+    prompt = None
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            prompt = next(iter(LABEL.findall(text_of(cell))[-1:]), None) or prompt
+        elif cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+            used = CHECK_VARIABLE.findall(text_of(cell))
+            if prompt and used and used != ["".join(prompt)]:
+                problems.append(f"the check {used} sits below the prompt of Exercise {''.join(prompt)}")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercise_labels_in_reading_order_main_line_first(path):
+    """Issue 24: "Exercise N", then Nb, Nc … (or Na, Nb …) in reading order; no deep-dive exercise before a main-line one."""
+    problems = label_problems(load(path)["cells"], int(path.name[:2]))
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_the_label_check_catches_the_old_orders():
+    """Notebook 03 before the renumbering: 3c (predict first), 3a, then 3b in the deep dive; 00's 0b before 0."""
+    import nbformat
+
+    def notebook(*cells):
+        return [nbformat.v4.new_markdown_cell(c) if isinstance(c, str) else nbformat.v4.new_code_cell(c[0]) for c in cells]
+
+    old_03 = notebook("**Exercise 3c (predict first).** …", "**Exercise 3a.** Write `grad_B`", "## Summary",
+                      "## Deep dive (optional): one step\n**Exercise 3b (optional exercise).** Write `one_step`")
+    assert any("reading order" in p for p in label_problems(old_03, 3))
+    old_00 = notebook("**Exercise 0b (predict first).**", "## Summary", "## Deep dive (optional): x\n**Exercise 0 (optional exercise).**")
+    assert any("reading order" in p for p in label_problems(old_00, 0))
+    old_05 = notebook("**Exercise 5d.**", "**Exercise 5e.**", "## Summary", "## Deep dive (optional): x\n**Exercise 5a.**")
+    assert any("deep-dive exercise's label comes before" in p for p in label_problems(old_05, 5))
+    assert any("notebook's number" in p for p in label_problems(notebook("**Exercise 1.**", "**Exercise 2.**"), 1))
+    stale = notebook("**Exercise 6.**", "**Exercise 6b.**", "as in Exercise 6c")
+    assert any("mentions exercises ['6c']" in p for p in label_problems(stale, 6))
+    swapped = notebook("**Exercise 5a.** Write `f`", ("ex5b.check(f).mark()",))
+    swapped[1].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "ex05_f_check"}
+    assert any("sits below the prompt" in p for p in label_problems(swapped, 5))
+    assert label_problems(notebook("**Exercise 6.**", "**Exercise 6b (bug hunt).**", "## Summary",
+                                   "## Deep dive (optional): x\nExercise 6b, in the main line."), 6) == []
+    assert label_problems(notebook("**Exercise 5a.**", "**Exercise 5b.**", "## Deep dive (optional): x\n**Exercise 5c.**"), 5) == []
 
 
 def test_the_idea_comes_within_the_first_15_minutes_of_notebook_00():
@@ -211,7 +298,7 @@ def test_the_idea_comes_within_the_first_15_minutes_of_notebook_00():
         assert shown in main, shown
     order = [main.index(s) for s in ("def lora_layer", "update_spectrum_figure", "predict_trainable()", "course_map_markdown")]
     assert order == sorted(order), "the layer, the picture, the prediction, then how the course works"
-    minutes = cm.minutes_until(path, "ex0b.check(predict_trainable)")
+    minutes = cm.minutes_until(path, "ex0.check(predict_trainable)")
     assert minutes <= 15, f"notebook 00 reaches its count prediction after {minutes:.1f} minutes by the time method (at most 15)"
 
 

@@ -380,14 +380,14 @@ def test_05_build_exercises():
     # the summary's 1,792: r = 4 on fc1 (64 → 128) and fc2 (128 → 128), the printed solution's choice
     assert "1,792 adapter numbers adapt the pretrained network" in text and 'r=4, alpha=8' in bx.SOLUTION_ADAPT_DIGITS
     assert 4 * (64 + 128) + 4 * (128 + 128) == 1792
-    # 5e's example of PEFT's rule, on the check's own model
+    # 5b's example of PEFT's rule, on the check's own model
     assert '`"v_proj"` matches `blocks.0.attn.v_proj`, not `blocks.0.cross.kv_proj`' in text
     names = probes.linear_names(probes.toy_model([6, 6], True, 0))
     assert {"blocks.0.attn.v_proj", "blocks.0.cross.kv_proj"} <= set(names)
     model = bx.reference_add_lora(probes.toy_model([6, 6], True, 0), ["v_proj"], 2, 4.0, lambda base, r, alpha: torch.nn.Identity())
     assert isinstance(model.get_submodule("blocks.0.attn.v_proj"), torch.nn.Identity)
     assert isinstance(model.get_submodule("blocks.0.cross.kv_proj"), torch.nn.Linear)
-    # 5d's init: Kaiming-uniform with a = √5 is uniform on ±1/√in (what the check tests)
+    # 5a's init: Kaiming-uniform with a = √5 is uniform on ±1/√in (what the check tests)
     assert "(`nn.init.kaiming_uniform_(…, a=math.sqrt(5))`)" in text and "1/√fan_in at a = √5" in text
     a = torch.empty(64, 400)
     torch.nn.init.kaiming_uniform_(a, a=5 ** 0.5)
@@ -569,7 +569,7 @@ def test_exercises_worth_doing_say_what_the_bank_checks():
     assert any(c.startswith(bank.BUGGY_MERGE) for c in cells("05_lora_from_scratch.ipynb"))
     # 03, predict first: asked before the cell that measures it
     c03 = cells("03_gradient_step.ipynb")
-    asked = next(i for i, c in enumerate(c03) if "Exercise 3c (predict first)" in c)
+    asked = next(i for i, c in enumerate(c03) if "Exercise 3a (predict first)" in c)
     measured = next(i for i, c in enumerate(c03) if "le.worked_example.alpha_table(x, W, " in c)   # first_step_change per α
     assert asked < measured and not any("like s²" in c for c in c03[:asked])
     # 04, open task: the steps, tolerance, visible example and number of hidden cases the prompt names

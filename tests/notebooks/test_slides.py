@@ -166,7 +166,7 @@ def test_set_up_means_only_set_up():
                   "import torch\nmodel = torch.nn.Linear(2, 2)"):
         assert not slides.is_setup_code(shown), shown
     assert slides.is_setup_code("%matplotlib inline")
-    assert slides.cell_role(code("ex0 = le.exercise_bank.lora_param_count()")) == "setup"
+    assert slides.cell_role(code("ex0b = le.exercise_bank.lora_param_count()")) == "setup"
     assert slides.cell_role(code("x = (")) == "code", "a cell Python cannot parse is shown, not guessed at"
 
 
