@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 #: The busy loop, as a separate Python process: spins until its deadline (argv[1], seconds), then exits.
 _SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
@@ -55,9 +56,42 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_vector_flags() -> list[str]:
+    """The CPU's widest vector instructions (avx2, avx512f, ...): two machines sold under one name ("AMD EPYC") can
+    differ by these, and by 2x in the course's times (seen: AVX-512 against AVX2 only)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in set(flags) if f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"))
+
+
+def matmul_gflops(size: int = 512, repeats: int = 5) -> float | None:
+    """Single-thread float32 matmul speed (best of ``repeats``), so that timings from two machines can be compared."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return round(10 * 2 * size ** 3 / best / 1e9, 1)
+
+
 def machine_info() -> dict:
-    """The machine a timing was taken on: CPU, cores, Python, torch and its default thread count, load."""
-    info = dict(cpu=cpu_name(), cores=os.cpu_count(), python=platform.python_version(), platform=platform.platform())
+    """The machine a timing was taken on: CPU, its vector instructions and single-thread matmul speed, cores, Python,
+    torch and its default thread count."""
+    info = dict(cpu=cpu_name(), cores=os.cpu_count(), python=platform.python_version(), platform=platform.platform(),
+                cpu_vector_flags=cpu_vector_flags(), matmul_gflops_1thread=matmul_gflops())
     if hasattr(os, "sched_getaffinity"):
         info["cores_usable"] = len(os.sched_getaffinity(0))
     try:
