@@ -74,7 +74,7 @@ def test_01_memory_cost():
     assert "with bf16 weights that is 8 bytes a parameter, and it fits in each of its three implementations" in flat
     assert "(`foreach`)" in flat and "(`foreach=False`) and `fused=True`" in flat
     assert "fp32 moments (12 bytes)" in flat and "bitsandbytes' 32-bit AdamW, and still fit" in flat
-    assert "an fp32 master copy of the weights (16 bytes, first deep dive) does not" in flat
+    assert "an fp32 master copy of the weights (16 bytes, second deep dive) does not" in flat
     assert "Which AdamW you run decides" not in flat and "no 80 GB card holds that" not in flat
     # Item 1: the peak is the optimizer step, after the activations are freed; the 780 GB is one layout's count.
     n65 = memory.parameter_counts("llama-65b")["total"]
