@@ -11,9 +11,7 @@ PENDING = {
     "main line": {},
     "structure": {},
     "prompts": {},
-    "slide text": {name: "slides of more than 120 words: split each long heading cell after a short lead "
-                         "(python tools/slides.py --check lists them; issue 24, item 6)"
-                   for name in ("08_lora_variants.ipynb",)},
+    "slide text": {},
     "slide metadata": {},
 }
 
