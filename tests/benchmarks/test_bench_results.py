@@ -13,9 +13,6 @@ def test_committed_course_benchmark_names_its_machine_and_has_every_notebooks_ra
     result = load_json("bench_course.json")
     assert {"cpu", "cores", "python", "torch"} <= result["machine"].keys()
     assert result["torch_threads_in_notebooks"] == TINY_MODEL_THREADS
-    if set(result["raw"]) == {ch.notebook for ch in course_map.COURSE_MAP} - {"10_classifying_messages.ipynb"}:
-        pytest.xfail("bench_course.json predates notebook 10 (07's routing deep dive, moved): re-measure on the quiet machine, "
-                     "python benchmarks/bench_course.py")
     assert set(result["raw"]) == {ch.notebook for ch in course_map.COURSE_MAP}
     assert all(len(times) == result["repeats"] for times in result["raw"].values())
     assert result["course"]["budget_s"] == course_map.course_budget_s()
