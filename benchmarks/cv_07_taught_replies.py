@@ -3,7 +3,7 @@
 Run from the repository root (two processes share the work on two cores, then merge):
     .venv/bin/python benchmarks/cv_07_taught_replies.py --only 0,1 --out benchmarks/out/cv_taught_a.json &
     .venv/bin/python benchmarks/cv_07_taught_replies.py --only 2,3 --out benchmarks/out/cv_taught_b.json &
-    wait; .venv/bin/python benchmarks/cv_07_taught_replies.py --merge benchmarks/out/cv_taught_a.json benchmarks/out/cv_taught_b.json   # then delete the part files
+    wait; .venv/bin/python benchmarks/cv_07_taught_replies.py --merge benchmarks/out/cv_taught_a.json benchmarks/out/cv_taught_b.json  # then rm them
     .venv/bin/python benchmarks/cv_07_taught_replies.py --held-out 3     # the chosen setting, once, after the choice
 (each process about 11 minutes on an AVX2-only 2-core machine; the record: benchmarks/out/cv_07_taught_replies.json)
 
