@@ -60,8 +60,9 @@ need_package() {  # need_package COMMAND PACKAGE WHAT
         echo "setup: $1 found"
     elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing Debian's $2 for $3"
-        { [ -n "${APT_UPDATED:-}" ] || apt-get update -qq; } && APT_UPDATED=1 \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null \
+        # Wait for another apt (a fresh machine's daily update, an earlier set-up) rather than fail on its lock.
+        { [ -n "${APT_UPDATED:-}" ] || apt-get -o DPkg::Lock::Timeout=300 update -qq; } && APT_UPDATED=1 \
+            && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$2" >/dev/null \
             || echo "setup: could not install $2; $3 will say how to get it" >&2
     else
         echo "setup: no $1 here; $3 will fail and say how to install $2" >&2

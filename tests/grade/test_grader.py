@@ -16,7 +16,8 @@ from lora_edu.grade.grader import FEEDBACK_FILE, GRADES_FILE, grade
 
 def test_every_graded_cell_of_the_course_names_its_exercise_and_function():
     graded = [cell for path in NOTEBOOKS for cell in read_source(path).graded]
-    assert all(read_source(path).graded for path in NOTEBOOKS), "every notebook has a graded exercise"
+    ungraded = [path.name for path in NOTEBOOKS if not read_source(path).graded]
+    assert ungraded == ["10_classifying_messages.ipynb"], "every notebook but the optional 10 (predict-first only) is graded"
     from lora_edu.course import exercise_bank
     for cell in graded:
         assert callable(getattr(exercise_bank, cell.exercise)), cell
