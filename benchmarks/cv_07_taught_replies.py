@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine_info  # noqa: E402
+from cv_07_recipe import FOLDS, folds  # noqa: E402  (the same folds as the recipe search)
 
 from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
@@ -51,7 +52,6 @@ SETTINGS = [{"name": "notebook", "cut": False, "prose": False, "r": 8},
             {"name": "cut", "cut": True, "prose": False, "r": 8},
             {"name": "cut+prose", "cut": True, "prose": True, "r": 8},
             {"name": "cut, r=2", "cut": True, "prose": False, "r": 2}]
-FOLDS = 3
 LR = 0.004
 
 
@@ -87,13 +87,13 @@ def run(indices: list[int], out: Path) -> None:
     base, tok = smollm2.load()
     train = ct.load_task()["train"]
     extra = prose_examples()
+    machine = machine_info()   # once: it times a matmul, and the record is rewritten after every run
     rows = []
     for i in indices:
         setting = SETTINGS[i]
         recipe = dict(ct.RECIPE, r=setting["r"], alpha=2 * setting["r"])
-        for f in range(FOLDS):
-            fit = [ex for j, ex in enumerate(train) if j % FOLDS != f] + (extra if setting["prose"] else [])
-            val = [ex for j, ex in enumerate(train) if j % FOLDS == f]
+        for f, (fit, val) in enumerate(folds(train)):
+            fit = fit + (extra if setting["prose"] else [])
             start = time.process_time()
             fit_data = ct.CachedBatch(base, recipe["top_layers"], ct.encode(tok, taught(fit, setting["cut"])))
             model = ct.prepare(base, "LoRA", 0, recipe)
@@ -106,7 +106,7 @@ def run(indices: list[int], out: Path) -> None:
                        replies=replies)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "replies"}), flush=True)
-            out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+            out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 
 RECORD = Path(__file__).resolve().parent / "out" / "cv_07_taught_replies.json"
