@@ -100,9 +100,9 @@ def test_main_line_words_cells_and_exercises(tmp_path):
     assert cm.main_line_exercises(path) == ["predict_trainable"]
     t = cm.time_breakdown(path)
     assert t["code_lines"] == 1 and t["output_lines"] == 0 and t["figures"] == 0
-    assert t["minutes_exact"] == pytest.approx(206 / 200 + 1 / cm.CODE_LINES_PER_MINUTE + 2, abs=0.01) and t["minutes"] == 5
+    assert t["minutes_exact"] == pytest.approx(206 / cm.WORDS_PER_MINUTE + 1 / cm.CODE_LINES_PER_MINUTE + 2, abs=0.01) and t["minutes"] == 5
     assert t["exercises"] == [["predict_trainable", "predict", 2]]
-    assert cm.minutes_until(path, "print(1)") == pytest.approx((9 + 193) / 200 + 1 / cm.CODE_LINES_PER_MINUTE)
+    assert cm.minutes_until(path, "print(1)") == pytest.approx((9 + 193) / cm.WORDS_PER_MINUTE + 1 / cm.CODE_LINES_PER_MINUTE)
     with pytest.raises(ValueError, match="no main-line cell"):
         cm.minutes_until(path, "print(2)")
 
