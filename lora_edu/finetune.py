@@ -206,11 +206,13 @@ def train(model, batch: dict[str, torch.Tensor], steps: int, lr: float, batch_si
 
 
 def write_outputs(model, losses: list[float], settings: dict, out: Path) -> None:
-    """Adapter (PEFT's ``save_pretrained``), loss curve and settings: written to a temporary folder, then moved into place."""
-    import matplotlib
+    """Adapter (PEFT's ``save_pretrained``), loss curve and settings: written to a temporary folder, then moved into place.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    The curve is drawn on a bare ``Figure`` with its own Agg canvas, never through pyplot: switching pyplot's backend
+    here would silently stop a notebook that calls this from showing its later figures inline.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -218,12 +220,13 @@ def write_outputs(model, losses: list[float], settings: dict, out: Path) -> None
         model.save_pretrained(folder)
         with open(folder / "loss.csv", "w", newline="") as f:
             csv.writer(f).writerows([("step", "loss"), *((i + 1, f"{x:.6f}") for i, x in enumerate(losses))])
-        fig, ax = plt.subplots(figsize=(5, 3))
+        fig = Figure(figsize=(5, 3))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
         ax.plot(range(1, len(losses) + 1), losses)
         ax.set(xlabel="step", ylabel="loss (completion tokens)", title=f"LoRA r={settings['r']} on {Path(settings['model']).name}")
         fig.tight_layout()
         fig.savefig(folder / "loss.png", dpi=100)
-        plt.close(fig)
         (folder / "finetune_args.json").write_text(json.dumps(settings, indent=1) + "\n")
         if out.exists():
             out.rmdir()  # an empty folder (check_settings refused any other)

@@ -122,3 +122,18 @@ def test_a_missing_model_and_an_occupied_folder_are_refused(tmp_path, capsys):
     assert finetune.cli(["--model", "x", "--data", str(data), "--out", str(tmp_path / "taken")]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
+
+
+def test_writing_the_loss_curve_leaves_pyplots_backend_alone(tmp_path):
+    """A notebook that runs the command in-process keeps showing its later figures inline (07 did not, once)."""
+    import matplotlib
+
+    class Saved:
+        def save_pretrained(self, folder):
+            folder.mkdir(parents=True)
+            (folder / "adapter_config.json").write_text("{}")
+
+    before = matplotlib.get_backend()
+    finetune.write_outputs(Saved(), [3.0, 2.5, 2.0], {"r": 8, "model": "tiny"}, tmp_path / "out")
+    assert matplotlib.get_backend() == before
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 0 and (tmp_path / "out" / "loss.csv").is_file()
