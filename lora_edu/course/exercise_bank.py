@@ -83,9 +83,10 @@ def predict_lora_activations_gb() -> PredictExercise:
         hint="How many tokens is batch 8 × 2048, compared with 1 × 512? Then: does anything the forward pass keeps grow "
              "faster than the number of tokens? (The GPU's attention kernel never stores the seq × seq score matrix.)",
         solution="def predict_lora_activations_gb():\n    return 2.770 * (8 * 2048) / (1 * 512)   # linear in tokens: 32 times",
-        why="Activations grow linearly with batch × sequence (32 times the tokens, 32 times the memory): SDPA's fused "
-            "kernels keep q, k, v, the output and a log-sum-exp, never the seq × seq scores. At 8 × 2048 they are several "
-            "times LoRA's 13.5 GB of weights: LoRA shrinks gradients and optimizer state, not activations.",
+        why="Activations grow linearly with batch × sequence (32 times the tokens, 32 times the memory): the GPU's "
+            "attention kernel keeps q, k, v, its output and one number per head and token, never the seq × seq scores. "
+            "At 8 × 2048 they are several times LoRA's 13.5 GB of weights: LoRA shrinks gradients and optimizer state, "
+            "not activations.",
     )
 
 
