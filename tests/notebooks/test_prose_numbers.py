@@ -918,7 +918,7 @@ def test_07_real_language_model():
     assert "also chose two layers and sixty steps" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
-    assert "three learning rates with three seeds each" not in text and "three learning rates (full fine-tuning, used later, at five" in text
+    assert "three learning rates with three seeds each" not in text and "three learning rates (full fine-tuning, used in a deep dive, at five" in text
     assert len(sweep["lrs"]["LoRA"]) == 3 and len(sweep["lrs"]["full fine-tuning"]) == 5   # its first three put the choice at the edge
     assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
     # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
