@@ -153,7 +153,9 @@ def test_01_memory_cost():
 
 
 def test_00_start_here():
-    """The idea first (the layer, its ΔW, B at zero, the low-rank picture), one convention, the time method as computed."""
+    """The idea first (the layer, its ΔW, B at zero, the low-rank picture), one convention, the time method as computed.
+
+    The convention's statement and the time method are in deep dives (issue 24: the main line first)."""
     text = " ".join(prose("00_start_here.ipynb").split())
     from lora_edu.course import course_map as cm
     from lora_edu.course import exercise_bank
@@ -182,13 +184,13 @@ def test_00_start_here():
     full = digits_task.adapt(pretrained, rotated, "full", progress=False)
     delta = (full["model"].fc2.weight - pretrained.fc2.weight).detach()
     torch.manual_seed(1)
-    for seed in range(3):   # "every rank printed keeps far more of ΔW than of the random matrix", for any draw
+    for seed in range(3):   # "at every marked rank far more of ΔW is kept than of the random matrix", for any draw
         noise = torch.randn_like(delta)
         noise *= delta.norm() / noise.norm()
         kept, kept_noise = digits_task.kept_share(delta), digits_task.kept_share(noise)
-        assert all(kept[r - 1] > 2 * kept_noise[r - 1] for r in (1, 4, 8)) and all(kept[r - 1] > kept_noise[r - 1] + 0.3
-                                                                                   for r in (16, 32))
-    assert "every rank printed keeps far more of ΔW than of the random matrix" in text
+        assert all(kept[r - 1] > 2 * kept_noise[r - 1] for r in (1, 2, 4, 8)) and all(kept[r - 1] > kept_noise[r - 1] + 0.3
+                                                                                      for r in (16, 32))
+    assert "at every marked rank far more of ΔW is kept than of the random matrix" in text   # the figure marks 1, 2, … 32
     lora = digits_task.adapt(pretrained, rotated, "lora", r=4, progress=False)
     before = digits_task.accuracy(pretrained, rotated.x_test, rotated.y_test)
     assert lora["trainable"] == 1792 and (f"LoRA at rank 4, training 1,792 numbers, reached {lora['accuracy']:.1%} on held-out "
@@ -214,9 +216,8 @@ def test_02_worked_example():
     s = we.gradient_step(**ex)
     assert f"y = [{', '.join(f'{v:g}' for v in s['y'].ravel())}]".replace("-", "−") in text
     assert f"L ≈ {s['loss_before']:g}" in text
-    assert f"with r = 2 LoRA saves nothing: {4 * 4} numbers either way" in text and 2 * (4 + 4) == 16
-    assert (f"at r = 8 trains r·(in + out) = {8 * (4096 + 4096):,} numbers, {8 * (4096 + 4096) / 4096**2:.2%} of W's "
-            f"{4096**2:,}; W itself stays frozen") in " ".join(text.split())
+    assert "with r = 2 LoRA saves nothing at 4×4" in text and 2 * (4 + 4) == 4 * 4
+    assert f"layer at r = 8 trains {8 * (4096 + 4096) / 4096**2:.2%} of W's numbers" in " ".join(text.split())
     assert "the repository does not record its title or author" in " ".join(text.split())
     # the translation box: the write-up's names appear there (and in the summary's one line, and the references) only
     box = text.split("## The example, and its one translation")[1].split("## ΔW, the effective weight")[0]
