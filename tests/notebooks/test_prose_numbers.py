@@ -248,7 +248,7 @@ def test_03_gradient_step():
     A0, B0 = we.lora_init(4, 4, 2)
     assert we.zero_gradient(x, W, A0, B0, t) == ["A"] and "∇A = 0 on the first step, so B moves first" in main
     A1, B1 = we.lora_init(4, 4, 2, zero="A")
-    assert we.zero_gradient(x, W, A1, B1, t) == ["B"] and "Zeroing A instead makes A move first" in main
+    assert we.zero_gradient(x, W, A1, B1, t) == ["B"] and "Zeroing A also gives B·A = 0, but then A moves first" in main
     # errata, in PEFT's names: the printed W_eff,new fits A updated with the printed ∇A (15 of 16), not the old A (14)
     src = we.printed_in_peft_names()
     fit = {name: 16 - len(we.errata({"W_eff_new": src["W_eff_new"]}, {"W_eff_new": W + src["B_new"] @ Au}))
@@ -276,7 +276,7 @@ def test_03_gradient_step():
     ex_ = we.example()
     step_ = we.gradient_step(**ex_)
     gaps = we.gradient_gaps(ex_["x"], ex_["W"], ex_["A"], ex_["B"], ex_["y_true"], step_["grad_A"], step_["grad_B"])
-    assert max(gaps.values()) < 1e-9 and "Autograd and finite differences agree with them to 1e-9" in main
+    assert max(gaps.values()) < 1e-9 and "Autograd and finite differences agree with them to 1e-9" in text  # a deep dive
     # SGD: the first change of W_eff grows like s²; Adam: like s (from PEFT's start)
     sgd = [we.first_step_change(x, W, A0, B0, t, s, "sgd", 0.1) for s in (1, 2)]
     adam = [we.first_step_change(x, W, A0, B0, t, s, "adam", 0.01) for s in (1, 2)]
