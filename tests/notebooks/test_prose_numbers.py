@@ -426,10 +426,10 @@ def test_04_rank_and_alpha():
     assert all(abs(c[-1] - 0.5 * svd.relative_error(r) ** 2) < 2e-3 for r, c in sweep["adam"]["alpha/r"][16].items())
     assert "r = 64 is full rank for this 64×64 target, so its floor is 0" in text and svd.relative_error(64) < 1e-6
     # review 04-06 round 2: plain GD's 150 steps measure speed, not capacity (its losses stay far above the floors)
-    assert "With plain gradient descent the losses after 150 steps are, from r = 4 up, still far above their floors" in text
+    assert "Plain gradient descent: from r = 4 up, the losses after 150 steps are still far above their floors" in text
     assert all(c[-1] - 0.5 * svd.relative_error(r) ** 2 > 0.15 for r, c in sweep["sgd"]["alpha/r"][16].items() if r >= 4)
     assert "plain gradient descent leaves most ranks far from their floor after 150 steps" in text
-    assert "this fit measures *capacity*" not in text and "this notebook has only a test split" in text
+    assert "this fit measures *capacity*" not in text and "This notebook has only a test split" in text
     # the rsLoRA measurement (trend pinned in tests/core/test_rank_experiments.py)
     early = rx.early_update_sizes(pretrained, rotated, ranks=(1, 4, 16, 64), alpha=16, steps=10, optimizers=("adam",))
     adam = {rule: {r: v["update"] for r, v in by_r.items()} for rule, by_r in early["adam"].items()}
