@@ -297,8 +297,8 @@ def test_the_guide_states_the_course_maps_minutes_and_each_exercises_kind_and_or
     from lora_edu.course.course_map import KIND_MINUTES as k
 
     assert (f"{k['predict']} for a prediction, {k['formula']} for a formula, a prediction by derivation or a bug "
-            f"hunt, {k['open']} for an open task or a derivation") in " ".join(GUIDE.read_text().split())
-    assert k["formula"] == k["predict by derivation"] == k["bug hunt"] and k["open"] == k["derive first"]
+            f"hunt, {k['open']} for an open task, a derivation or the capstone, {k['build']} for a build)") in " ".join(GUIDE.read_text().split())
+    assert k["formula"] == k["predict by derivation"] == k["bug hunt"] and k["open"] == k["derive first"] == k["capstone"]
     bugs = {"torch_style_output": exercise_bank.BUGGY_TORCH_STYLE, "outputs_around_merge": exercise_bank.BUGGY_MERGE,
             "merge_conv1d": exercise_bank.BUGGY_MERGE_CONV1D}
     where = {}
