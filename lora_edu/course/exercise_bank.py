@@ -214,7 +214,7 @@ def predict_alpha_doubling() -> PredictExercise:
         hint="Under SGD, s enters twice: once in the gradient (∇B = s·G·Aᵀ), once when the step enters W_eff through "
              "s·B·A. Adam's first step is lr·∇/(|∇| + ε) ≈ lr·sign(∇): the gradient's size drops out.",
         solution="def predict_alpha_doubling():\n    return [4, 2]   # SGD: like s², Adam: like s",
-        why="SGD's first change grows like s², Adam's like s: the next cell measures both.",
+        why="SGD's first change grows like s², Adam's like s: the table below measures both.",
     )
 
 
