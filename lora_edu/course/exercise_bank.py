@@ -438,8 +438,8 @@ def lora_qv_trainable() -> FunctionExercise:
         hint="q_proj and v_proj are hidden×hidden in LLaMA (with as many key/value heads as heads). "
              "Each gets A (r×hidden) and B (hidden×r), in every layer.",
         solution="def lora_qv_trainable(hidden_size, num_layers, r):\n    return num_layers * 2 * r * (hidden_size + hidden_size)",
-        why="For LLaMA-7B that is the 4,194,304 of the much-quoted print_trainable_parameters() line, a training "
-            "log with alpaca-lora's finetune.py settings.",
+        why="For LLaMA-7B that is 4,194,304: the count in the much-quoted print_trainable_parameters() line, "
+            "from a training run with alpaca-lora's finetune.py settings.",
     )
 
 
@@ -470,7 +470,8 @@ def merge_conv1d() -> FunctionExercise:
         random_case=_conv1d_case,
         hint="A Conv1D computes x·W + b: its W is in×out, the transpose of nn.Linear's out×in. B·A is out×in "
              "(nn.Linear's layout), so it must be turned into W's layout before it is added. "
-             "On a square layer the buggy sum raises no error: compare the shapes of W and B·A on a non-square one.",
+             "On a square layer the buggy sum raises no error: compare the shapes of W and B·A on a non-square one "
+             "(e.g. W 3×5, A 2×3, B 5×2).",
         solution="def merge_conv1d(W, A, B, scaling):\n    return W + scaling * (B @ A).T",
         why="That transpose is what PEFT's fan_in_fan_out=True does (transpose(weight_B @ weight_A, self.fan_in_fan_out) in "
             "peft/tuners/lora/layer.py). Without it a square layer such as GPT-2's attention c_proj merges "
