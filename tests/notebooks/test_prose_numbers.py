@@ -430,10 +430,11 @@ def test_04_rank_and_alpha():
     assert all(abs(c[-1] - 0.5 * svd.relative_error(r) ** 2) < 2e-3 for r, c in sweep["adam"]["alpha/r"][16].items())
     assert "r = 64 is full rank for this 64×64 target, so its floor is 0" in text and svd.relative_error(64) < 1e-6
     # review 04-06 round 2: plain GD's 150 steps measure speed, not capacity (its losses stay far above the floors);
-    # round 6: only r = 1 ends near its floor (r = 2 is 0.11 above it, as far as r = 4)
-    assert "Plain gradient descent: only r = 1 ends near its floor. From r = 2 up, the losses after 150 steps are still far above their floors" in text
+    # round 7: every rank ends above its floor (r = 1 too: it closed only ~60 % of its gap), the gap growing with r
     gaps = {r: c[-1] - 0.5 * svd.relative_error(r) ** 2 for r, c in sweep["sgd"]["alpha/r"][16].items()}
-    assert gaps[1] < 0.05 and all(g > 0.1 for r, g in gaps.items() if r >= 2)
+    assert (f"every rank ends above its floor, and the gap grows with r ({gaps[1]:.2f} at r = 1, {gaps[64]:.2f} at r = 64)"
+            in text)
+    assert all(g > 0.02 for g in gaps.values()) and all(a < b for a, b in zip(list(gaps.values()), list(gaps.values())[1:]))
     assert "plain gradient descent leaves most ranks far from their floor after 150 steps" in text
     assert "this fit measures *capacity*" not in text and "This notebook has only a test split" in text
     # the rsLoRA measurement (trend pinned in tests/core/test_rank_experiments.py)
