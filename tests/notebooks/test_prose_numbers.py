@@ -643,7 +643,7 @@ def _check_09():
     assert "every test accuracy equals the stored one: True" in outputs
     assert len(study) == 78 == 26 * 3 and f"stored: 78 runs = 26 settings × 3 seeds, {E} epochs each" in outputs
     # round-6 read-through: the main line's learning rate is stated, and printed
-    assert "All train at learning rate 0.01." in text and f"the main line's learning rate: {LR:g}" in outputs and LR == 0.01
+    assert "The main line trains both at learning rate 0.01." in text and f"the main line's learning rate: {LR:g}" in outputs and LR == 0.01
     # 1. the grid
     grid = [(t, r) for t in pa.GRID_ROWS for r in pa.GRID_RANKS]
     gaining = {(a, b): [c for c in grid if st(*c, b)[0] - st(*c, a)[0] >= 0.02] for a, b in ((15, 20), (200, E))}
