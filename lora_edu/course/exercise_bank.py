@@ -116,7 +116,7 @@ def delta_w() -> FunctionExercise:
         hint=f"{_PEFT_SHAPES}. ΔW must have W's shape, out×in: which order of the two gives out×r times r×in? "
              "NumPy's matrix product is @.",
         solution="def delta_w(A, B):\n    return B @ A",
-        why="ΔW has W's shape but only rank r: it is what LoRA adds to the frozen weight.",
+        why="ΔW has W's shape but rank at most r: it is what LoRA adds to the frozen weight.",
     )
 
 
