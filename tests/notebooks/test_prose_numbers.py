@@ -988,7 +988,7 @@ def test_07_real_language_model():
     assert min(r["right_in_format"] for r in lo) > max(r["right_in_format"] for r in fft)
     assert max(r["held_out_loss"] for r in lo) < min(r["held_out_loss"] for r in fft)
     assert max(r["prose_perplexity"] for r in lo) < min(r["prose_perplexity"] for r in fft)
-    assert "At those with the most validation replies right in the format, LoRA learned more and forgot less than full fine-tuning" in text
+    assert "At the rates\nwith the most validation replies right in the format, LoRA learned more" in prose("07_real_language_model.ipynb")
     # (s4rev07) The same seeds at the rates validation loss prefers (benchmarks/sweep_07_by_loss.py): the verdict reverses.
     by_loss = ct.load_sweep_by_loss()
     val = sweep["validation"]
@@ -1004,7 +1004,8 @@ def test_07_real_language_model():
     assert min(r["right_in_format"] for r in fft2) > max(r["right_in_format"] for r in lo2)
     assert max(r["held_out_loss"] for r in fft2) < min(r["held_out_loss"] for r in lo2)
     assert max(r["prose_perplexity"] for r in fft2) < min(r["prose_perplexity"] for r in lo2)
-    assert "at those with the lowest validation loss, full fine-tuning learned more and forgot less (the seeds tables)" in text
+    # The summary claims only what the main line shows: the learn/forget verdict stays in its deep dive (round-6 read-through).
+    assert "Learn and forget" not in text
     assert "Each rule agrees with Biderman et al. on one half and not the other" in text
     assert f"one paragraph and {len(task['train'])} questions settle neither" in text
     # The live run is the sweep's LoRA seed 0.
