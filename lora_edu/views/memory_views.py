@@ -187,10 +187,9 @@ def methods_figure(models=("llama-7b", "llama-13b", "llama-2-70b"), batch_size: 
                           for name, kw in methods.items()})
         ax.set_title(f"{model}: {parameter_counts(model)['total'] / 1e9:.1f} B parameters", fontsize=10)
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"The parts alive at each method's peak, batch {batch_size} × {seq_len}, bf16 weights, PyTorch's AdamW "
-                 "(foreach, its default on a GPU; moments in the trained weights' dtype). LoRA: r = 8 on q, v;\nQLoRA: NF4 + "
-                 "double quantization, r = 16 on every linear layer, checkpointing (PEFT's recipe). Dashed lines: each "
-                 "card's usable memory", fontsize=9)
+    fig.suptitle(f"The parts alive at each method's peak, batch {batch_size} × {seq_len}, bf16 weights, PyTorch's AdamW. "
+                 "LoRA: r = 8 on q, v.\nQLoRA: 4-bit base, r = 16 on every linear layer, checkpointing (PEFT's recipe). "
+                 "Dashed lines: each card's usable memory", fontsize=9)
     fig.tight_layout()
     return fig
 
