@@ -54,7 +54,7 @@ def test_the_numbers_are_the_packages():
 
     t = text()
     d = 4096
-    assert f"a 4096×4096 weight at r = 8 trains 65,536, 0.39% of 16,777,216" in t
+    assert "a 4096×4096 weight at r = 8 trains 65,536, 0.39% of 16,777,216" in t
     assert exercise_bank.lora_param_count().reference(d=d, k=d, r=8) == 65_536 and f"{65_536 / d**2:.2%}" == "0.39%"
     assert f"{memory.lora_parameter_count('llama-7b', r=8, targets=['q_proj', 'v_proj']):,} trainable numbers" in t
     assert f"{exercise_bank.training_state_gb().reference(n_params=7 * 10**9):.0f} GB for 7 × 10⁹ parameters" in t

@@ -21,6 +21,7 @@ import slides  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "tests" / "notebooks"))
 from pending import params  # noqa: E402  (issue 24's checks other owners' notebooks do not pass yet)
+
 INSTALL = slides.INSTALL_CELL_FIRST_LINE + ": install it first\n%pip install lora-edu"
 FIX = "run: python tools/slides.py notebooks/*.ipynb (or make slides)"
 
@@ -287,10 +288,8 @@ def test_the_guide_states_the_course_maps_minutes_and_each_exercises_kind_and_or
     """The self-paced total is the course map's; a predict is a PredictExercise, an open task a CriterionExercise,
     a bug hunt's notebook shows the bank's planted bug; the lab plan follows each notebook's order."""
     from lora_edu.course import exercise_bank
-    from lora_edu.course.course_map import COURSE_MAP
+    from lora_edu.course.course_map import COURSE_MAP, EXERCISE_KINDS, core_path_minutes
     from lora_edu.course.exercises import CriterionExercise, PredictExercise
-
-    from lora_edu.course.course_map import EXERCISE_KINDS, core_path_minutes
 
     last_core = max(ch.notebook[:2] for ch in COURSE_MAP if ch.core)
     assert f"The course is self-paced: {core_path_minutes()} minutes for the core path (notebooks 00–{last_core})" in GUIDE.read_text()
