@@ -32,8 +32,10 @@ under-stated 01, 07, 08 and 09 by 23-54 %. The main lines were then trimmed, and
 read-throughs timed the trimmed notebooks (docs/reviews/readthrough_round6_*.md): their prose took about 70-110
 words a minute, their code about 8 lines a minute, and 05's capstone about 5 minutes (3-10) once the learner's
 own pieces work. Hence prose at 100 words a minute, code at 8 lines, a capstone 8 minutes (like an open task):
-with these, the nine notebooks that round timed fall within -14 % and +19 % of its estimates (the table of the
-closing note of issue 24), where 130 words a minute and 10 lines left 00, 06 and 07 32-40 % under.
+with these, the notebooks round 6 timed fall within -14 % and +19 % of its estimates, where 130 words a minute and 10
+lines left 00, 06 and 07 32-40 % under. Round 7, two new readers for each notebook trimmed again, checks it
+(docs/reviews/readthrough_round7_summary.md): nine of eleven within 20 %, the core path +10 %; 00 and 03, the
+first-contact notebooks dense with notation, 33 % over.
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
 is installed without its notebooks, e.g. on Colab) and into every place that states them: the
