@@ -1,18 +1,18 @@
 """The course map and the course's time method: one place that notebook 00, the README, the instructor
 guide and the hygiene tests all read.
 
-**The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line
-and do its exercises: the main line's words / 100 (a reading speed for technical prose read to be understood), plus its code read and run at 8 lines
-a minute, plus what its code prints: text at 20 lines a minute but a line of a numeric table (a line with
-three numbers or more) at 10; plus a minute for each figure's first panel (its axes) and half a minute for
-each further panel, counting at most 3 (a strip of small images is taken in as one picture); plus 2 minutes
-for an interactive widget (its still picture included); plus each graded exercise's minutes by its kind
-(``KIND_MINUTES``). The sum is rounded *up* to the whole minute (a learner is never told less than the
-method computes), and is at least 5. The *main line* is every cell before the first
-``## Deep dive (optional): …`` heading, less the ``## References`` section; deep dives are optional reading
-and are not counted. Code lines are the non-blank lines that are not comments. The install cell and an
-exercise's own cells (the cell that creates it, its answer, its check, and a cell that runs its check on
-something else, such as a bug hunt's planted bug) are not counted as code: the exercise's minutes cover them.
+**The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line and do
+its exercises: the main line's words / 100 (a reading speed for technical prose read to be understood), plus its
+code read and run at 8 lines a minute, plus what its code prints: text at 20 lines a minute but a line of a numeric
+table (a line with three numbers or more) at 10; plus a minute for each figure's first panel (its axes) and half a
+minute for each further panel, counting at most 3 (a strip of small images is taken in as one picture); plus 2
+minutes for an interactive widget (its still picture included); plus each graded exercise's minutes by its kind
+(``KIND_MINUTES``). The sum is rounded *up* to the whole minute (a learner is never told less than the method
+computes), and is at least 5. The *main line* is every cell before the first ``## Deep dive (optional): …``
+heading, less the ``## References`` section; deep dives are optional reading and are not counted. Code lines are
+the non-blank lines that are not comments. The install cell and an exercise's own cells (the cell that creates it,
+its answer, its check, and a cell that runs its check on something else, such as a bug hunt's planted bug) are not
+counted as code: the exercise's minutes cover them.
 
 Why each term. The rates were set against read-throughs by reviewers acting as learners (docs/reviews/),
 which the stated times must match within 20 %. The read-through of 01, 04, 05 and 06
@@ -25,17 +25,17 @@ down to 15 told the learner 25-35 % less than that read-through found. With thes
 01, 04, 05 and 06 (as that review read them) 19.4, 21.6, 51.0 and 19.5 minutes against its 20, 23, 48 and
 24: within 20 % each. Hence the terms above, and rounding up.
 The fifth round of read-throughs and two blind ones (docs/reviews/readthrough_01_07_round5.md,
-readthrough_08_09_round5.md, readthrough_blind_01_09.md, readthrough_blind_07_08.md) found the reading speed
-itself too fast: this prose is read to be understood and checked against the outputs beside it, and 09's
-derivation exercise took 8 minutes, not 4 (most learners read the hint). At 200 words a minute the method
-under-stated 01, 07, 08 and 09 by 23-54 %. The main lines were then trimmed, and a sixth round of blind
-read-throughs timed the trimmed notebooks (docs/reviews/readthrough_round6_*.md): their prose took about 70-110
-words a minute, their code about 8 lines a minute, and 05's capstone about 5 minutes (3-10) once the learner's
-own pieces work. Hence prose at 100 words a minute, code at 8 lines, a capstone 8 minutes (like an open task):
-with these, the notebooks round 6 timed fall within -14 % and +19 % of its estimates, where 130 words a minute and 10
-lines left 00, 06 and 07 32-40 % under. Round 7, two new readers for each notebook trimmed again, checks it
-(docs/reviews/readthrough_round7_summary.md): nine of eleven within 20 %, the core path +10 %; 00 and 03, the
-first-contact notebooks dense with notation, 33 % over.
+readthrough_08_09_round5.md, readthrough_blind_01_09.md, readthrough_blind_07_08.md) found the reading speed itself
+too fast: this prose is read to be understood and checked against the outputs beside it, and 09's derivation
+exercise took 8 minutes, not 4 (most learners read the hint). At 200 words a minute the method under-stated 01, 07,
+08 and 09 by 23-54 %. The main lines were then trimmed, and a sixth round of blind read-throughs timed the trimmed
+notebooks (docs/reviews/readthrough_round6_*.md): their prose took about 70-110 words a minute, their code about 8
+lines a minute, and 05's capstone about 5 minutes (3-10) once the learner's own pieces work. Hence prose at 100
+words a minute, code at 8 lines, a capstone 8 minutes (like an open task): with these, nine of the notebooks round
+6 timed fall within -14 % and +19 % of its estimates, where 130 words a minute and 10 lines left 00, 06 and 07
+32-40 % under; 03 and 04 (timed last) stayed 39 % and 33 % over. Round 7, two new readers for each notebook trimmed
+again, checks it (docs/reviews/readthrough_round7_summary.md): nine of eleven within 20 %, the core path +10 %; 00
+and 03, the first-contact notebooks dense with notation, 33 % over.
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
 is installed without its notebooks, e.g. on Colab) and into every place that states them: the
