@@ -54,6 +54,13 @@ def test_01_memory_cost():
     assert f"{2 * nominal // GB} + {2 * nominal // GB} + {8 * nominal // GB} = {12 * nominal // GB} GB" in text
     assert "2 + 2 + 8 + 4 = 16 bytes" in text
     assert f"{n['total']:,} parameters, {n['linear_in_blocks'] / n['total']:.0%}" in text
+    # The main line counts LLaMA-7B from its sizes in its own code: the sizes are the calculator's preset, and so the count.
+    a = memory.resolve_arch("llama-7b")
+    nb = json.loads((NOTEBOOKS / "01_memory_cost.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert f"h, mlp, layers, vocab = {a.hidden_size}, {a.intermediate_size}, {a.num_hidden_layers}, {a.vocab_size}\n" in code
+    assert f"hidden size {a.hidden_size}, MLP size {a.intermediate_size}, {a.num_hidden_layers} layers and a {a.vocab_size:,}-token vocabulary" in flat
+    assert f"LLaMA-7B: {n['total']:,} parameters" in json.dumps(nb)
     assert f"adds {lora:,} trainable ones ({100 * lora / (n['total'] + lora):.4f}% of all)" in text
     assert f"only {lora / 1e6:.0f} M parameters" in text
     # Round 6: the 70B claim is read off the figure (its inference bar, the bf16 weights alone, over the 80 GB line).
