@@ -524,7 +524,13 @@ def test_review_0406_round2_equal_means_a_stated_tolerance():
     text = " ".join(prose("06_peft_comparison.ipynb").split())
     lora, total = 32 * 2 * 8 * (4096 + 4096), 6_742_609_920   # q_proj and v_proj of 32 LLaMA-7B layers, r = 8
     assert f"`trainable params: {lora} || all params: {total} || trainable%: {100 * lora / total}`" in text
-    assert "torch_dtype" not in "".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())["cells"])
+    code = "".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())["cells"])
+    assert "torch_dtype" not in code
+    # the LLaMA-7B printout's config: the calculator's preset sizes (memory.resolve_arch), the fact's one place
+    a = memory.resolve_arch("llama-7b")
+    assert (f"LlamaConfig(hidden_size={a.hidden_size}, intermediate_size={a.intermediate_size}, num_hidden_layers={a.num_hidden_layers}, "
+            f"num_attention_heads={a.num_attention_heads},\n                      vocab_size={a.vocab_size}, tie_word_embeddings=False)") in code
+    assert lora == memory.lora_parameter_count(a, 8, ["q_proj", "v_proj"]) and total == memory.parameter_counts(a)["total"] + lora
 
 
 def test_06_pitfalls():
