@@ -293,14 +293,21 @@ def test_03_gradient_step():
     sgd = [we.first_step_change(x, W, A0, B0, t, s, "sgd", 0.1) for s in (1, 2)]
     adam = [we.first_step_change(x, W, A0, B0, t, s, "adam", 0.01) for s in (1, 2)]
     assert sgd[1] / sgd[0] == pytest.approx(4) and adam[1] / adam[0] == pytest.approx(2)
-    assert "On this first step under Adam, then, α acts like the learning rate: doubling either doubles the change" in main
+    assert "On this first step under Adam, then, α acts like the learning rate: the change is proportional to their product" in main
     assert "grows like s² under SGD and like s under Adam" in text
     # Hayou et al.: their names are PEFT's
     assert "Their names are PEFT's: *Init[A]* is A random, B = 0 (PEFT's default)" in text and "internal instability" in text
     assert "Hayou, Ghosh and Yu (2024)" in text and "arXiv:2406.08447" in text
     # round 6: the main line gives the reason to prefer B = 0 (cited), and says the figure's gap is this problem's
-    assert "Hayou, Ghosh and Yu (2024) find that B = 0 performs better on average" in main
-    assert "only because of this one-example problem (deep dive *Two zero starts*)" in main
+    assert "Hayou, Ghosh and Yu (2024) find B = 0 performs better on average" in main
+    assert "come from this one-example problem (deep dive *Two zero starts*)" in main
+    # issue 24, round 3 of trimming (readers of rounds 6-7): the exercises name their start and their loss; the shape
+    # checks, the errata pointer and the speaker notes are out of the main line, in deep dives
+    assert "**Exercise 3a (predict first).** From PEFT's start (B = 0), double α" in main
+    assert "y_true is out×n. The loss sums over the columns" in main
+    assert "(out×in)·(in×r) is out×r, like B" in text.split("## Deep dive (optional): checking the gradients")[1]
+    assert "Speaker notes" not in main and "write-up" not in main
+    assert "**Speaker notes.** Before *Why B starts at zero*" in text.split("## Deep dive (optional): two zero starts")[1]
     assert "tuning α is roughly the same as tuning the learning rate" in text and "§4.1" in text
     assert text.rstrip().split("## References")[-1].count("arXiv:") >= 3
 
