@@ -9,11 +9,16 @@ import numpy as np
 TINY_MODEL_THREADS = 1
 
 
-def seed_everything(seed: int = 0, threads: int | None = TINY_MODEL_THREADS) -> np.random.Generator:
+def seed_everything(seed: int = 0, threads: int | None = TINY_MODEL_THREADS, deterministic: bool = False) -> np.random.Generator:
     """Seed Python's, NumPy's and PyTorch's generators; return a fresh NumPy ``Generator``.
 
-    Also asks PyTorch for deterministic algorithms, because nbval compares every printed
-    digit of a notebook with the stored one.
+    The stored notebooks are reproducible digit for digit (nbval compares every printed digit) because the
+    seeds and the thread count are fixed: on the CPU, with a fixed thread count, PyTorch's kernels give the same
+    result on every run. ``deterministic=True`` also asks PyTorch for deterministic algorithms
+    (``torch.use_deterministic_algorithms``): pass it on a GPU, where some kernels add in a varying order. It is
+    off by default because on the CPU it changes no digit of the course (every notebook's stored outputs are the
+    same without it) and costs time: turning it on imports PyTorch's compiler stack (1.5-4 s of each notebook's
+    start on the course's 2-core machine) and fills every new tensor with NaN before it is written.
 
     ``threads`` sets PyTorch's intra-op thread count (``None`` leaves it alone). One thread is
     the default for two reasons. Speed: the course's models are tiny. ``benchmarks/bench_threads.py``
@@ -30,7 +35,8 @@ def seed_everything(seed: int = 0, threads: int | None = TINY_MODEL_THREADS) -> 
         import torch
 
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
         if threads is not None:
             torch.set_num_threads(threads)
     except ImportError:  # the environment check reports a missing torch; seeding the rest still helps

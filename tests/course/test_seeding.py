@@ -29,3 +29,16 @@ def test_thread_count():
     finally:
         torch.set_num_threads(before)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def test_deterministic_algorithms_only_when_asked():
+    """Off by default (on the CPU it changes no digit and costs seconds of start-up); on when asked, e.g. on a GPU."""
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(0)
+        assert not torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -283,7 +283,8 @@ def test_03_gradient_step():
     drift = np.abs(we.trajectory(x, W, A0, B0, t, 2.0, "adam", 0.01) - we.trajectory(x, W, A0, B0, t, 1.0, "adam", 0.02)).max(axis=(1, 2))
     assert drift[0] < 1e-8 < 0.1 < drift[-1] and "On the **first step** from B = 0" in text and "After the first step the two runs drift apart" in text
     # review 00/02/03: the main line and summary say "like the learning rate" of the first step only, and the gradient checks' tolerance
-    assert "On this first step under Adam, then, α acts like the learning rate" in main and "on the first step under Adam, α acts like" in main
+    assert "On this first step under Adam, α acts like the learning rate" in main and "like s under Adam, where α then acts like" in main
+    assert "claims this beyond the first step" in main   # the paper's claim, not this table's (round-8 review)
     assert "under Adam, α acts like the learning rate, so" not in text and "This is one reading of the paper's" in text
     ex_ = we.example()
     step_ = we.gradient_step(**ex_)
@@ -293,7 +294,7 @@ def test_03_gradient_step():
     sgd = [we.first_step_change(x, W, A0, B0, t, s, "sgd", 0.1) for s in (1, 2)]
     adam = [we.first_step_change(x, W, A0, B0, t, s, "adam", 0.01) for s in (1, 2)]
     assert sgd[1] / sgd[0] == pytest.approx(4) and adam[1] / adam[0] == pytest.approx(2)
-    assert "On this first step under Adam, then, α acts like the learning rate: the change is proportional to their product" in main
+    assert "On this first step under Adam, α acts like the learning rate: the change is proportional to their product" in main
     assert "grows like s² under SGD and like s under Adam" in text
     # Hayou et al.: their names are PEFT's
     assert "Their names are PEFT's: *Init[A]* is A random, B = 0 (PEFT's default)" in text and "internal instability" in text
