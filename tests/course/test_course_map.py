@@ -81,7 +81,7 @@ def sample(tmp_path):
         ("code", cm.INSTALL_CELL_FIRST_LINE + "\n%pip install lora-edu"),         # not counted
         ("md", "## The idea\n" + words),                                         # 193 words
         ("code", "print(1)"),                                                    # 1 cell
-        ("code", "ex = le.exercise_bank.predict_trainable()"),                   # the exercise's own: 2 minutes
+        ("code", "ex = le.exercise_bank.predict_trainable()"),                   # the exercise's own: 4 minutes
         ("code", "def predict_trainable():\n    return 1", {"solution": True, "grade": False}),
         ("code", "ex.check(predict_trainable).mark()", {"solution": False, "grade": True}),
         ("code", "ex.check(lambda: 2)"),                                         # runs its check: the exercise's own
@@ -100,8 +100,8 @@ def test_main_line_words_cells_and_exercises(tmp_path):
     assert cm.main_line_exercises(path) == ["predict_trainable"]
     t = cm.time_breakdown(path)
     assert t["code_lines"] == 1 and t["output_lines"] == 0 and t["figures"] == 0
-    assert t["minutes_exact"] == pytest.approx(206 / cm.WORDS_PER_MINUTE + 1 / cm.CODE_LINES_PER_MINUTE + 2, abs=0.01) and t["minutes"] == 5
-    assert t["exercises"] == [["predict_trainable", "predict", 2]]
+    assert t["minutes_exact"] == pytest.approx(206 / cm.WORDS_PER_MINUTE + 1 / cm.CODE_LINES_PER_MINUTE + 4, abs=0.01) and t["minutes"] == 7
+    assert t["exercises"] == [["predict_trainable", "predict by derivation", 4]]
     assert cm.minutes_until(path, "print(1)") == pytest.approx((9 + 193) / cm.WORDS_PER_MINUTE + 1 / cm.CODE_LINES_PER_MINUTE)
     with pytest.raises(ValueError, match="no main-line cell"):
         cm.minutes_until(path, "print(2)")
