@@ -22,6 +22,11 @@ def prose(name: str) -> str:
     return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
 
 
+def printed(nb: dict, sep: str = "\n") -> str:
+    """The text a notebook's code cells printed (stream outputs), in order: what a reader sees beside the prose."""
+    return sep.join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+
+
 def main_line_words(name: str) -> int:
     """Words of a notebook's main line: markdown before the first "## Deep dive (optional):" heading, References excluded.
 
@@ -553,7 +558,7 @@ def test_06_pitfalls():
 
     nb = json.loads((NOTEBOOKS / "06_peft_comparison.ipynb").read_text())
     text = " ".join(prose("06_peft_comparison.ipynb").split())
-    outputs = " ".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb, sep=" ")
     shapes = {name: shape for name, _, shape in pitfalls.linear_modules(pitfalls.tiny_gpt2(), block=".h.0.")}
     d = pitfalls.TINY_GPT2["n_embd"]
     assert "(q, k and v in one layer: 64 in, 3·64 out)" in text and shapes["transformer.h.0.attn.c_attn"] == (d, 3 * d) == (64, 192)
@@ -653,7 +658,7 @@ def _check_09():
     text = " ".join(raw.split())
     nb = json.loads((NOTEBOOKS / "09_paper_analyses.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb)
     assert main_line_words("09_paper_analyses.ipynb") <= 1400
     seed_everything(0)
     upright, rotated = digits_task.load_digits_task(rotate=False), digits_task.load_digits_task(rotate=True)
@@ -830,7 +835,7 @@ def test_08_lora_variants():
     raw = prose("08_lora_variants.ipynb")
     text = " ".join(raw.split())
     nb = json.loads((NOTEBOOKS / "08_lora_variants.ipynb").read_text())
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb)
     # the main line: at most 1,400 words before the first deep dive (References excluded)
     assert main_line_words("08_lora_variants.ipynb") <= 1400
     # the code book: 8 positive, 7 negative, an exact 0; the offset as bitsandbytes writes it, and its docstring (item 12)
@@ -952,7 +957,7 @@ def test_07_real_language_model():
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
     text = " ".join(prose("07_real_language_model.ipynb").split())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb)
     from lora_edu.core import smollm2
     from lora_edu.lessons import chat_task as ct
 
@@ -1066,7 +1071,7 @@ def test_10_classifying_messages():
     nb = json.loads((NOTEBOOKS / "10_classifying_messages.ipynb").read_text())
     text = " ".join(prose("10_classifying_messages.ipynb").split())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb)
     routing = rt.load_routing()
     n_train, n_held = len(routing["train"]), len(routing["held_out"])
     assert (n_train, n_held) == (38, 26) and f"{n_train} messages to train on, {n_held} held out" in outputs
@@ -1115,7 +1120,7 @@ def test_10_classifying_messages():
                    "see docs/reviews/07_real_language_model_author_check.md, 'Not met'.")
 def test_07_lora_within_ten_points_of_the_base_model():
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
-    outputs = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    outputs = printed(nb)
     base, lora = (int(x) for x in re.search(r"base model (\d+)% right, LoRA (\d+)% right in the format", outputs).groups())
     assert lora >= base - 10
 
