@@ -120,17 +120,35 @@ def lora_count_figure(d: int = 4096, k: int = 4096, r: int = 8, max_r: int = 256
     return fig
 
 
-def update_spectrum_figure(updates: dict, ranks=(1, 2, 4, 8, 16, 32)):
-    """Notebook 00's picture of why a low-rank update can be enough: singular values and the share kept at rank r.
+RANDOM_COMPARISON = "random matrix, same shape and norm"
 
-    ``updates`` maps a label to a 2-D matrix (a tensor or an array), e.g. a real fine-tuning update ΔW and a
-    random matrix of the same shape and norm. Left: the singular values σ₁ ≥ σ₂ ≥ …; right: the share of the
+
+def update_spectrum_figure(updates: dict, ranks=(1, 2, 4, 8, 16, 32), random_comparison: bool = False):
+    """Notebook 00's picture of why a low-rank update can be enough: the share of a matrix that rank r keeps.
+
+    One picture, one idea: a first-contact reader follows one curve per matrix more easily than two panels, so
+    only the share is drawn (the singular values themselves are a deep dive's printout). ``updates`` maps a label
+    to a 2-D matrix (a tensor or an array), e.g. a real fine-tuning update ΔW. Each curve is the share of the
     matrix (of its squared Frobenius norm) that its best rank-r approximation keeps, (σ₁² + … + σᵣ²) / Σσ²
-    (Eckart–Young), with ``ranks`` marked on the first curve.
+    (Eckart–Young), with ``ranks`` marked, and their percentages written, on the first curve.
+
+    ``random_comparison=True`` adds a random matrix of the same shape and norm as the first one, labelled
+    ``RANDOM_COMPARISON``: ``torch.randn_like`` from torch's global generator, scaled to the first matrix's norm
+    (so a seeded notebook draws the same matrix it drew before this argument existed). The figure's ``matrices``
+    attribute holds every matrix drawn, by label, for printing their shares.
     """
     if not updates:
         raise ValueError("pass at least one matrix, e.g. {'ΔW': delta}")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.4), dpi=100)
+    updates = dict(updates)
+    if random_comparison:
+        import torch
+
+        first = next(iter(updates.values()))
+        first = first.detach() if hasattr(first, "detach") else torch.as_tensor(np.asarray(first))
+        noise = torch.randn_like(first)
+        noise *= first.norm() / noise.norm()                 # random, same shape and norm
+        updates[RANDOM_COMPARISON] = noise
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
     for i, (label, matrix) in enumerate(updates.items()):
         m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
         if m.ndim != 2 or not np.abs(m).sum():
@@ -138,22 +156,20 @@ def update_spectrum_figure(updates: dict, ranks=(1, 2, 4, 8, 16, 32)):
         sv = np.linalg.svd(m, compute_uv=False)
         kept = np.cumsum(sv**2) / np.sum(sv**2)
         index = np.arange(1, len(sv) + 1)
-        ax1.plot(index, sv, label=label)
-        ax2.plot(index, kept, label=label)
+        ax.plot(index, kept, label=label)
         if i == 0:
             marks = [r for r in ranks if r <= len(sv)]
-            ax2.plot(marks, kept[np.array(marks) - 1], "o", color="C0", ms=4)
+            ax.plot(marks, kept[np.array(marks) - 1], "o", color="C0", ms=4)
             for r in marks:
-                ax2.annotate(f"{kept[r - 1]:.0%}", (r, kept[r - 1]), textcoords="offset points", xytext=(-4, 6), fontsize=7)
-    ax1.set(xlabel="index i", ylabel="singular value σᵢ", title="Singular values")
-    ax2.set(xscale="log", xlabel="rank r (log scale)", ylabel="share of ‖ΔW‖² kept", ylim=(0, 1.05),
-            title="What the best rank-r approximation keeps")
-    ax2.set_xticks([r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r <= len(sv)])
-    ax2.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-    ax2.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8, loc="lower right")
+                ax.annotate(f"{kept[r - 1]:.0%}", (r, kept[r - 1]), textcoords="offset points", xytext=(-4, 6), fontsize=7)
+    ax.set(xscale="log", xlabel="rank r (log scale)", ylabel="share of ‖ΔW‖² kept", ylim=(0, 1.05),
+           title="What the best rank-r approximation keeps")
+    ax.set_xticks([r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r <= len(sv)])
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    fig.matrices = updates
     plt.close(fig)  # shown once, as the cell's value
     return fig
 

@@ -296,8 +296,15 @@ def test_the_idea_comes_within_the_first_15_minutes_of_notebook_00():
     for shown in ("base(x) + scaling * (x @ A.T) @ B.T", "requires_grad_(False)", "torch.zeros(4, r", "ΔW = scaling·B·A",
                   "B starts at zero, so ΔW starts at zero", "le.plotting.update_spectrum_figure", "le.exercise_bank.predict_trainable()"):
         assert shown in main, shown
-    order = [main.index(s) for s in ("def lora_layer", "update_spectrum_figure", "predict_trainable()", "course_map_markdown")]
+    pointer = "The course map, with every notebook's time and prerequisites, is the first deep dive below."
+    flat = " ".join(main.split())
+    order = [flat.index(s) for s in ("def lora_layer", "update_spectrum_figure", "predict_trainable()", pointer)]
     assert order == sorted(order), "the layer, the picture, the prediction, then how the course works"
+    assert "course_map_markdown" not in main, "the course map is a deep dive: the main line only points to it"
+    text = (ROOT / "notebooks" / "00_start_here.ipynb").read_text()
+    first_dive = text.index("## Deep dive (optional)")
+    assert text.index("## Deep dive (optional): the course map") == first_dive, "the course map is the first deep dive"
+    assert first_dive < text.index("course_map_markdown()") < text.index("## Deep dive (optional)", first_dive + 1)
     minutes = cm.minutes_until(path, "ex0.check(predict_trainable)")
     assert minutes <= 15, f"notebook 00 reaches its count prediction after {minutes:.1f} minutes by the time method (at most 15)"
 

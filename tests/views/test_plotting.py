@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lora_edu.views.plotting import cell_label, digits_figure, heatmaps, lora_diagram
+from lora_edu.views.plotting import RANDOM_COMPARISON, cell_label, digits_figure, heatmaps, lora_diagram, update_spectrum_figure
 
 matplotlib.use("Agg")
 
@@ -100,3 +100,27 @@ def test_loss_curves_draw_one_line_per_run_on_a_log_scale():
         loss_curves({})
     with pytest.raises(ValueError, match="two steps"):
         loss_curves({"one": [1.0]})
+
+
+def test_the_spectrum_figure_is_one_panel_and_draws_its_random_matrix_as_notebook_00_did():
+    """One picture, one idea: the share kept at rank r; the random matrix is torch.randn_like from the global
+    generator, scaled to the first matrix's norm, so notebook 00's stored curves did not change."""
+    import torch
+
+    torch.manual_seed(3)
+    delta = torch.randn(12, 8) @ torch.diag(0.5 ** torch.arange(8.0))
+    state = torch.get_rng_state()
+    fig = update_spectrum_figure({"ΔW": delta}, ranks=(1, 2, 4), random_comparison=True)
+    torch.set_rng_state(state)
+    noise = torch.randn_like(delta)
+    noise *= delta.norm() / noise.norm()
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "What the best rank-r approximation keeps"
+    assert list(fig.matrices) == ["ΔW", RANDOM_COMPARISON] and torch.equal(fig.matrices[RANDOM_COMPARISON], noise)
+    curves = {line.get_label(): line.get_ydata() for line in fig.axes[0].lines if not line.get_label().startswith("_")}
+    for label, m in fig.matrices.items():
+        sv = np.linalg.svd(np.asarray(m, dtype=float), compute_uv=False)
+        assert np.array_equal(curves[label], np.cumsum(sv**2) / np.sum(sv**2))
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"{curves['ΔW'][r - 1]:.0%}" for r in (1, 2, 4)]
+    assert list(update_spectrum_figure({"ΔW": delta}).matrices) == ["ΔW"]
+    with pytest.raises(ValueError):
+        update_spectrum_figure({})
