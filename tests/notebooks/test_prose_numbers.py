@@ -187,9 +187,11 @@ def test_00_start_here():
     assert cm.MINUTES_PER_FIGURE == 1 and cm.MINUTES_PER_EXTRA_PANEL == 0.5 and "rounded up to the whole minute" in text
     assert cm.stated_minutes(16.01) == 17
     k = cm.KIND_MINUTES
-    assert (f"({k['predict']} for a prediction, {k['formula']} for a short function or a bug hunt, {k['capstone']} for the "
-            f"capstone, {k['build']} for building a layer, an injection or a training loop)") in " ".join(text.split())
-    assert k["bug hunt"] == k["formula"] and max(k.values()) == k["build"]
+    assert (f"({k['predict']} for a prediction, {k['formula']} for a short function, a bug hunt or a prediction that takes a "
+            f"derivation, as Exercise 0 does; {k['capstone']} for the capstone, {k['build']} for building a layer, an injection "
+            "or a training loop)") in " ".join(text.split())
+    assert k["bug hunt"] == k["formula"] == k["predict by derivation"] and max(k.values()) == k["build"]
+    assert cm.EXERCISE_KINDS["predict_trainable"] == "predict by derivation"
     assert "00–07 are the core path" in text and cm.CORE_PATH == tuple(f"{i:02d}" for i in range(8))
     # the picture: shares and accuracies are printed by code; the prose only reads them
     import torch
