@@ -2,7 +2,8 @@
 guide and the hygiene tests all read.
 
 **The time method** (stated in notebook 00). A notebook's estimated time is the time to read its main line and do
-its exercises: the main line's words / 100 (a reading speed for technical prose read to be understood), plus its
+its exercises: the main line's words / 100 (a reading speed for technical prose read to be understood; / 70 in
+notebook 00, where every term is new), plus its
 code read and run at 8 lines a minute, plus what its code prints: text at 20 lines a minute but a line of a numeric
 table (a line with three numbers or more) at 10; plus a minute for each figure's first panel (its axes) and half a
 minute for each further panel, counting at most 3 (a strip of small images is taken in as one picture); plus 2
@@ -41,7 +42,12 @@ and 03, the first-contact notebooks dense with notation, 33 % over. Both main li
 still 35 % over its 15. Their tables put the gap in 00's exercise: counting LoRA's parameters for two layers from
 their shapes took 3-5.6 minutes (round 7's readers: about 4.5), the time of a number that takes a derivation, not of
 a number committed to and revealed. So 00's exercise is counted as a *predict by derivation* (4 minutes, not 2):
-a correction of its kind, with the rates unchanged.
+a correction of its kind, with the rates unchanged. Round 9 (two more readers: 22 and 22) and round 10 (after 00's
+main line was shortened again: the figure one panel, the course map a deep dive; 21 and 19) kept 00 at 19-22
+minutes while the method gave 15-17: nine readers in all, each slowing to 45-100 words a minute on a prose in which
+nearly every sentence brings a new term, where the later notebooks reuse those terms. Hence 00's prose at 70 words a
+minute (``FIRST_CONTACT_WORDS_PER_MINUTE``), the one notebook-specific rate; round 11, two new readers of the final
+text, checks it (docs/reviews/readthrough_round8_summary.md).
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
 is installed without its notebooks, e.g. on Colab) and into every place that states them: the
@@ -58,6 +64,11 @@ from pathlib import Path
 
 #: Reading speed of the time method, in words a minute.
 WORDS_PER_MINUTE = 100
+#: Reading speed of the first notebook, where every term of the course is new (W, ΔW, A, B, α/r, rank, the
+#: singular value decomposition): nine blind readers of 00 (rounds 6-10) read its prose at 45-100 words a minute.
+FIRST_CONTACT_WORDS_PER_MINUTE = 70
+#: The notebooks read at :data:`FIRST_CONTACT_WORDS_PER_MINUTE`: the first one only.
+FIRST_CONTACT_NOTEBOOKS = ("00",)
 #: Code read and run, in lines a minute (non-blank, non-comment lines of the main line's code cells).
 CODE_LINES_PER_MINUTE = 8
 #: Printed output read, in lines a minute (text the main line's code cells print or display).
@@ -263,12 +274,17 @@ def exercise_minutes(name: str) -> int:
     return KIND_MINUTES[EXERCISE_KINDS[name]]
 
 
+def words_per_minute(path) -> int:
+    """The reading speed the time method gives a notebook's prose: slower for the first notebook, where every term is new."""
+    return FIRST_CONTACT_WORDS_PER_MINUTE if Path(path).name[:2] in FIRST_CONTACT_NOTEBOOKS else WORDS_PER_MINUTE
+
+
 def time_breakdown(path) -> dict:
     """The time method's terms for one notebook: words, code, output, figures, exercises and the minutes."""
     words, exercises = main_line_words(path), main_line_exercises(path)
     counted = _counted_code_cells(path)
     outs = [_cell_output(c) for c in counted]
-    exact = (words / WORDS_PER_MINUTE + sum(_cell_minutes(c, o) for c, o in zip(counted, outs))
+    exact = (words / words_per_minute(path) + sum(_cell_minutes(c, o) for c, o in zip(counted, outs))
              + sum(exercise_minutes(n) for n in exercises))
     return dict(words=words, code_cells=len(counted), code_lines=main_line_code_lines(path),
                 output_lines=sum(o["lines"] for o in outs), table_lines=sum(o["table_lines"] for o in outs),
@@ -293,7 +309,7 @@ def minutes_until(path, text: str) -> float:
     for cell in cells[:end + 1]:
         text_ = _source(cell)
         if cell["cell_type"] == "markdown":
-            minutes += len(text_.split()) / WORDS_PER_MINUTE
+            minutes += len(text_.split()) / words_per_minute(path)
         elif not text_.startswith(INSTALL_CELL_FIRST_LINE) and not _is_exercise_cell(cell, exercise_names):
             minutes += _cell_minutes(cell)
         minutes += sum(exercise_minutes(n) for n in dict.fromkeys(_EXERCISE_CALL.findall(text_)))

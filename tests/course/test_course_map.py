@@ -192,3 +192,14 @@ def test_a_progress_bar_is_a_line_of_output_and_a_widget_a_figure():
     slider = {"output_type": "display_data", "data": {widget: {}, "text/plain": "interactive(children=(IntSlider(value=4)))"}}
     assert _output_lines_and_figures({"outputs": [bar, bar]}) == (2, 0)
     assert _output_lines_and_figures({"outputs": [slider, bar]}) == (1, 1)
+
+
+
+def test_the_first_notebook_is_read_more_slowly(tmp_path):
+    """Notebook 00 brings in every term of the course: its prose counts at the first-contact rate, the others at the usual one."""
+    assert cm.words_per_minute("notebooks/00_start_here.ipynb") == cm.FIRST_CONTACT_WORDS_PER_MINUTE < cm.WORDS_PER_MINUTE
+    assert cm.words_per_minute("notebooks/03_gradient_step.ipynb") == cm.WORDS_PER_MINUTE
+    other = write_notebook(tmp_path, ("md", "# T\n" + " ".join(["word"] * 140)))   # 142 words
+    first = other.rename(tmp_path / "00_first.ipynb")
+    assert cm.time_breakdown(first)["minutes_exact"] == pytest.approx(142 / cm.FIRST_CONTACT_WORDS_PER_MINUTE, abs=0.01)
+    assert cm.minutes_until(first, "word") == pytest.approx(142 / cm.FIRST_CONTACT_WORDS_PER_MINUTE)

@@ -181,7 +181,8 @@ def test_00_start_here():
         said = len(re.findall(r"down-projection|up-projection|applied first|applied last", prose(name)))
         assert said <= 3, f"{name} names the roles {said} times"
     # the time method, as stated, is the one computed (words a minute, kinds' minutes)
-    assert (f"read at {cm.WORDS_PER_MINUTE} words a minute, its code at {cm.CODE_LINES_PER_MINUTE} lines a minute, what the "
+    assert (f"read at {cm.WORDS_PER_MINUTE} words a minute ({cm.FIRST_CONTACT_WORDS_PER_MINUTE} in this notebook, where every "
+            f"term is new), its code at {cm.CODE_LINES_PER_MINUTE} lines a minute, what the "
             f"code prints at {cm.OUTPUT_LINES_PER_MINUTE} lines a minute (a table of numbers at {cm.TABLE_LINES_PER_MINUTE}), "
             f"a minute a figure (half a minute more for each further panel), {cm.MINUTES_PER_WIDGET} minutes a widget") in text
     assert cm.MINUTES_PER_FIGURE == 1 and cm.MINUTES_PER_EXTRA_PANEL == 0.5 and "rounded up to the whole minute" in text
@@ -203,16 +204,16 @@ def test_00_start_here():
     full = digits_task.adapt(pretrained, rotated, "full", progress=False)
     delta = (full["model"].fc2.weight - pretrained.fc2.weight).detach()
     torch.manual_seed(1)
-    for _draw in range(3):   # "at every marked rank far more of ΔW is kept than of the random matrix", for any draw
+    for _draw in range(3):   # "at every marked rank ΔW keeps far more than the random matrix", for any draw
         noise = torch.randn_like(delta)
         noise *= delta.norm() / noise.norm()
         kept, kept_noise = digits_task.kept_share(delta), digits_task.kept_share(noise)
         assert all(kept[r - 1] > 2 * kept_noise[r - 1] for r in (1, 2, 4, 8)) and all(kept[r - 1] > kept_noise[r - 1] + 0.3
                                                                                       for r in (16, 32))
-    assert "at every marked rank far more of ΔW is kept than of the random matrix" in text   # the figure marks 1, 2, … 32
+    assert "at every marked rank ΔW keeps far more than the random matrix" in text   # the figure marks 1, 2, … 32
     lora = digits_task.adapt(pretrained, rotated, "lora", r=4, progress=False)
     before = digits_task.accuracy(pretrained, rotated.x_test, rotated.y_test)
-    assert lora["trainable"] == 1792 and (f"LoRA at rank 4, training 1,792 numbers, reached {lora['accuracy']:.1%} on held-out "
+    assert lora["trainable"] == 1792 and (f"LoRA at rank 4 (its own rank-4 update, not ΔW's top four pieces), training 1,792 numbers, reached {lora['accuracy']:.1%} on held-out "
                                           f"rotated digits: full fine-tuning {full['accuracy']:.1%}, the pretrained network "
                                           f"{before:.1%}") in text
     assert "Once installed, the course runs entirely on a laptop CPU" in text
