@@ -47,7 +47,8 @@ main line was shortened again: the figure one panel, the course map a deep dive;
 minutes while the method gave 15-17: nine readers in all, each slowing to 45-100 words a minute on a prose in which
 nearly every sentence brings a new term, where the later notebooks reuse those terms. Hence 00's prose at 70 words a
 minute (``FIRST_CONTACT_WORDS_PER_MINUTE``), the one notebook-specific rate; round 11, two new readers of the final
-text, checks it (docs/reviews/readthrough_round8_summary.md).
+text, checks it: 20.5 and 15.6 minutes against 18 (docs/reviews/readthrough_round8_summary.md, which tables every
+notebook against its latest readers: all within 20 %, the core path +7 %).
 The minutes are computed from the notebooks (``estimated_minutes``) by ``tools/course_times.py``, which
 writes them to ``lora_edu/data/course_times.json`` (read here, so the map also works where the package
 is installed without its notebooks, e.g. on Colab) and into every place that states them: the
