@@ -213,9 +213,9 @@ def test_00_start_here():
     assert "at every marked rank ΔW keeps far more than the random matrix" in text   # the figure marks 1, 2, … 32
     lora = digits_task.adapt(pretrained, rotated, "lora", r=4, progress=False)
     before = digits_task.accuracy(pretrained, rotated.x_test, rotated.y_test)
-    assert lora["trainable"] == 1792 and (f"LoRA at rank 4 (its own rank-4 update, not ΔW's top four pieces), training 1,792 numbers, reached {lora['accuracy']:.1%} on held-out "
-                                          f"rotated digits: full fine-tuning {full['accuracy']:.1%}, the pretrained network "
-                                          f"{before:.1%}") in text
+    assert lora["trainable"] == 1792 and ("LoRA at rank 4 (its own rank-4 update, not ΔW's top four pieces), training 1,792 numbers, "
+                                          f"reached {lora['accuracy']:.1%} on held-out rotated digits: full fine-tuning "
+                                          f"{full['accuracy']:.1%}, the pretrained network {before:.1%}") in text
     assert "Once installed, the course runs entirely on a laptop CPU" in text
     assert "## References" in text and "arXiv:2106.09685" in text and "§4.1" in text
     assert "zeros `lora_embedding_A`" in text and "PiSSA, OLoRA or LoftQ zero neither" in text
