@@ -18,7 +18,7 @@ def seed_everything(seed: int = 0, threads: int | None = TINY_MODEL_THREADS, det
     (``torch.use_deterministic_algorithms``): pass it on a GPU, where some kernels add in a varying order. It is
     off by default because on the CPU it changes no digit of the course (every notebook's stored outputs are the
     same without it) and costs time: turning it on imports PyTorch's compiler stack (1.5-4 s of each notebook's
-    start on the course's 2-core machine) and fills every new tensor with NaN before it is written.
+    start on the course's 2-core machine) and fills the memory of every tensor ``torch.empty`` allocates with NaN.
 
     ``threads`` sets PyTorch's intra-op thread count (``None`` leaves it alone). One thread is
     the default for two reasons. Speed: the course's models are tiny. ``benchmarks/bench_threads.py``

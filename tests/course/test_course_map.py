@@ -194,7 +194,6 @@ def test_a_progress_bar_is_a_line_of_output_and_a_widget_a_figure():
     assert _output_lines_and_figures({"outputs": [slider, bar]}) == (1, 1)
 
 
-
 def test_the_first_notebook_is_read_more_slowly(tmp_path):
     """Notebook 00 brings in every term of the course: its prose counts at the first-contact rate, the others at the usual one."""
     assert cm.words_per_minute("notebooks/00_start_here.ipynb") == cm.FIRST_CONTACT_WORDS_PER_MINUTE < cm.WORDS_PER_MINUTE
