@@ -318,7 +318,7 @@ def alpha_table(x, W, A, B, y_true, lrs: dict, alphas=(1, 2, 4, 8)) -> str:
     if set(lrs) != {"sgd", "adam"}:
         raise ValueError(f"alpha_table needs learning rates for 'sgd' and 'adam', got {sorted(lrs)}: pass lrs={{'sgd': 0.1, 'adam': 0.01}}")
     r = np.asarray(A).shape[0]
-    lines = [f"{'α':>4} {'s = α/r':>8} {'SGD |ΔW_eff|':>13} {'× previous':>10} {'Adam |ΔW_eff|':>14} {'× previous':>10}"]
+    lines = [f"{'α':>4} {'s = α/r':>8} {'SGD ‖ΔW_eff‖':>13} {'× previous':>10} {'Adam ‖ΔW_eff‖':>14} {'× previous':>10}"]
     previous = {}
     for alpha in alphas:
         row = f"{alpha:>4} {alpha / r:>8.2f}"
