@@ -37,7 +37,8 @@ def compute() -> dict:
     notebooks = {ch.notebook: cm.time_breakdown(ROOT / "notebooks" / ch.notebook) for ch in cm.COURSE_MAP}
     core = [name for name in notebooks if name[:2] in cm.CORE_PATH]
     return {
-        "method": (f"minutes = main-line words / {cm.WORDS_PER_MINUTE} + code lines / {cm.CODE_LINES_PER_MINUTE} "
+        "method": (f"minutes = main-line words / {cm.WORDS_PER_MINUTE} (/ {cm.FIRST_CONTACT_WORDS_PER_MINUTE} in notebook "
+                   f"{', '.join(cm.FIRST_CONTACT_NOTEBOOKS)}, where every term is new) + code lines / {cm.CODE_LINES_PER_MINUTE} "
                    f"+ output lines / {cm.OUTPUT_LINES_PER_MINUTE} (numeric-table lines, {cm.TABLE_LINE_MIN_NUMBERS}+ numbers, "
                    f"/ {cm.TABLE_LINES_PER_MINUTE}) + {cm.MINUTES_PER_FIGURE} per figure + {cm.MINUTES_PER_EXTRA_PANEL} per further panel "
                    f"(at most {cm.MAX_PANELS_PER_FIGURE} panels) + {cm.MINUTES_PER_WIDGET} per widget "
