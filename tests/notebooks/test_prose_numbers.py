@@ -27,6 +27,11 @@ def printed(nb: dict, sep: str = "\n") -> str:
     return sep.join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
 
 
+def code_of(nb: dict, sep: str = "\n") -> str:
+    """The source of a notebook's code cells, in order."""
+    return sep.join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
 def main_line_words(name: str) -> int:
     """Words of a notebook's main line: markdown before the first "## Deep dive (optional):" heading, References excluded.
 
@@ -62,7 +67,7 @@ def test_01_memory_cost():
     # The main line counts LLaMA-7B from its sizes in its own code: the sizes are the calculator's preset, and so the count.
     a = memory.resolve_arch("llama-7b")
     nb = json.loads((NOTEBOOKS / "01_memory_cost.ipynb").read_text())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = code_of(nb)
     assert f"h, mlp, layers, vocab = {a.hidden_size}, {a.intermediate_size}, {a.num_hidden_layers}, {a.vocab_size}\n" in code
     assert f"hidden size {a.hidden_size}, MLP size {a.intermediate_size}, {a.num_hidden_layers} layers and a {a.vocab_size:,}-token vocabulary" in flat
     assert f"LLaMA-7B: {n['total']:,} parameters" in json.dumps(nb)
@@ -391,7 +396,7 @@ def _check_05():
     flat = " ".join(text.split())
     assert "found LoRA far ahead at r = 1 to 8" in flat
     assert all(runs[r]["accuracy"] - cut(r) > 0.05 for r in (1, 2, 4, 8))
-    assert "truncate_update" not in "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "truncate_update" not in code_of(nb, sep="")
     assert "## References" in text and "footnote 5" in text
 
 
@@ -568,7 +573,7 @@ def test_06_pitfalls():
     assert "GPT-2's attention `c_proj`, 64×64" in text and shapes["transformer.h.0.attn.c_proj"] == (64, 64)
     assert "PEFT 0.21 warns" in text and version("peft").startswith("0.21.")
     assert "5.23's `activation_checkpointing_enable`" in text and version("transformers").startswith("5.23.")
-    code = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = code_of(nb, sep=" ")
     assert "(rank 2r:" in text and "converted adapter: r = 16" in outputs
     assert 'LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa")' in code
     # the quotes are the installed libraries' own words
@@ -660,7 +665,7 @@ def _check_09():
     raw = prose("09_paper_analyses.ipynb")
     text = " ".join(raw.split())
     nb = json.loads((NOTEBOOKS / "09_paper_analyses.ipynb").read_text())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = code_of(nb)
     outputs = printed(nb)
     assert main_line_words("09_paper_analyses.ipynb") <= 1400
     seed_everything(0)
@@ -959,7 +964,7 @@ def test_07_real_language_model():
     """Notebook 07's prose against its code, its data, the model's facts, the sweep's file and its stored outputs."""
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
     text = " ".join(prose("07_real_language_model.ipynb").split())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = code_of(nb)
     outputs = printed(nb)
     from lora_edu.core import smollm2
     from lora_edu.lessons import chat_task as ct
@@ -1079,7 +1084,7 @@ def test_10_classifying_messages():
 
     nb = json.loads((NOTEBOOKS / "10_classifying_messages.ipynb").read_text())
     text = " ".join(prose("10_classifying_messages.ipynb").split())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = code_of(nb)
     outputs = printed(nb)
     routing = rt.load_routing()
     n_train, n_held = len(routing["train"]), len(routing["held_out"])
