@@ -42,8 +42,8 @@ def main() -> None:
                for r, c, q in zip(prose, in_format, questions))
     OUT.write_text(json.dumps(dict(
         about="How SmolLM2-135M-Instruct answers each question of chat_task.json (benchmarks/build_07_task.py): greedy, "
-              "no system turn, in batches of 64 in the file's order, each set from its own first question; 'prose': its own reply; 'in_format': how it continues "
-              "a reply begun for it with the opening.",
+              "no system turn, in batches of 64 in the file's order, each set from its own first question; 'prose': its own reply; "
+              "'in_format': how it continues a reply begun for it with the opening.",
         model=smollm2.FACTS["name"], gguf_sha256=smollm2.FACTS["gguf_sha256"], prose_tokens=ct.PROSE_TOKENS, format_tokens=ct.FORMAT_TOKENS,
         opening=ct.OPENING, n_questions=len(questions), n_right_in_prose=right, n_right_both_ways=both,
         replies={q["question"]: {"prose": r, "in_format": c} for q, r, c in zip(questions, prose, in_format)}),
