@@ -991,9 +991,9 @@ def test_07_real_language_model():
     assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (2, 8, 16, 60, 8)
     assert "the **last two** of the 30 layers (rank 8, α = 16)" in text and "entering layer 28" in text
     assert "the 28 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
-    assert "the two layers and the sixty steps in an earlier search on set 1" in text and "(`--top-layers 2`)" in text
+    assert "The two layers and the sixty steps come from an earlier search on set 1 alone" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
-    assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
+    assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'LR = ct.load_sweep()["chosen"]["LoRA"]' in code
     assert "four learning rates (full fine-tuning, used in a deep dive, at five), with seeds 0 and 1" in text
     assert len(sweep["lrs"]["LoRA"]) == 4 and len(sweep["lrs"]["full fine-tuning"]) == 5 and sweep["validation_seeds"] == [0, 1]
     assert "its first three rates put LoRA's choice at the grid's lowest" in text
@@ -1068,8 +1068,8 @@ def test_07_real_language_model():
     # (trim to 29 min) The main line still says, in one sentence, that held-out scores were seen before the recipe was
     # chosen, and where the details are; the Hub snippet moved to a deep dive (its 270 MB is checked above).
     main = " ".join(_main_line("07_real_language_model.ipynb").split())
-    assert ("No trained model had answered a held-out question before the learning rate was chosen (details: the deep dive "
-            "on how the recipe was chosen)") in main and "## Deep dive (optional): how the recipe was chosen" in text
+    assert ("The validation questions chose the learning rate; no trained model had answered a held-out question before "
+            "(the deep dive on how the recipe was chosen)") in main and "## Deep dive (optional): how the recipe was chosen" in text
     assert "from_pretrained(" not in main and "## Deep dive (optional): the model from the Hub" in text
 
 
