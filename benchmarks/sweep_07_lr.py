@@ -7,15 +7,15 @@ then merge:
     wait; .venv/bin/python benchmarks/sweep_07_lr.py --merge
 (--held-out-only reruns a method's held-out seeds and keeps its validation runs; --merge --wait measures the base model
 first, then waits for both methods' part files.)
-(each method about 15 minutes of one-thread CPU on a quiet machine). A method's process writes its rows to
+(LoRA about 8 minutes, full fine-tuning about 13, of one-thread CPU on a 2-core machine). A method's process writes its rows to
 benchmarks/out/sweep_07_<method>.json after every run (so a stopped sweep keeps what ran); --merge measures the
 base model and writes lora_edu/data/chat_task_sweep.json, which the notebook reads.
 
-1. Validation. The training questions (lora_edu.lessons.chat_task.load_task) are split into a fitting
-   part and a validation part (every third, chat_task.validation_split). For each method, each learning
-   rate of LRS and each seed of VALIDATION_SEEDS, a copy of the base model trains on the fitting part with the
-   notebook's recipe (chat_task.RECIPE); its greedy replies to the validation questions are scored (right in the
-   format, ``val_right_in_format``) and its loss on the validation replies is recorded. A method's learning rate
+1. Validation. For each method, each learning rate of LRS and each seed of VALIDATION_SEEDS, a copy of the base
+   model trains on the training questions with the notebook's recipe (chat_task.RECIPE), as the notebook does; its
+   greedy replies to the validation questions (chat_task.load_task()["validation"], rule 1: set 1's odd half and set
+   2's even half) are scored (right in the format, ``val_right_in_format``) and its loss on their taught replies is
+   recorded. A method's learning rate
    is chosen by chat_task.choose: the highest share right in the format, ties broken by the lower loss, each
    averaged over the seeds. The held-out
    questions play no part in this choice.
@@ -43,10 +43,15 @@ from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
 from lora_edu.lessons import chat_task as ct  # noqa: E402
 
-LRS = {"LoRA": (2e-3, 4e-3, 8e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
+#: The grids. A choice at a grid's edge says the best rate may lie beyond it, so the grid is extended (the test
+#: tests/lessons/test_chat_task.py::test_the_sweep_chose_each_methods_learning_rate_by_validation asks for an interior
+#: choice): on the validation questions of set 2, LoRA's first grid (2e-3, 4e-3, 8e-3) chose its lowest rate, and 1e-3
+#: was added; that first run had already scored its held-out seeds at 2e-3, and they chose nothing.
+LRS = {"LoRA": (1e-3, 2e-3, 4e-3, 8e-3), "full fine-tuning": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 SEEDS = (0, 1, 2)
-#: Seeds of the validation runs. One, to fit a busy 2-core machine; the held-out runs use all of SEEDS.
-VALIDATION_SEEDS = (0,)
+#: Seeds of the validation runs: two, since one seed moves a validation score by a few replies (seeds 0 and 1 of
+#: the recipe scored 78 and 74 of the 94 validation replies right); the held-out runs use all of SEEDS.
+VALIDATION_SEEDS = (0, 1)
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "lora_edu" / "data" / "chat_task_sweep.json"
 PARTS = ROOT / "benchmarks" / "out"
@@ -61,12 +66,9 @@ def setup():
     base, tokenizer = smollm2.load()
     task = ct.load_task()
     k = ct.RECIPE["top_layers"]
-    fit, val = ct.validation_split(task["train"])
-    task["val"] = val
-    data = {name: ct.CachedBatch(base, k, ct.encode(tokenizer, part))
-            for name, part in (("fit", fit), ("val", val), ("train", task["train"]), ("held_out", task["held_out"]))}
+    data = {name: ct.CachedBatch(base, k, ct.encode(tokenizer, task[name])) for name in ("train", "validation", "held_out")}
     data["prose"] = ct.CachedBatch(base, k, ct.prose_batch(tokenizer, task["general_text"]))
-    return base, tokenizer, task, data, len(fit), len(val)
+    return base, tokenizer, task, data, len(task["train"]), len(task["validation"])
 
 
 def measure(model, tokenizer, task, data) -> dict:
@@ -87,7 +89,7 @@ def held_out_run(base, tokenizer, task, data, method: str, lr: float, seed: int)
 def run_method(method: str, held_out_only: bool = False) -> None:
     start = time.perf_counter()
     base, tokenizer, task, data, n_fit, n_val = setup()
-    val = task["val"]
+    val = task["validation"]
     record = dict(method=method, recipe=ct.RECIPE, lrs=LRS[method], seeds=list(SEEDS), validation_seeds=list(VALIDATION_SEEDS),
                   validation=[], held_out=[])
     PARTS.mkdir(exist_ok=True)
@@ -104,9 +106,9 @@ def run_method(method: str, held_out_only: bool = False) -> None:
     for lr in [] if held_out_only else LRS[method]:
         for seed in VALIDATION_SEEDS:
             model = ct.prepare(base, method, seed)
-            losses = ct.train(model, data["fit"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
+            losses = ct.train(model, data["train"], steps=ct.RECIPE["steps"], lr=lr, batch_size=ct.RECIPE["batch_size"], seed=seed)
             with torch.no_grad():
-                row = dict(method=method, lr=lr, seed=seed, val_loss=round(data["val"].loss(model).item(), 4),
+                row = dict(method=method, lr=lr, seed=seed, val_loss=round(data["validation"].loss(model).item(), 4),
                            final_train_loss=round(losses[-1], 4))
             val_scores = ct.score(ct.generate(model, tokenizer, [ex["question"] for ex in val]), val)
             row["val_right_in_format"] = round(val_scores["right_in_format"], 4)
@@ -134,7 +136,7 @@ def merge(wait: bool = False) -> None:
         if part["recipe"] != ct.RECIPE:
             raise SystemExit(f"{part_file(m)} was made with another recipe ({part['recipe']}); run --method {m!r} again.")
     OUT.write_text(json.dumps(dict(
-        about="Notebook 07's learning rates, chosen on the validation split by chat_task.choose, and LoRA against full fine-tuning of the same weight "
+        about="Notebook 07's learning rates, chosen on the validation questions by chat_task.choose, and LoRA against full fine-tuning of the same weight "
               "matrices on the held-out questions and on plain prose, over several seeds (benchmarks/sweep_07_lr.py).",
         recipe=ct.RECIPE, targets=ct.targets(len(base.model.layers)), n_fit=n_fit, n_val=n_val,
         n_train=len(task["train"]), n_held_out=len(task["held_out"]), lrs={m: p["lrs"] for m, p in parts.items()},

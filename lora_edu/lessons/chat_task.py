@@ -1,18 +1,22 @@
 """Notebook 07's task: teach a chat model to answer in a set format what it already knows, and measure it.
 
 The data (``lora_edu/data/chat_task.json``, written for the course, MIT) is a pool of short questions,
-each with every accepted wording of its answer. What is held out and what trains is decided by rules,
-never by hand, and never by looking at a trained model:
+each with every accepted wording of its answer, in two sets: set 1, the first 312, and set 2, 428 more
+written after held-out scores on set 1 had been seen while the recipe was being chosen (:func:`question_set`).
+What trains, what validates and what is held out is decided by rules, never by hand, and never by looking at a
+trained model:
 
-1. **Halves.** A question is a held-out candidate when the sha256 of its text is odd
-   (:func:`held_out_half`), a training candidate otherwise: an even split that depends on nothing else.
+1. **Roles.** A question's half is decided by the sha256 of its text (:func:`held_out_half`: odd or even), an
+   even split that depends on nothing else. Set 1's even half trains. Set 2's odd half is held out: no trained
+   model had answered those questions when the recipe was fixed. The other two halves (set 1's odd half, the
+   held-out questions of set 1, and set 2's even half) validate: the recipe's choices are made on them.
 2. **Knowledge the model has.** ``benchmarks/build_07_task.py`` asked the base model every question
    once, in its own words (greedy, :data:`PROSE_TOKENS` new tokens), and stored the replies in
-   ``chat_task_base.json``. A held-out question must be answered right (:func:`is_right`) both ways, in
-   its own words and when its reply is begun in the format; a training question must be answered right when
+   ``chat_task_base.json``. A held-out or validation question must be answered right (:func:`is_right`) both ways,
+   in its own words and when its reply is begun in the format; a training question must be answered right when
    begun in the format, since that answer is its taught reply (:func:`taught_reply`): the task isolates the
    *format*, a behaviour the base model lacks, on facts it has.
-3. **Size.** The held-out set is the first :data:`HELD_OUT_SIZE` such candidates in the order of their
+3. **Size.** The held-out set is the first :data:`HELD_OUT_SIZE` such questions in the order of their
    hashes (a fixed, arbitrary order): enough questions for a score, few enough for the notebook's time budget.
 
 The taught reply is a JSON object, ``{"answer": "Paris"}``, a format a program can read. Prompts
@@ -45,6 +49,8 @@ FORMAT_TOKENS = 24
 REPLY_TOKENS = 4 + FORMAT_TOKENS + 1 + 1
 #: How many held-out questions the notebook scores, at most.
 HELD_OUT_SIZE = 48
+#: Rule 1: a question's role, by its set (:func:`question_set`) and whether its hash is odd (:func:`held_out_half`).
+ROLES = {(1, False): "train", (1, True): "validation", (2, False): "validation", (2, True): "held_out"}
 #: The notebook's recipe, read by benchmarks/sweep_07_lr.py and the tests from here: LoRA of rank ``r`` and scale
 #: ``alpha``/r on the ``modules`` of the last ``top_layers`` layers, ``steps`` AdamW steps of ``batch_size`` examples.
 RECIPE = {"top_layers": 2, "modules": r"(self_attn|mlp)\.\w+_proj", "r": 8, "alpha": 16, "steps": 60, "batch_size": 8}
@@ -67,14 +73,8 @@ def load_base_replies() -> dict:
 
 
 def load_sweep() -> dict:
-    """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen on the validation split (chat_task.choose), and the learn/forget seeds."""
+    """``benchmarks/sweep_07_lr.py``'s record: learning rates chosen on the validation questions (chat_task.choose), and the learn/forget seeds."""
     return _data_file("chat_task_sweep.json")
-
-
-def load_sweep_by_loss() -> dict:
-    """``benchmarks/sweep_07_by_loss.py``'s record: the learn/forget seeds at the rates validation *loss* prefers, the rule
-    the recipe search began with; the rule changes full fine-tuning's rate tenfold, and the verdict with it."""
-    return _data_file("chat_task_sweep_by_loss.json")
 
 
 def load_recipe_runs() -> dict:
@@ -91,8 +91,15 @@ def question_hash(question: str) -> str:
     return hashlib.sha256(question.encode("utf-8")).hexdigest()
 
 
+def question_set(question: dict) -> int:
+    """Which set of the data file ``question`` belongs to: 1, the first 312 questions (every question without a
+    ``set`` field), or 2, the 428 written after held-out scores on set 1 had been seen (``"set": 2``)."""
+    return question.get("set", 1)
+
+
 def held_out_half(question: str) -> bool:
-    """Rule 1: a question is a held-out candidate when the sha256 of its text (UTF-8) is an odd number."""
+    """Rule 1's split: whether the sha256 of ``question``'s text (UTF-8) is an odd number (the half that is held out
+    in set 2, and that validates in set 1; notebook 10 holds out its odd messages)."""
     return int(question_hash(question), 16) % 2 == 1
 
 
@@ -117,14 +124,14 @@ def field_of(continuation: str) -> str:
 
 
 def load_task() -> dict:
-    """``{"train", "held_out", "general_text", "counts"}`` built by the three rules of this module's docstring.
+    """``{"train", "validation", "held_out", "general_text", "counts"}`` built by the three rules of this module's docstring.
 
-    Each example is a question of the data file (``question``, ``answers``, ``topic``) plus how the base
-    model answered it: ``base_reply`` (in its own words) and ``base_field`` (the answer field it wrote when
-    its reply was begun in the format), which is also the reply it is taught (:func:`taught_reply`).
-    ``train`` holds every training candidate whose taught reply is right (its ``base_field`` holds an accepted
-    answer), in hash order: the taught-reply condition of rule 2 without its prose condition, which exists to make
-    the held-out comparison with the base model's own words fair and says nothing about what a reply teaches.
+    Each example is a question of the data file (``question``, ``answers``, ``topic``, and ``set`` in set 2) plus how
+    the base model answered it: ``base_reply`` (in its own words) and ``base_field`` (the answer field it wrote when
+    its reply was begun in the format), which is also the reply it is taught (:func:`taught_reply`). Each list is in
+    hash order. ``train`` holds set 1's even half where the taught reply is right (its ``base_field`` holds an accepted
+    answer): the taught-reply condition of rule 2 without its prose condition, which exists to make the held-out
+    comparison with the base model's own words fair and says nothing about what a reply teaches.
     """
     base = load_base_replies()
     questions = load_data()["questions"]
@@ -133,26 +140,27 @@ def load_task() -> dict:
                            "run `python benchmarks/build_07_task.py` to rebuild it.")
     examples = [dict(q, base_reply=base["replies"][q["question"]]["prose"],
                      base_field=field_of(base["replies"][q["question"]]["in_format"])) for q in questions]
-    in_prose = [ex for ex in examples if is_right(ex["base_reply"], ex["answers"])]
-    both = sorted((ex for ex in in_prose if is_right(ex["base_field"], ex["answers"])), key=lambda ex: question_hash(ex["question"]))
-    half = lambda exs: [ex for ex in exs if held_out_half(ex["question"])]  # noqa: E731
-    teachable = sorted((ex for ex in examples if not held_out_half(ex["question"]) and is_right(ex["base_field"], ex["answers"])),
-                       key=lambda ex: question_hash(ex["question"]))
-    return {"train": teachable,
-            "held_out": half(both)[:HELD_OUT_SIZE],
+    in_format = lambda ex: is_right(ex["base_field"], ex["answers"])  # noqa: E731
+    in_prose = lambda ex: is_right(ex["base_reply"], ex["answers"])  # noqa: E731
+    role = lambda ex: ROLES[question_set(ex), held_out_half(ex["question"])]  # noqa: E731
+    ordered = lambda exs: sorted(exs, key=lambda ex: question_hash(ex["question"]))  # noqa: E731
+    held = [ex for ex in examples if role(ex) == "held_out"]
+    return {"train": ordered(ex for ex in examples if role(ex) == "train" and in_format(ex)),
+            "validation": ordered(ex for ex in examples if role(ex) == "validation" and in_format(ex) and in_prose(ex)),
+            "held_out": ordered(ex for ex in held if in_format(ex) and in_prose(ex))[:HELD_OUT_SIZE],
             "general_text": load_data()["general_text"],
-            "counts": {"questions": len(questions), "held_out_half": len(half(examples)),
-                       "held_out_half_right_in_prose": len(half(in_prose)), "held_out_half_right_both_ways": len(half(both)),
-                       "train_half_wrong_in_format": sum(not held_out_half(ex["question"]) and not is_right(ex["base_field"], ex["answers"])
-                                                         for ex in examples)}}
+            "counts": {"questions": len(questions), "set_2": sum(question_set(q) == 2 for q in questions),
+                       "held_out_half": len(held), "held_out_half_right_in_prose": sum(map(in_prose, held)),
+                       "held_out_half_right_both_ways": sum(in_prose(ex) and in_format(ex) for ex in held),
+                       "train_half": sum(role(ex) == "train" for ex in examples),
+                       "train_half_wrong_in_format": sum(role(ex) == "train" and not in_format(ex) for ex in examples)}}
 
 
 def validation_split(examples: list[dict], every: int = 3) -> tuple[list[dict], list[dict]]:
-    """``(train, validation)``: every ``every``-th example (the 3rd, 6th, …) is set aside for validation
-    (a third: 22 of the 67 training questions, enough that a choice is not decided by one or two replies).
+    """``(train, validation)``: every ``every``-th example (the 3rd, 6th, …) is set aside for validation.
 
-    Choices such as the learning rate are made on this split (``benchmarks/sweep_07_lr.py``), never on
-    the held-out questions, which only measure the final model.
+    The split of the first recipe search (``benchmarks/explore_07_recipe.py``: 22 of the 67 training questions set
+    aside), before set 2 gave the task a validation set of its own (``load_task()["validation"]``, rule 1).
     """
     if every < 2 or len(examples) < every:
         raise ValueError(f"need every >= 2 and at least `every` examples; got every={every}, {len(examples)} examples.")
@@ -163,7 +171,7 @@ def validation_split(examples: list[dict], every: int = 3) -> tuple[list[dict], 
 def choose(runs: list[dict], key: str = "lr", share: str = "val_right_in_format"):
     """The setting (``run[key]``) that validation prefers: the highest share of validation replies right in the format
     (``share``, what the held-out line reports), ties broken by the lower validation loss (``val_loss``),
-    each averaged over the runs (seeds) of a setting. A share of 22 replies moves in steps of 4.5 points, so ties happen."""
+    each averaged over the runs (seeds) of a setting. A share moves in steps of one reply, so ties happen."""
     if not runs:
         raise ValueError("no validation runs to choose from: run the sweep first.")
     groups: dict[str, list[dict]] = {}   # a setting's runs, keyed by its JSON (settings may be dicts), first seen first

@@ -979,73 +979,70 @@ def test_07_real_language_model():
     # The task's rules and counts, as printed.
     task = ct.load_task()
     counts = task["counts"]
-    assert f"among {counts['questions']} written for the course" in text
-    assert (f"{counts['questions']} questions; rule 1 holds out {counts['held_out_half']}; the base model answers "
-            f"{counts['held_out_half_right_in_prose']} of those right in its own words, {len(task['held_out'])} also") in outputs
+    assert f"The course wrote {counts['questions']} questions in two sets" in text
+    assert (f"{counts['questions']} questions; rule 1 holds out {counts['held_out_half']} of set 2's {counts['set_2']}; the base "
+            f"model answers {counts['held_out_half_right_in_prose']} of those right in its own words, "
+            f"{counts['held_out_half_right_both_ways']} also in the format's opening; the first {len(task['held_out'])} are held out"
+            ) in outputs
+    assert f"{len(task['train'])} training questions (right in the format's opening), {len(task['validation'])} validation" in outputs
+    assert "Set 2 was written after held-out scores on set 1 had been seen" in text and counts["set_2"] == 428
     # The recipe the prose names is the code's, and the sweep's file was made with it.
     recipe, sweep = ct.RECIPE, ct.load_sweep()
     assert (recipe["top_layers"], recipe["r"], recipe["alpha"], recipe["steps"], recipe["batch_size"]) == (2, 8, 16, 60, 8)
     assert "the **last two** of the 30 layers (rank 8, α = 16)" in text and "entering layer 28" in text
     assert "the 28 frozen layers" in text and "Sixty AdamW steps of eight examples" in text
-    assert "also chose two layers and sixty steps" in text and "(`--top-layers 2`)" in text
+    assert "the two layers and the sixty steps in an earlier search on set 1" in text and "(`--top-layers 2`)" in text
     assert sweep["recipe"] == recipe and ct.load_cache_timing()["recipe"] == recipe
     assert 'steps=ct.RECIPE["steps"], lr=LR' in code and 'sweep["chosen"]["LoRA"]' in code
-    assert "three learning rates with three seeds each" not in text and "three learning rates (full fine-tuning, used in a deep dive, at five" in text
-    assert len(sweep["lrs"]["LoRA"]) == 3 and len(sweep["lrs"]["full fine-tuning"]) == 5   # its first three put the choice at the edge
+    assert "four learning rates (full fine-tuning, used in a deep dive, at five), with seeds 0 and 1" in text
+    assert len(sweep["lrs"]["LoRA"]) == 4 and len(sweep["lrs"]["full fine-tuning"]) == 5 and sweep["validation_seeds"] == [0, 1]
+    assert "its first three rates put LoRA's choice at the grid's lowest" in text
     assert "the **same 14 weight matrices** (every linear layer of layers 28 and 29" in text and 7 * 2 == 14
-    # The validation split: every third training question; the rule that chose the recipe and the rates (ct.choose).
-    fit, val = ct.validation_split(task["train"])
-    assert (sweep["n_fit"], sweep["n_val"], sweep["n_train"]) == (len(fit), len(val), len(task["train"]))
-    assert "every third training question aside" in text and "most often right in the format" in text
+    # The validation questions (rule 1); the rule that chose the rates (ct.choose) and, on set 1's split, the layers and steps.
+    assert (sweep["n_fit"], sweep["n_val"], sweep["n_train"]) == (len(task["train"]), len(task["validation"]), len(task["train"]))
+    assert "most often right in the format" in text
     runs = ct.load_recipe_runs()
-    assert ct.choose(runs["runs"], key="cfg", share="right_in_format") == dict(
-        top_layers=recipe["top_layers"], steps=recipe["steps"], lr=sweep["chosen"]["LoRA"])
+    chosen_cfg = ct.choose(runs["runs"], key="cfg", share="right_in_format")
+    assert (chosen_cfg["top_layers"], chosen_cfg["steps"]) == (recipe["top_layers"], recipe["steps"])
     six = next(r for r in runs["runs"] if r["cfg"]["top_layers"] == 6)
     four = next(r for r in runs["runs"] if r["cfg"] == dict(top_layers=4, steps=60, lr=0.002))
     assert "about 1.2 times as long" in text and round(six["train_s"] / four["train_s"], 1) == 1.2
     assert six["val_loss"] == min(r["val_loss"] for r in runs["runs"][:6])
-    assert "It was not the first rule" in text and "these scores were seen before the choice" in text
-    # (s4rev07) What prompted the rule change, and what it did and did not change: both recipes 38 of 44, short of the
-    # target (within 10 points of 100 %: 40 of 44); the new rule already picks two layers among the first six variants.
-    first = runs["first_rule"]
-    assert "that score, 38 of 44, fell short" in text and first["held_out_right_in_format_count"] == 38
+    assert "It was not the first rule" in text and "Scores seen while choosing no longer measure a recipe fairly" in text
+    # Why set 2: set 1's held-out scores (38 of 44 for both rules' recipes, short of 40 = within 10 points of 100 %) were
+    # seen while the recipe changed; they are printed from the record kept in chat_task_recipe.json.
+    first, before = runs["first_rule"], runs["set_1_held_out"]
+    two = next(r for r in before["held_out"] if r["method"] == "LoRA" and r["seed"] == 0)
+    assert first["held_out_right_in_format_count"] == 38 == round(two["right_in_format"] * before["n_held_out"])
+    assert "scored 38 of 44 right in the format there" in text and "which also scored 38 of 44" in text
     assert "so at least 40" in text and math.ceil(0.9 * first["n_held_out"]) == 40
-    assert "this notebook's recipe also scores 38 of 44" in text and "the four later ones did not decide it" in text
-    assert "this notebook's recipe on the held-out questions: 38 of 44 right" in outputs
-    assert ct.choose(runs["runs"][:6], key="cfg", share="right_in_format") == ct.choose(runs["runs"], key="cfg", share="right_in_format")
+    assert "the first rule's recipe (top 4 layers, lr 0.002) 38 of 44; two layers (lr 0.004, seed 0) 38 of 44" in outputs
+    assert ct.choose(runs["runs"][:6], key="cfg", share="right_in_format") == chosen_cfg
     # The held-out line, and issue 27's bar: >= 40 questions, LoRA >= 75 % in the format, within 10 points of the base.
     n, base, lora = (int(x) for x in re.search(
         r"Held-out score \((\d+) questions\): base model (\d+)% right, LoRA (\d+)% right in the format", outputs).groups())
     assert outputs.count("Held-out score (") == 1
     assert n == len(task["held_out"]) >= 40 and lora >= 75 and base == 100   # base: 100 % by construction of rule 2
     assert "most of it, not all" in text and lora < base
-    # Learn and forget: at the chosen rates LoRA learned more and forgot less than full fine-tuning, in every seed.
+    # Learn and forget: both rules pick the same rates; the methods learned about as much (same mean share, held-out losses
+    # within 0.01), and full fine-tuning forgot less (lower prose perplexity) in every seed.
     rows = {m: [r for r in sweep["held_out"] if r["method"] == m] for m in ct.METHODS}
     lo, fft = rows["LoRA"], rows["full fine-tuning"]
-    assert "LoRA learned more than full fine-tuning" in text and "in every\nseed" not in text
-    assert min(r["right_in_format"] for r in lo) > max(r["right_in_format"] for r in fft)
-    assert max(r["held_out_loss"] for r in lo) < min(r["held_out_loss"] for r in fft)
-    assert max(r["prose_perplexity"] for r in lo) < min(r["prose_perplexity"] for r in fft)
-    assert "At the rates\nwith the most validation replies right in the format, LoRA learned more" in prose("07_real_language_model.ipynb")
-    # (s4rev07) The same seeds at the rates validation loss prefers (benchmarks/sweep_07_by_loss.py): the verdict reverses.
-    by_loss = ct.load_sweep_by_loss()
-    val = sweep["validation"]
     for method in ct.METHODS:
-        rates = {r["lr"]: r["val_loss"] for r in val if r["method"] == method}   # one validation seed
-        assert by_loss["chosen"][method] == min(rates, key=rates.get) and by_loss["recipe"] == recipe
-    assert "full fine-tuning's ten times lower" in text
-    assert math.isclose(sweep["chosen"]["full fine-tuning"] / by_loss["chosen"]["full fine-tuning"], 10)
-    rows2 = {m: [r for r in by_loss["held_out"] if r["method"] == m] for m in ct.METHODS}
-    lo2, fft2 = rows2["LoRA"], rows2["full fine-tuning"]
-    assert len(lo2) == len(fft2) == len(sweep["seeds"])
-    assert "full fine-tuning learned more and forgot less, in every seed" in text
-    assert min(r["right_in_format"] for r in fft2) > max(r["right_in_format"] for r in lo2)
-    assert max(r["held_out_loss"] for r in fft2) < min(r["held_out_loss"] for r in lo2)
-    assert max(r["prose_perplexity"] for r in fft2) < min(r["prose_perplexity"] for r in lo2)
+        losses = {lr: sum(r["val_loss"] for r in sweep["validation"] if r["method"] == method and r["lr"] == lr)
+                  for lr in sweep["lrs"][method]}
+        assert min(losses, key=losses.get) == sweep["chosen"][method]
+    assert "Both rules pick the same rates here" in text
+    mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+    assert f"{mean(lo, 'right_in_format'):.0%}" == f"{mean(fft, 'right_in_format'):.0%}"
+    assert "held-out losses within 0.01 of each other" in text
+    assert abs(mean(lo, "held_out_loss") - mean(fft, "held_out_loss")) < 0.01
+    assert "Full fine-tuning forgot less: its prose perplexity is lower than LoRA's in every seed" in text
+    assert max(r["prose_perplexity"] for r in fft) < min(r["prose_perplexity"] for r in lo)
+    assert "the opposite of Biderman et al.'s finding that LoRA forgets less" in text
     # The summary claims only what the main line shows: the learn/forget verdict stays in its deep dive (round-6 read-through).
     assert "Learn and forget" not in text
-    assert "Each rule agrees with Biderman et al. on one half and not the other" in text
-    assert f"one paragraph and {len(task['train'])} questions settle neither" in text
+    assert f"one paragraph and {len(task['train'])} questions settle nothing general" in text
     # The live run is the sweep's LoRA seed 0.
     seed0 = next(r for r in sweep["held_out"] if r["method"] == "LoRA" and r["seed"] == 0)
     assert round(100 * seed0["right_in_format"]) == lora
@@ -1064,15 +1061,15 @@ def test_07_real_language_model():
     assert "lr_scheduler" in inspect.getsource(ct.train) and "the same recipe with PEFT" not in text.lower()
     # The routing deep dive moved to notebook 10 (issue 27's second payoff; 07 must run within 60 s): 07 only points to it.
     assert "notebook 10 (optional)" in text and "routing" not in code and "route" not in code
-    # The recipe's deep dive says that an earlier recipe's held-out scores were seen before the search (review07, row 13).
-    assert "had scored that recipe on these same held-out questions" in text
+    # The recipe's deep dive says which held-out scores were seen, and when (review07, row 13; set 2).
+    assert "had scored those questions" in text and "That first run had already scored its held-out seeds at 0.002" in text
     assert "forgets less because it learns less" not in text
     assert main_line_words("07_real_language_model.ipynb") <= 1400
     # (trim to 29 min) The main line still says, in one sentence, that held-out scores were seen before the recipe was
     # chosen, and where the details are; the Hub snippet moved to a deep dive (its 270 MB is checked above).
     main = " ".join(_main_line("07_real_language_model.ipynb").split())
-    assert ("Held-out scores of earlier recipes had been seen before this choice: see the deep dive on how the recipe "
-            "was chosen") in main and "## Deep dive (optional): how the recipe was chosen" in text
+    assert ("No trained model had answered a held-out question before the learning rate was chosen (details: the deep dive "
+            "on how the recipe was chosen)") in main and "## Deep dive (optional): how the recipe was chosen" in text
     assert "from_pretrained(" not in main and "## Deep dive (optional): the model from the Hub" in text
 
 
@@ -1129,8 +1126,9 @@ def test_10_classifying_messages():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 27: LoRA must be within 10 points of the base model's rate (100 % by rule 2); "
-                   "it is 86 % (38 of 44; 40 needed). Both recipes the validation split chose (s4nb07: 67 training questions, "
-                   "22 for validation) scored 38, and so did cv_07_recipe.py's choice; cv_07_taught_replies.py's scored 37; "
+                   "on set 2's 48 fresh held-out questions it is 88 % (42 of 48; 44 needed), LoRA at the rate the 94 validation "
+                   "questions chose. Variants tried on validation (taught answer words only, a loss on the format's tokens only, "
+                   "a soft target, dropout, more training questions, attention or MLP only, one layer, rank 4) did not beat it: "
                    "see docs/reviews/07_real_language_model_author_check.md, 'Not met'.")
 def test_07_lora_within_ten_points_of_the_base_model():
     nb = json.loads((NOTEBOOKS / "07_real_language_model.ipynb").read_text())
