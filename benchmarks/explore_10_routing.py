@@ -18,6 +18,9 @@ The rule (declared here, in the commit that adds this script, before it ran; not
 - a step count's score is how many of the 38 messages it routed right when each was a validation message;
   routing_task.choose_steps keeps the highest score, a tie going to the fewer steps.
 The held-out messages are never touched here.
+
+The cache is the notebook's (routing_task.cache_messages: the prompts' shared prefix computed once; a fold is
+PrefixCache.select of its rows), so the folds train as the notebook's final adapter does, rounding included.
 """
 import copy
 import json
@@ -41,16 +44,16 @@ def main() -> None:
     routing = rt.load_routing()
     k, lr = ct.RECIPE["top_layers"], ct.load_sweep()["chosen"]["LoRA"]
     choices = rt.label_tokens(tok, routing["labels"])
-    data = ct.CachedBatch(base, k, rt.encode_routing(tok, routing["instruction"], routing["train"]))
+    data = rt.cache_messages(base, tok, routing["instruction"], routing["train"], k=k)
     truth = rt.truth(routing, "train")
     runs = []
     for steps in rt.STEP_CHOICES:
         for f, (fit, val) in enumerate(rt.folds(len(routing["train"]))):
             model = rt.add_router(copy.deepcopy(base), seed=0)
             start = time.process_time()
-            ct.train(model, rt.Subset(data, fit), steps=steps, lr=lr, batch_size=ct.RECIPE["batch_size"], seed=0)
+            ct.train(model, data.select(fit), steps=steps, lr=lr, batch_size=ct.RECIPE["batch_size"], seed=0)
             train_s = time.process_time() - start
-            chosen = rt.route(model, rt.Subset(data, val), choices)
+            chosen = rt.route(model, data.select(val), choices)
             right = int((chosen == truth[val]).sum())
             run = dict(steps=steps, fold=f, n_fit=len(fit), n_val=len(val), right=right, train_s=round(train_s, 1))
             runs.append(run)

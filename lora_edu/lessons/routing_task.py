@@ -11,7 +11,10 @@ the model's choice is the team whose name's *first token* gets the highest logit
 
 **Zero-shot against an adapter.** Zero-shot, the base model has only the instruction. The adapter is notebook 07's
 recipe (:data:`lora_edu.lessons.chat_task.RECIPE`: the top two layers, r 8, alpha 16, its learning rate), trained with
-PEFT (:func:`add_router`) on cached inputs of the frozen layers (:class:`lora_edu.lessons.chat_task.CachedBatch`).
+PEFT (:func:`add_router`) on cached inputs of the frozen layers. Every prompt begins with the same tokens (the chat
+marker and the instruction, about half of each prompt), so the cache computes them once (:func:`cache_messages`,
+:class:`lora_edu.core.layer_cache.PrefixCache`): in the frozen layers once for all messages, in the trained layers
+once per batch; the result equals :class:`lora_edu.lessons.chat_task.CachedBatch`'s up to float rounding.
 The number of steps is the only thing chosen for this task: ``benchmarks/explore_10_routing.py`` chose it among
 :data:`STEP_CHOICES` by three-fold cross-validation on the training messages alone (:func:`folds`), its rule declared
 in the script before it ran; its record is ``lora_edu/data/routing_steps.json`` (:func:`load_steps_choice`).
@@ -45,6 +48,12 @@ def load_steps_choice() -> dict:
     return json.loads(files("lora_edu.data").joinpath("routing_steps.json").read_text(encoding="utf-8"))
 
 
+def load_prefix_timing() -> dict:
+    """``benchmarks/bench_10_prefix.py``'s record: the cache and a training step with the shared prefix computed once,
+    against whole prompts, timed."""
+    return json.loads(files("lora_edu.data").joinpath("routing_prefix_timing.json").read_text(encoding="utf-8"))
+
+
 def routing_prompt(instruction: str, text: str) -> str:
     """The question put to the model: the instruction (naming the teams), then the message, in the chat format."""
     return chat_task.chat_prompt(f"{instruction}\n{text}")
@@ -53,6 +62,21 @@ def routing_prompt(instruction: str, text: str) -> str:
 def encode_routing(tokenizer, instruction: str, messages: list[dict]) -> dict[str, torch.Tensor]:
     """A right-padded batch whose reply is the team's name and the end marker; only the reply carries labels."""
     return chat_task._reply_batch(tokenizer, [(routing_prompt(instruction, m["text"]), m["label"]) for m in messages])
+
+
+def prompt_prefix(instruction: str) -> str:
+    """The text every routing prompt begins with: the chat marker and the instruction, up to the message."""
+    prompt = routing_prompt(instruction, "\0")
+    return prompt[:prompt.index("\0")]
+
+
+def cache_messages(model, tokenizer, instruction: str, messages: list[dict],
+                   k: int = chat_task.RECIPE["top_layers"]) -> layer_cache.PrefixCache:
+    """The messages' batch (:func:`encode_routing`) cached for the top ``k`` layers, the shared prompt prefix computed
+    once. Raises ``CacheError`` if the prefix does not tokenize the same inside every prompt."""
+    prompts = [routing_prompt(instruction, m["text"]) for m in messages]
+    prefix = layer_cache.prefix_tokens(tokenizer, prompt_prefix(instruction), prompts)
+    return layer_cache.PrefixCache(model, k, encode_routing(tokenizer, instruction, messages), prefix)
 
 
 def label_tokens(tokenizer, labels: list[str]) -> torch.Tensor:
@@ -71,10 +95,14 @@ def truth(routing: dict, part: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def route(model, data: chat_task.CachedBatch, choices: torch.Tensor) -> torch.Tensor:
+def route(model, data, choices: torch.Tensor) -> torch.Tensor:
     """The index of the label each row's model picks: the highest logit among ``choices`` (first tokens of the labels)
-    where the reply starts, computed from ``data``'s cached states through the top layers."""
-    states = layer_cache.final_states(model, data.batch["attention_mask"], hidden=data.hidden, k=data.k)
+    where the reply starts, computed from ``data``'s cached states through the top layers (``data``: a
+    :class:`~lora_edu.core.layer_cache.PrefixCache`, or a :class:`~lora_edu.lessons.chat_task.CachedBatch`)."""
+    if isinstance(data, layer_cache.PrefixCache):
+        states = data.final_states(model)
+    else:
+        states = layer_cache.final_states(model, data.batch["attention_mask"], hidden=data.hidden, k=data.k)
     where = (data.batch["labels"] != layer_cache.IGNORE).int().argmax(1) - 1   # the last prompt token predicts the reply's first
     weights = layer_cache.output_head(model).weight[choices]
     return (states[torch.arange(len(where)), where] @ weights.T).argmax(1)
@@ -122,20 +150,3 @@ def choose_steps(accuracy: dict[int, float]) -> int:
     over the folds (each training message counted once, when it was a validation message); a tie goes to the fewer
     steps (cheaper, and less to overfit 38 messages)."""
     return min(accuracy, key=lambda steps: (-accuracy[steps], steps))
-
-
-class Subset:
-    """The rows ``rows`` of a :class:`~lora_edu.lessons.chat_task.CachedBatch`, cached states included: a fold's
-    training or validation part without running the frozen layers again."""
-
-    def __init__(self, data: chat_task.CachedBatch, rows: list[int]):
-        index = torch.tensor(rows)
-        self.k, self.hidden = data.k, data.hidden[index]
-        self.batch = {key: value[index] for key, value in data.batch.items()}
-
-    def __len__(self) -> int:
-        return len(self.hidden)
-
-    def loss(self, model, rows=slice(None)) -> torch.Tensor:
-        return layer_cache.reply_loss(model, self.batch["labels"][rows], self.batch["attention_mask"][rows],
-                                      hidden=self.hidden[rows], k=self.k)

@@ -1,8 +1,12 @@
 """lora_edu.lessons.routing_task: the messages and their split, the classifier's read-out, the baseline, the folds,
-the step rule and its record, the PEFT adapter (moved from chat_task with notebook 07's routing deep dive)."""
+the step rule and its record, the PEFT adapter (moved from chat_task with notebook 07's routing deep dive), the cache
+with the prompts' shared prefix computed once."""
+import copy
+
 import pytest
 import torch
 
+from lora_edu.core import layer_cache
 from lora_edu.lessons import chat_task, routing_task
 
 
@@ -96,25 +100,17 @@ def test_the_stored_choice_follows_its_declared_rule():
     assert "on the training messages only" in record["about"]
 
 
-def test_a_subset_keeps_its_rows_cached_states():
-    class Rows(chat_task.CachedBatch):
-        def __init__(self):   # no model needed
-            self.k, self.hidden = 2, torch.arange(24.0).reshape(4, 3, 2)
-            self.batch = {"labels": torch.arange(12).reshape(4, 3), "attention_mask": torch.ones(4, 3, dtype=torch.long)}
-
-    part = routing_task.Subset(Rows(), [3, 1])
-    assert len(part) == 2 and part.k == 2
-    assert torch.equal(part.hidden, Rows().hidden[[3, 1]]) and torch.equal(part.batch["labels"], Rows().batch["labels"][[3, 1]])
-
-
-def test_the_router_on_smollm2_starts_as_the_base_model_and_disables_back_to_it():
-    """add_router: PEFT LoRA of 07's recipe on the top two layers; B starts at zero, so before training it routes as the
-    base model does; after a step, disable_adapter() gives the base model's choices back."""
-    import copy
-
+@pytest.fixture(scope="module")
+def smollm2_model():
     from lora_edu.core import smollm2
 
-    base, tokenizer = smollm2.load()
+    return smollm2.load()
+
+
+def test_the_router_on_smollm2_starts_as_the_base_model_and_disables_back_to_it(smollm2_model):
+    """add_router: PEFT LoRA of 07's recipe on the top two layers; B starts at zero, so before training it routes as the
+    base model does; after a step, disable_adapter() gives the base model's choices back."""
+    base, tokenizer = smollm2_model
     routing = routing_task.load_routing()
     choices = routing_task.label_tokens(tokenizer, routing["labels"])
     data = chat_task.CachedBatch(base, chat_task.RECIPE["top_layers"],
@@ -128,3 +124,55 @@ def test_the_router_on_smollm2_starts_as_the_base_model_and_disables_back_to_it(
     chat_task.train(router, data, steps=2, lr=0.01, batch_size=3)
     with router.disable_adapter():
         assert torch.equal(routing_task.route(router, data, choices), zero_shot)
+
+
+def test_every_prompt_begins_with_the_shared_prefix_as_tokens(smollm2_model):
+    """The prefix is the chat marker and the instruction, up to the message: 17 tokens, the same inside every prompt
+    (it ends with a new line, where SmolLM2's tokenizer always splits)."""
+    _, tokenizer = smollm2_model
+    routing = routing_task.load_routing()
+    prefix = routing_task.prompt_prefix(routing["instruction"])
+    assert prefix == f"<|im_start|>user\n{routing['instruction']}\n"
+    messages = routing["train"] + routing["held_out"]
+    ids = layer_cache.prefix_tokens(tokenizer, prefix, [routing_task.routing_prompt(routing["instruction"], m["text"]) for m in messages])
+    assert len(ids) == 17
+
+
+class _JoinsNewLineAndW(_Tokenizer):
+    """Joins a new line and a following 'W' into one token: a prefix ending with a new line is then unstable."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text.replace("\nW", "\0")]}
+
+
+def test_cache_messages_refuses_a_prefix_that_tokenizes_differently():
+    messages = [{"text": "My parcel is late.", "label": "shipping"}, {"text": "Where is my refund?", "label": "billing"}]
+    with pytest.raises(layer_cache.CacheError, match="tokenizes differently inside the prompt .*Where is my refund.*end the prefix"):
+        routing_task.cache_messages(None, _JoinsNewLineAndW(), "Route:", messages)
+
+
+def test_the_shared_prefix_on_smollm2_gives_the_cached_loss_gradients_and_routes(smollm2_model):
+    """cache_messages (the prompt's 17 shared tokens computed once) against chat_task.CachedBatch (whole prompts), on 8
+    training messages: the same loss and adapter gradients within float32 rounding (relative, on each tensor's norm:
+    1e-6 for the loss, 2e-5 for a gradient, as tests/core/test_layer_cache.py), and the same routes, adapter on and off."""
+    base, tokenizer = smollm2_model
+    routing = routing_task.load_routing()
+    choices = routing_task.label_tokens(tokenizer, routing["labels"])
+    messages = routing["train"][:8]
+    plain = chat_task.CachedBatch(base, 2, routing_task.encode_routing(tokenizer, routing["instruction"], messages))
+    shared = routing_task.cache_messages(base, tokenizer, routing["instruction"], messages)
+    router = routing_task.add_router(copy.deepcopy(base), seed=0)
+    with torch.no_grad():   # a non-zero B, so that every adapter parameter gets a gradient
+        for name, p in router.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    twin = copy.deepcopy(router)
+    loss, loss_shared = plain.loss(router), shared.loss(twin)
+    assert abs(loss_shared.item() - loss.item()) <= 1e-6 * loss.item()
+    loss.backward()
+    loss_shared.backward()
+    grads = {name: p.grad for name, p in router.named_parameters() if p.requires_grad}
+    assert len(grads) == 28 and all((p.grad - grads[name]).norm() <= 2e-5 * grads[name].norm()
+                                    for name, p in twin.named_parameters() if p.requires_grad)
+    assert torch.equal(routing_task.route(twin, shared, choices), routing_task.route(router, plain, choices))
+    assert torch.equal(routing_task.route(base, shared, choices), routing_task.route(base, plain, choices))
