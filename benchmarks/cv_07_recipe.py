@@ -1,5 +1,8 @@
 """Notebook 07's recipe by three-fold cross-validation on the training questions only (declared before it ran).
 
+A record of the search made when set 1's odd half was the held-out set (before set 2, lora_edu/lessons/chat_task.py);
+its "held-out" below means those 44 questions, now validation questions.
+
 Run from the repository root:  .venv/bin/python benchmarks/cv_07_recipe.py [OUT.json]
 
 Why. The recipe in chat_task.RECIPE was chosen on one split (22 validation replies, one seed): one reply moves a

@@ -1,5 +1,8 @@
 """Notebook 07: what the model is taught, by three-fold cross-validation on the training questions (declared before it ran).
 
+A record of the search made when set 1's odd half was the held-out set (before set 2, lora_edu/lessons/chat_task.py).
+Its ``--held-out`` mode now scores set 2's held-out questions: it must not be run to choose anything.
+
 Run from the repository root (two processes share the work on two cores, then merge):
     .venv/bin/python benchmarks/cv_07_taught_replies.py --only 0,1 --out benchmarks/out/cv_taught_a.json &
     .venv/bin/python benchmarks/cv_07_taught_replies.py --only 2,3 --out benchmarks/out/cv_taught_b.json &
