@@ -7,8 +7,9 @@ What trains, what validates and what is held out is decided by rules, never by h
 trained model:
 
 1. **Roles.** A question's half is decided by the sha256 of its text (:func:`held_out_half`: odd or even), an
-   even split that depends on nothing else. Set 1's even half trains. Set 2's odd half is held out: no trained
-   model had answered those questions when the recipe was fixed. The other two halves (set 1's odd half, the
+   even split that depends on nothing else. Set 1's even half trains. Set 2's odd half is held out: trained models
+   first answered it after a first choice of the learning rate, which the grid's later extension kept
+   (``benchmarks/sweep_07_lr.py``). The other two halves (set 1's odd half, the
    held-out questions of set 1, and set 2's even half) validate: the recipe's choices are made on them.
 2. **Knowledge the model has.** ``benchmarks/build_07_task.py`` asked the base model every question
    once, in its own words (greedy, :data:`PROSE_TOKENS` new tokens), and stored the replies in
