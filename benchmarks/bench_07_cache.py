@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, machine_info, min_median  # noqa: E402
+from bench_common import load_average, machine_info, min_median, seconds_per_step  # noqa: E402
 
 from lora_edu.core import layer_cache, smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
@@ -31,21 +31,12 @@ ROUNDS, STEPS = 5, 3
 OUT = Path(__file__).resolve().parents[1] / "lora_edu" / "data" / "chat_task_cache_timing.json"
 
 
-def timed_steps(model, data: ct.CachedBatch, cached: bool) -> float:
-    """Seconds per step over STEPS steps of batch_size rows (the same rows each time)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rows = torch.arange(ct.RECIPE["batch_size"])
+def step_loss(model, data: ct.CachedBatch, cached: bool):
+    """A batch's loss, from the cache or through all the layers (``loss_of`` for ``seconds_per_step``)."""
     b = data.batch
-    start = time.process_time()
-    for _ in range(STEPS):
-        if cached:
-            loss = data.loss(model, rows)
-        else:
-            loss = layer_cache.reply_loss(model, b["labels"][rows], b["attention_mask"][rows], input_ids=b["input_ids"][rows])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return (time.process_time() - start) / STEPS
+    if cached:
+        return lambda rows: data.loss(model, rows)
+    return lambda rows: layer_cache.reply_loss(model, b["labels"][rows], b["attention_mask"][rows], input_ids=b["input_ids"][rows])
 
 
 def main() -> None:
@@ -68,8 +59,8 @@ def main() -> None:
     assert difference < 1e-5, difference
     times = {"uncached step": [], "cached step": [], "caching the training set": []}
     for r in range(args.rounds):
-        times["uncached step"].append(timed_steps(model, data, cached=False))
-        times["cached step"].append(timed_steps(model, data, cached=True))
+        times["uncached step"].append(seconds_per_step(model, step_loss(model, data, cached=False), [rows] * STEPS))
+        times["cached step"].append(seconds_per_step(model, step_loss(model, data, cached=True), [rows] * STEPS))
         start = time.process_time()
         ct.CachedBatch(base, k, batch)
         times["caching the training set"].append(time.process_time() - start)

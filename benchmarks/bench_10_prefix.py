@@ -18,12 +18,13 @@ import copy
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, machine_info, min_median  # noqa: E402
+from bench_common import load_average, machine_info, min_median, seconds_per_step  # noqa: E402
 
 from lora_edu.core import smollm2  # noqa: E402
 from lora_edu.course.seeding import seed_everything  # noqa: E402
@@ -41,17 +42,6 @@ def cache(kind: str, base, tokenizer, routing: dict) -> list:
     if kind == KINDS[0]:
         return [ct.CachedBatch(base, k, rt.encode_routing(tokenizer, instruction, routing[part])) for part in ("train", "held_out")]
     return [rt.cache_messages(base, tokenizer, instruction, routing[part]) for part in ("train", "held_out")]
-
-
-def timed_steps(model, data, batches: list[torch.Tensor]) -> float:
-    """Seconds per step over ``batches`` (one step each)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    start = time.process_time()
-    for rows in batches:
-        data.loss(model, rows).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return (time.process_time() - start) / len(batches)
 
 
 def main() -> None:
@@ -77,7 +67,7 @@ def main() -> None:
             start = time.process_time()
             cache(kind, base, tokenizer, routing)
             times[f"caching 64 messages, {kind}"].append(time.process_time() - start)
-            times[f"a training step, {kind}"].append(timed_steps(models[kind], data[kind], batches))
+            times[f"a training step, {kind}"].append(seconds_per_step(models[kind], partial(data[kind].loss, models[kind]), batches))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{name} {t[-1]:.3f} s" for name, t in times.items()), flush=True)
     seconds = {name: min_median(t) for name, t in times.items()}
     speedup = {what: round(seconds[f"{what}, {KINDS[0]}"]["min"] / seconds[f"{what}, {KINDS[1]}"]["min"], 2)

@@ -1,6 +1,6 @@
-"""What the course benchmarks share: a busy core on demand, a description of the machine, min/median.
+"""What the course benchmarks share: a busy core on demand, a description of the machine, min/median, a timed step.
 
-Used by ``bench_course.py`` and ``bench_threads.py`` (run as scripts from the repository root,
+Used by ``bench_course.py``, ``bench_threads.py`` and the cache benchmarks (run as scripts from the repository root,
 so this folder is on ``sys.path``).
 """
 from __future__ import annotations
@@ -114,3 +114,17 @@ def load_average() -> list[float] | None:
 def min_median(times: list[float]) -> dict:
     """``{"min": ..., "median": ...}`` of a list of seconds (the minimum is the least disturbed run)."""
     return {"min": min(times), "median": statistics.median(times)}
+
+
+def seconds_per_step(model, loss_of, batches) -> float:
+    """CPU seconds (``time.process_time``) per AdamW step on ``model``'s trainable parameters, one step for each of
+    ``batches``, where ``loss_of(rows)`` is a batch's loss: the training step the cache benchmarks compare."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    start = time.process_time()
+    for rows in batches:
+        loss_of(rows).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return (time.process_time() - start) / len(batches)

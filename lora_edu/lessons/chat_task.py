@@ -285,6 +285,10 @@ class CachedBatch:
         return layer_cache.reply_loss(model, self.batch["labels"][rows], self.batch["attention_mask"][rows],
                                       hidden=self.hidden[rows], k=self.k)
 
+    def final_states(self, model, rows=slice(None)) -> torch.Tensor:
+        """The decoder's last hidden states of the rows, through the top ``k`` layers from the cache."""
+        return layer_cache.final_states(model, self.batch["attention_mask"][rows], hidden=self.hidden[rows], k=self.k)
+
 
 def train(model, data: CachedBatch, steps: int, lr: float, batch_size: int = 8, seed: int = 0,
           desc: str | None = None) -> list[float]:

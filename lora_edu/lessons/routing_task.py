@@ -99,10 +99,7 @@ def route(model, data, choices: torch.Tensor) -> torch.Tensor:
     """The index of the label each row's model picks: the highest logit among ``choices`` (first tokens of the labels)
     where the reply starts, computed from ``data``'s cached states through the top layers (``data``: a
     :class:`~lora_edu.core.layer_cache.PrefixCache`, or a :class:`~lora_edu.lessons.chat_task.CachedBatch`)."""
-    if isinstance(data, layer_cache.PrefixCache):
-        states = data.final_states(model)
-    else:
-        states = layer_cache.final_states(model, data.batch["attention_mask"], hidden=data.hidden, k=data.k)
+    states = data.final_states(model)
     where = (data.batch["labels"] != layer_cache.IGNORE).int().argmax(1) - 1   # the last prompt token predicts the reply's first
     weights = layer_cache.output_head(model).weight[choices]
     return (states[torch.arange(len(where)), where] @ weights.T).argmax(1)
