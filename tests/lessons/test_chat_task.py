@@ -170,6 +170,35 @@ def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
     assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
 
 
+def test_generate_gives_the_tokens_of_transformers_generate_and_lets_ended_rows_go():
+    """chat_task.generate drops a row when it ends; every row's tokens must stay those of model.generate on the batch."""
+    from lora_edu.core import smollm2
+
+    model, tokenizer = smollm2.load()
+    questions = [ex["question"] for ex in chat_task.load_task()["held_out"][:6]] + ["What is the capital of France?"]
+    widths = []
+    hook = model.model.embed_tokens.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[0]))
+    for tokens, begin, strip in ((chat_task.PROSE_TOKENS, "", True), (chat_task.FORMAT_TOKENS, chat_task.OPENING, False),
+                                 (1, "", True)):
+        tokenizer.padding_side = "left"
+        batch = tokenizer([chat_task.chat_prompt(q) + begin for q in questions], return_tensors="pt", padding=True,
+                          add_special_tokens=False)
+        out = model.generate(**batch, max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        new = out[:, batch["input_ids"].shape[1]:]
+        expected = [tokenizer.decode(row, skip_special_tokens=True) for row in new]
+        widths.clear()
+        assert chat_task.generate(model, tokenizer, questions, max_new_tokens=tokens, begin=begin, strip=strip) == \
+            ([t.strip() for t in expected] if strip else expected)
+        ended = (new == tokenizer.eos_token_id).any(1)
+        if tokens > 1:
+            assert ended.any() and not ended.all(), "the check needs rows that end early and rows that do not"
+            assert widths[0] == len(questions) and min(widths) < len(questions), f"the batch did not shrink: {widths}"
+    hook.remove()
+    for bad in ([], ["What is 2 + 2?"]):
+        with pytest.raises(ValueError, match="at least one question and max_new_tokens >= 1"):
+            chat_task.generate(model, tokenizer, bad, max_new_tokens=0 if bad else 4)
+
+
 def test_choose_prefers_right_in_format_then_the_lower_loss():
     runs = [{"lr": 1, "val_loss": 0.3, "val_right_in_format": 0.8}, {"lr": 2, "val_loss": 0.4, "val_right_in_format": 0.9},
             {"lr": 3, "val_loss": 0.2, "val_right_in_format": 0.9}, {"lr": 3, "val_loss": 0.6, "val_right_in_format": 0.9}]
