@@ -361,15 +361,26 @@ def targets(n_layers: int, recipe: dict = RECIPE) -> str:
 
 def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
     """A copy of ``base`` ready to train by ``method``: ``"LoRA"`` (A drawn with ``seed``) or ``"full fine-tuning"``
-    of the same weight matrices. ``base`` itself is never changed."""
+    of the same weight matrices. ``base`` itself is never changed.
+
+    Only the weight matrices the recipe adapts (or trains) are copied. Every other weight (the embedding, the lower
+    layers, the norms: about 95 % of SmolLM2's) is shared with ``base``, as a frozen parameter of the copy's own, so a
+    copy costs about 28 MB instead of 538 MB, and no time to fill them (on a 2-core VM whose fresh memory is slow,
+    seconds). Training and ``merge_lora`` write only to the copied matrices, and ``.to()`` on the copy gives it new
+    tensors; only an in-place write to a shared weight (``weight.data.mul_``) would reach ``base``.
+    """
     import copy
+
+    from torch import nn
 
     from lora_edu.core.lora import add_lora
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    model = copy.deepcopy(base)
-    names = targets(len(layer_cache.decoder_layers(model)), recipe)
+    names = targets(len(layer_cache.decoder_layers(base)), recipe)
+    copied = {id(module.weight) for name, module in base.named_modules() if re.fullmatch(names, name)}
+    shared = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in base.parameters() if id(p) not in copied}
+    model = copy.deepcopy(base, memo=shared)
     torch.manual_seed(seed)
     if method == "LoRA":
         return add_lora(model, names, r=recipe["r"], alpha=recipe["alpha"])

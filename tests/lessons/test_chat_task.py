@@ -170,6 +170,33 @@ def test_a_cached_batch_computes_the_uncached_loss_on_smollm2():
     assert [p.requires_grad for p in model.parameters()] == flags, "prepare changed the base model"
 
 
+def test_prepare_copies_only_the_adapted_weights_and_leaves_the_base_model_as_it_was():
+    """prepare shares every weight it does not adapt with the base model; training, merging and .to() on the copy
+    must still leave the base model's values and flags unchanged."""
+    from lora_edu.core import smollm2
+    from lora_edu.core.lora import merge_lora
+
+    model, tokenizer = smollm2.load()
+    values = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = [p.requires_grad for p in model.parameters()]
+    data = chat_task.CachedBatch(model, chat_task.RECIPE["top_layers"], chat_task.encode(tokenizer, chat_task.load_task()["train"][:8]))
+    base_storage = {p.data_ptr() for p in model.parameters()}
+    for method in chat_task.METHODS:
+        copy = chat_task.prepare(model, method, seed=0)
+        own = sum(p.numel() for p in copy.parameters() if p.data_ptr() not in base_storage)
+        adapted = 7 * chat_task.RECIPE["top_layers"]   # seven weight matrices a layer, copied
+        assert own < 0.06 * sum(p.numel() for p in model.parameters()), f"{method}: {own:,} parameters copied"
+        assert sum(p.numel() for p in copy.parameters() if p.requires_grad) <= own
+        assert len([m for m in copy.modules() if getattr(m, "weight", None) is not None
+                    and m.weight.data_ptr() not in base_storage]) >= adapted
+        chat_task.train(copy, data, steps=2, lr=1e-2, batch_size=4)
+        if method == "LoRA":
+            merge_lora(copy)
+        copy.to(torch.float64)
+    assert all(torch.equal(values[n], p) for n, p in model.named_parameters()), "a copy changed the base model's weights"
+    assert [p.requires_grad for p in model.parameters()] == flags and next(model.parameters()).dtype == torch.float32
+
+
 def test_generate_gives_the_tokens_of_transformers_generate_and_lets_ended_rows_go():
     """chat_task.generate drops a row when it ends; every row's tokens must stay those of model.generate on the batch."""
     from lora_edu.core import smollm2
