@@ -365,9 +365,10 @@ def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
 
     Only the weight matrices the recipe adapts (or trains) are copied. Every other weight (the embedding, the lower
     layers, the norms: about 95 % of SmolLM2's) is shared with ``base``, as a frozen parameter of the copy's own, so a
-    copy costs about 28 MB instead of 538 MB, and no time to fill them (on a 2-core VM whose fresh memory is slow,
-    seconds). Training and ``merge_lora`` write only to the copied matrices, and ``.to()`` on the copy gives it new
-    tensors; only an in-place write to a shared weight (``weight.data.mul_``) would reach ``base``.
+    copy costs about 28 MB instead of 538 MB, and no time to fill them. Training, ``merge_lora`` and ``.to()`` to
+    another dtype or device write only to the copy. What would reach ``base``: unfreezing a shared weight of the copy
+    and training it, ``load_state_dict`` into the copy, an in-place write (``weight.data.mul_``); and an in-place
+    change to ``base`` reaches every copy made before it.
     """
     import copy
 
