@@ -359,6 +359,12 @@ def targets(n_layers: int, recipe: dict = RECIPE) -> str:
     return rf"model\.layers\.({top})\.{recipe['modules']}"
 
 
+def target_weights(model, targets: str) -> list:
+    """The weights of the modules whose names match the regex ``targets`` (the whole name, as PEFT matches a string):
+    what :func:`prepare` copies and :func:`unfreeze_targets` trains."""
+    return [module.weight for name, module in model.named_modules() if re.fullmatch(targets, name)]
+
+
 def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
     """A copy of ``base`` ready to train by ``method``: ``"LoRA"`` (A drawn with ``seed``) or ``"full fine-tuning"``
     of the same weight matrices. ``base`` itself is never changed.
@@ -379,7 +385,7 @@ def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     names = targets(len(layer_cache.decoder_layers(base)), recipe)
-    copied = {id(module.weight) for name, module in base.named_modules() if re.fullmatch(names, name)}
+    copied = {id(weight) for weight in target_weights(base, names)}
     shared = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in base.parameters() if id(p) not in copied}
     model = copy.deepcopy(base, memo=shared)
     torch.manual_seed(seed)
@@ -393,11 +399,10 @@ def unfreeze_targets(model, targets: str) -> int:
     """Full fine-tuning of exactly the weight matrices LoRA would adapt: those of the modules whose names match the
     regex ``targets`` train, everything else is frozen. Returns how many parameters train."""
     model.requires_grad_(False)
-    n = 0
-    for name, module in model.named_modules():
-        if re.fullmatch(targets, name):
-            module.weight.requires_grad_(True)
-            n += module.weight.numel()
+    weights = target_weights(model, targets)
+    for weight in weights:
+        weight.requires_grad_(True)
+    n = sum(weight.numel() for weight in weights)
     if n == 0:
         raise ValueError(f"no module name matches {targets!r}; names look like 'model.layers.29.mlp.up_proj'.")
     return n
