@@ -1042,6 +1042,9 @@ def test_07_real_language_model():
     counts_right = {m: sum(round(r["right_in_format"] * n) for r in rows[m]) for m in ct.METHODS}
     assert str({m: f"{counts_right[m]} of {n * len(sweep['seeds'])}" for m in ct.METHODS}) in outputs
     assert "held-out losses within 0.01 of each other" in text
+    # Deep dive 36: only B moves on the first step, since A's gradient is zero while B = 0 (printed in deep dive 37).
+    assert "A's gradient is zero while B = 0" in text and "A's gradient is zero while B = 0, in both: True" in outputs
+    assert 'if n.endswith("lora_A")' in code and "(α/r)" in text
     assert abs(mean(lo, "held_out_loss") - mean(fft, "held_out_loss")) < 0.01
     assert "Full fine-tuning forgot less: its prose perplexity is lower than LoRA's in every seed" in text
     assert max(r["prose_perplexity"] for r in fft) < min(r["prose_perplexity"] for r in lo)
