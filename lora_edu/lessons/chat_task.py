@@ -397,15 +397,15 @@ def prepare(base, method: str, seed: int = 0, recipe: dict = RECIPE):
 
 def unfreeze_targets(model, targets: str) -> int:
     """Full fine-tuning of exactly the weight matrices LoRA would adapt: those of the modules whose names match the
-    regex ``targets`` train, everything else is frozen. Returns how many parameters train."""
-    model.requires_grad_(False)
+    regex ``targets`` train, everything else is frozen. Returns how many parameters train. A regex that matches no
+    module raises before anything is frozen."""
     weights = target_weights(model, targets)
+    if not weights:
+        raise ValueError(f"no module name matches {targets!r}; names look like 'model.layers.29.mlp.up_proj'.")
+    model.requires_grad_(False)
     for weight in weights:
         weight.requires_grad_(True)
-    n = sum(weight.numel() for weight in weights)
-    if n == 0:
-        raise ValueError(f"no module name matches {targets!r}; names look like 'model.layers.29.mlp.up_proj'.")
-    return n
+    return sum(weight.numel() for weight in weights)
 
 
 @torch.no_grad()

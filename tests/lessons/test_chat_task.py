@@ -107,8 +107,10 @@ def test_bad_input():
         chat_task.train(torch.nn.Linear(2, 2).requires_grad_(False), Rows(), steps=1, lr=0.1)
     with pytest.raises(ValueError, match="steps >= 1"):
         chat_task.train(torch.nn.Linear(2, 2), Rows(), steps=0, lr=0.1)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="no module name matches"):
-        chat_task.unfreeze_targets(torch.nn.Sequential(torch.nn.Linear(2, 2)), r"model\.layers\.0\.q_proj")
+        chat_task.unfreeze_targets(model, r"model\.layers\.0\.q_proj")
+    assert all(p.requires_grad for p in model.parameters()), "a bad regex froze the model"
 
 
 class _Tokenizer:
